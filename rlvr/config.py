@@ -1,0 +1,164 @@
+"""The job spec: everything a training job needs, as plain pydantic models.
+
+A spec comes from YAML/JSON (``rlvr train spec.yaml``, ``POST /v1/jobs``). Unknown keys are
+errors (a typo must not silently fall back to a default), and every numeric field has the
+bounds a sane run needs, so a bad spec fails at submission naming the field.
+
+    >>> spec = JobSpec.from_yaml_text(open("examples/arithmetic.yaml").read())
+    >>> spec.algorithm.group_size
+    8
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSpec(_Strict):
+    """Train low-rank adapters (peft) instead of the full model."""
+
+    rank: int = Field(16, ge=1, le=1024)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class ModelSpec(_Strict):
+    """The policy to train: ``tiny:<task>`` (built locally), an HF model id, or a directory."""
+
+    path: str = Field("tiny:arithmetic", min_length=1)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None
+
+
+class DataSpec(_Strict):
+    """Where prompts come from: ``builtin:<name>?k=v`` or a ``.jsonl``/``.parquet`` path."""
+
+    train: str = Field("builtin:arithmetic?n=2000", min_length=1)
+    eval: str | None = "builtin:arithmetic?n=200&seed=1"
+    prompt_template: Literal["think", "plain"] = "think"
+    max_prompt_tokens: int = Field(512, ge=8, le=131072)
+    shuffle: bool = True
+
+
+class VerifierRef(_Strict):
+    """One reward term: ``weight * verifier(completion, reference).score``."""
+
+    name: str = Field(..., min_length=1)
+    weight: float = Field(1.0, ge=-100, le=100)
+    options: dict[str, Any] = {}
+
+
+class RewardSpec(_Strict):
+    verifiers: list[VerifierRef] = Field(
+        default_factory=lambda: [VerifierRef(name="math"), VerifierRef(name="think_format", weight=0.1)],
+        min_length=1,
+    )
+    timeout_s: float = Field(10.0, gt=0, le=600)  # per completion, per verifier
+    workers: int = Field(2, ge=1, le=256)  # processes in the reward pool
+
+
+Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
+LossAgg = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
+
+
+class AlgorithmSpec(_Strict):
+    """GRPO-family policy gradient. Formulas: DESIGN.md, "Loss semantics"."""
+
+    estimator: Estimator = "grpo"
+    group_size: int = Field(8, ge=2, le=1024)
+    prompts_per_step: int = Field(16, ge=1, le=65536)
+    lr: float = Field(1.0e-5, gt=0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0, le=1.0)
+    warmup_steps: int = Field(0, ge=0)
+    max_steps: int = Field(100, ge=1, le=10_000_000)
+    clip_low: float = Field(0.2, ge=0, le=1.0)
+    clip_high: float = Field(0.28, ge=0, le=10.0)
+    kl_coef: float = Field(0.0, ge=0, le=100)
+    loss_agg: LossAgg = "token_mean"
+    tis_cap: float | None = Field(None, gt=0)
+    dynamic_sampling: bool = False  # drop groups whose rewards are all equal
+    max_grad_norm: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(16, ge=1, le=65536)  # sequences per forward/backward
+    epochs_per_step: int = Field(1, ge=1, le=16)  # optimizer passes over each rollout batch
+    num_learners: int = Field(0, ge=0, le=1024)  # 0: the learner lives in the driver's actor
+    seed: int = 0
+
+
+class RolloutSpec(_Strict):
+    engine: Literal["auto", "hf", "vllm"] = "auto"  # auto: vllm when CUDA and vLLM exist, else hf
+    max_new_tokens: int = Field(256, ge=1, le=131072)
+    temperature: float = Field(1.0, ge=0, le=10)
+    top_p: float = Field(1.0, gt=0, le=1)
+    replicas: int = Field(1, ge=1, le=1024)
+    gpu_memory_utilization: float = Field(0.35, gt=0, le=0.95)
+    stop: list[str] = []
+
+
+class CheckpointSpec(_Strict):
+    every: int = Field(50, ge=1)
+    keep: int = Field(3, ge=1)  # newest checkpoints kept on disk
+
+
+class EvalSpec(_Strict):
+    every: int = Field(25, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)  # default: rollout.max_new_tokens
+    at_start: bool = True  # evaluate the initial policy (step 0) too
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class JobSpec(_Strict):
+    """A training job. See DESIGN.md, "Job spec"."""
+
+    name: str = "job"
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    reward: RewardSpec = RewardSpec()
+    algorithm: AlgorithmSpec = AlgorithmSpec()
+    rollout: RolloutSpec = RolloutSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    eval: EvalSpec = EvalSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                "name must be 1-64 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        if self.algorithm.clip_low >= 1.0:
+            raise ValueError("algorithm.clip_low must be < 1 (the ratio's lower bound is 1 - clip_low)")
+        return self
+
+    # -- loading ---------------------------------------------------------------------
+    @classmethod
+    def from_yaml_text(cls, text: str) -> JobSpec:
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError("a job spec must be a YAML/JSON mapping at the top level")
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> JobSpec:
+        return cls.from_yaml_text(Path(path).read_text())
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -1,0 +1,59 @@
+"""The rollout engine contract shared by the HF (CPU) and vLLM (GPU) engines.
+
+An engine turns prompt token ids into ``n`` sampled completions each, with the logprob of
+every sampled token under the sampling distribution, and accepts new weights from the
+learner. Engines run as Ray actors; these types cross the object store, so they are plain
+dataclasses of lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample. ``n`` completions per prompt (the GRPO group)."""
+
+    n: int = 1
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    """One sampled completion of one prompt."""
+
+    prompt_index: int  # index into the prompts passed to generate()
+    token_ids: list[int]  # generated tokens only (no prompt), EOS included if produced
+    text: str  # decoded generated text, special tokens skipped except <think>/<answer> markup
+    logprobs: list[float]  # logprob of each generated token under the sampling distribution
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass
+class RolloutBatch:
+    """All completions of a step, grouped: completions of prompt i share group id i."""
+
+    prompt_token_ids: list[list[int]]
+    completions: list[Completion]
+    stats: dict[str, float] = field(default_factory=dict)  # e.g. tokens, seconds
+
+    @property
+    def group_ids(self) -> list[int]:
+        return [c.prompt_index for c in self.completions]
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig) -> list[Completion]:
+        """``sampling.n`` completions per prompt, ordered by prompt."""
+
+    def load_weights(self, state: dict[str, Any], version: int) -> None:
+        """Replace the policy weights (names as in the HF model's ``state_dict``)."""
+
+    def weights_version(self) -> int:
+        """The version last loaded (0 = the initial checkpoint)."""
