@@ -1,0 +1,582 @@
+"""The GPU rollout engine: vLLM's ``LLM`` inside Ray actors, several replicas, fast weight sync.
+
+Two layers, both small:
+
+- :class:`VllmEngine` is the body of one Ray actor. It owns a vLLM ``LLM`` whose engine core
+  runs in the actor's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so weights handed
+  to it as tensors reach the model directly through ``collective_rpc`` +
+  ``model.load_weights`` (with a separate engine-core process, tensors in the RPC's arguments
+  would be serialized to lists). It samples ``n`` completions per prompt with the logprob of
+  every sampled token (``SamplingParams(logprobs=0)``, ``logprobs_mode="processed_logprobs"``
+  so the logprobs are those of the distribution actually sampled: after temperature and
+  top-p), and resets the prefix cache after every weight update (cached KV blocks were
+  computed by the old weights).
+- :class:`VllmRollout` is the driver-side :class:`~rlvr.rollout.base.RolloutEngine`: it places
+  ``replicas`` engine actors with a placement group (``num_gpus`` each: a fraction when the
+  learner shares the card, 1 when each replica has its own), spreads the prompts of a
+  ``generate`` call across them in contiguous slices, and loads new weights through the object
+  store (one ``ray.put``, one ObjectRef to every replica). Learners that hold their weights on
+  a GPU push them faster with :class:`rlvr.rollout.weight_sync.WeightSender` (CUDA IPC / NCCL)
+  using ``rollout.engines``.
+
+    rollout = VllmRollout(VllmEngineConfig(model="/path/to/hf_dir", gpu_memory_utilization=0.35),
+                          replicas=2, num_gpus=0.5)
+    completions = rollout.generate(prompt_ids, SamplingConfig(n=8, max_new_tokens=256))
+    rollout.load_weights(learner.state_dict(), version=1)
+
+This module imports without vLLM (it is imported inside the actor); Ray and torch are needed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+from rlvr.rollout.base import Completion, SamplingConfig
+from rlvr.rollout.weight_sync import (
+    WeightLayout,
+    current_gpu_uuid,
+    pack_weights,
+    unpack_weights,
+)
+
+# Special tokens kept in Completion.text: verifiers read the reasoning/answer markup.
+MARKUP_TOKENS = frozenset({"<think>", "</think>", "<answer>", "</answer>"})
+
+# Set in every engine actor before vLLM is imported (see the module docstring).
+ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+@dataclass
+class VllmEngineConfig:
+    """How to build one vLLM engine. Fields map onto ``vllm.LLM(...)`` arguments.
+
+    Attributes:
+        model: a local HF model directory (or hub id where a hub is reachable).
+        dtype: weights/activations dtype in the engine.
+        gpu_memory_utilization: fraction of the GPU's memory vLLM may use (weights + KV
+            cache); ~0.3-0.4 when the learner shares the GPU.
+        kv_cache_memory_bytes: a fixed KV cache size instead of profiling for it; lets several
+            engines start on one GPU at the same time (profiling assumes no other process
+            changes its memory meanwhile).
+        max_model_len: prompt + completion limit; None = the model's.
+        enforce_eager: skip torch.compile and CUDA graphs (starts ~3x faster, decodes slower).
+        enable_prefix_caching: share KV blocks of common prefixes (the group's prompt).
+        max_num_seqs: sequences decoded at once; None = vLLM's default.
+        seed: engine seed (sampling is reproducible per request only with SamplingConfig.seed).
+        extra: any other ``vllm.LLM`` keyword arguments.
+    """
+
+    model: str
+    dtype: str = "bfloat16"
+    gpu_memory_utilization: float = 0.35
+    kv_cache_memory_bytes: int | None = None
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    enable_prefix_caching: bool = True
+    max_num_seqs: int | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model must name a model directory or id")
+        if not 0 < self.gpu_memory_utilization <= 0.95:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 0.95], got {self.gpu_memory_utilization}"
+            )
+        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes <= 0:
+            raise ValueError("kv_cache_memory_bytes must be positive (or None to profile)")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError("max_model_len must be >= 2 (or None for the model's own)")
+        names = {f.name for f in fields(self)}
+        clash = names & set(self.extra)
+        if clash:
+            raise ValueError(f"extra repeats field(s) {sorted(clash)}: set them directly")
+
+    def llm_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``vllm.LLM``."""
+        kw: dict[str, Any] = {
+            "model": self.model,
+            "dtype": self.dtype,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "enforce_eager": self.enforce_eager,
+            "enable_prefix_caching": self.enable_prefix_caching,
+            "seed": self.seed,
+            # Logprobs of the distribution sampled from (after temperature / top-p): these
+            # are the behaviour policy's logprobs that importance ratios need.
+            "logprobs_mode": "processed_logprobs",
+        }
+        for name in ("kv_cache_memory_bytes", "max_model_len", "max_num_seqs"):
+            if getattr(self, name) is not None:
+                kw[name] = getattr(self, name)
+        kw.update(self.extra)
+        return kw
+
+    @classmethod
+    def from_spec(cls, spec: Any, model_path: str, **overrides: Any) -> VllmEngineConfig:
+        """From a :class:`rlvr.config.JobSpec` and the resolved model directory."""
+        dtype = "bfloat16" if spec.model.dtype in ("auto", "bfloat16") else spec.model.dtype
+        max_len = spec.data.max_prompt_tokens + spec.rollout.max_new_tokens
+        kw = dict(
+            model=model_path,
+            dtype=dtype,
+            gpu_memory_utilization=spec.rollout.gpu_memory_utilization,
+            max_model_len=max_len,
+            seed=spec.algorithm.seed,
+        )
+        kw.update(overrides)
+        return cls(**kw)
+
+
+# -- pure request/response logic (tested on CPU) ----------------------------------------------
+def validate_request(prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingConfig) -> None:
+    """Raise ValueError naming the bad field (before anything reaches an engine)."""
+    if sampling.n < 1:
+        raise ValueError(f"sampling.n must be >= 1 (completions per prompt), got {sampling.n}")
+    if sampling.max_new_tokens < 1:
+        raise ValueError(f"sampling.max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
+    if sampling.temperature < 0:
+        raise ValueError(
+            f"sampling.temperature must be >= 0 (0 = greedy), got {sampling.temperature}"
+        )
+    if not 0 < sampling.top_p <= 1:
+        raise ValueError(f"sampling.top_p must be in (0, 1], got {sampling.top_p}")
+    if any(not isinstance(s, str) or not s for s in sampling.stop):
+        raise ValueError(f"sampling.stop must be non-empty strings, got {sampling.stop!r}")
+    for i, ids in enumerate(prompt_token_ids):
+        if len(ids) == 0:
+            raise ValueError(
+                f"prompt {i} has no tokens (an empty prompt cannot be decoded; did the "
+                "tokenizer drop every character of it?)"
+            )
+        bad = [t for t in ids if not isinstance(t, int) or t < 0]
+        if bad:
+            raise ValueError(f"prompt {i} has invalid token ids {bad[:5]} (need ints >= 0)")
+
+
+def sampling_params_kwargs(
+    sampling: SamplingConfig, num_prompts: int, prompt_offset: int = 0, ignore_eos: bool = False
+) -> list[dict[str, Any]]:
+    """``vllm.SamplingParams`` keyword arguments: one dict shared by all prompts, or (with a
+    seed) one per prompt.
+
+    With ``sampling.seed``, prompt ``i`` (its index in the whole call, ``prompt_offset + i``)
+    gets seed ``seed + i * n`` and vLLM seeds its ``n`` samples ``+0 … +n-1``, so every sample
+    has its own stream and the result does not depend on how prompts are spread over replicas.
+    """
+    base: dict[str, Any] = {
+        "n": sampling.n,
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "stop": list(sampling.stop) or None,
+        # The text must match the token ids the learner trains on, and verifiers look for
+        # closing tags such as </answer>: keep the stop string.
+        "include_stop_str_in_output": True,
+        "logprobs": 0,  # the sampled token's logprob only
+        "flat_logprobs": True,  # a few flat lists per completion instead of a dict per token
+        "skip_special_tokens": False,  # markup tokens stay; control tokens are stripped after
+        "spaces_between_special_tokens": False,
+        "ignore_eos": ignore_eos,
+    }
+    if sampling.seed is None:
+        return [base]
+    return [
+        {**base, "seed": sampling.seed + (prompt_offset + i) * sampling.n}
+        for i in range(num_prompts)
+    ]
+
+
+def split_evenly(num_items: int, num_parts: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, end)`` slices of sizes differing by at most one (empty ones kept)."""
+    if num_parts < 1:
+        raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+    q, r = divmod(num_items, num_parts)
+    spans, start = [], 0
+    for p in range(num_parts):
+        end = start + q + (1 if p < r else 0)
+        spans.append((start, end))
+        start = end
+    return spans
+
+
+def sampled_logprobs(token_ids: Sequence[int], logprobs: Any) -> list[float]:
+    """The logprob of each sampled token from vLLM's per-position logprobs.
+
+    Accepts both vLLM formats: ``FlatLogprobs`` (parallel flat lists with start/end indices per
+    position) and a list of ``{token_id: Logprob}`` dicts.
+    """
+    if logprobs is None:
+        raise RuntimeError("vLLM returned no logprobs: SamplingParams.logprobs must be 0, not None")
+    if len(logprobs) != len(token_ids):
+        raise RuntimeError(f"vLLM returned {len(logprobs)} logprobs for {len(token_ids)} tokens")
+    out: list[float] = []
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs
+        flat_ids, flat_lp = logprobs.token_ids, logprobs.logprobs
+        for pos, tok in enumerate(token_ids):
+            start, end = logprobs.start_indices[pos], logprobs.end_indices[pos]
+            # vLLM puts the sampled token first; search the rest in case it ever does not.
+            for k in range(start, end):
+                if flat_ids[k] == tok:
+                    out.append(float(flat_lp[k]))
+                    break
+            else:
+                raise RuntimeError(f"no logprob for sampled token {tok} at position {pos}")
+        return out
+    for pos, tok in enumerate(token_ids):
+        entry = logprobs[pos]
+        if entry is None or tok not in entry:
+            raise RuntimeError(f"no logprob for sampled token {tok} at position {pos}")
+        out.append(float(entry[tok].logprob))
+    return out
+
+
+def strip_tokens(text: str, tokens: frozenset[str] | set[str]) -> str:
+    """``text`` without any occurrence of ``tokens`` (control tokens such as ``<|im_end|>``)."""
+    for t in sorted(tokens, key=len, reverse=True):  # longest first: no partial leftovers
+        if t:
+            text = text.replace(t, "")
+    return text
+
+
+def completions_from_outputs(
+    outputs: Sequence[Any], prompt_offset: int, strip: frozenset[str] | set[str]
+) -> list[Completion]:
+    """vLLM ``RequestOutput``s (one per prompt, in order) → Completions, by prompt then sample."""
+    completions: list[Completion] = []
+    for i, out in enumerate(outputs):
+        for c in sorted(out.outputs, key=lambda c: c.index):
+            if c.finish_reason not in ("stop", "length"):
+                raise RuntimeError(
+                    f"vLLM finished prompt {prompt_offset + i} with {c.finish_reason!r} "
+                    "(aborted or errored request)"
+                )
+            token_ids = list(c.token_ids)
+            completions.append(
+                Completion(
+                    prompt_index=prompt_offset + i,
+                    token_ids=token_ids,
+                    text=strip_tokens(c.text, strip),
+                    logprobs=sampled_logprobs(token_ids, c.logprobs),
+                    finish_reason=c.finish_reason,
+                )
+            )
+    return completions
+
+
+def _load_on_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> None:
+    # Runs inside vLLM's worker (this process: the engine core is in-process). load_weights
+    # maps HF names onto vLLM's fused parameters and copies in place.
+    worker.model_runner.model.load_weights(weights=weights)
+
+
+def _param_sum_on_worker(worker: Any, name: str) -> float:
+    params = dict(worker.model_runner.model.named_parameters())
+    if name not in params:
+        raise KeyError(f"no parameter {name!r} in the vLLM model")
+    return float(params[name].float().sum())
+
+
+# -- the actor ---------------------------------------------------------------------------------
+class VllmEngine:
+    """One vLLM engine; the body of a Ray actor (``ray.remote(VllmEngine)``).
+
+    Implements :class:`~rlvr.rollout.base.RolloutEngine` plus the receiving ends of
+    :mod:`rlvr.rollout.weight_sync` (``load_packed``, ``load_ipc``, ``init_weight_group`` +
+    ``load_broadcast``).
+    """
+
+    def __init__(self, config: VllmEngineConfig) -> None:
+        # Before vLLM is imported: keep the engine core in this process (module docstring).
+        os.environ.update(ENGINE_ENV)
+        from vllm import LLM
+
+        self.config = config
+        t0 = time.perf_counter()
+        self._llm = LLM(**config.llm_kwargs())
+        self.start_s = time.perf_counter() - t0
+        tokenizer = self._llm.get_tokenizer()
+        self._strip = frozenset(getattr(tokenizer, "all_special_tokens", ())) - MARKUP_TOKENS
+        self._version = 0
+        self._group = None  # NCCL weight-sync group, formed on request
+
+    # RolloutEngine -----------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt_token_ids: list[list[int]],
+        sampling: SamplingConfig,
+        ignore_eos: bool = False,
+        prompt_offset: int = 0,
+    ) -> list[Completion]:
+        """``sampling.n`` completions per prompt, ordered by prompt; ``prompt_index`` counts
+        from ``prompt_offset`` (the slice's start when a VllmRollout spreads prompts)."""
+        from vllm import SamplingParams
+
+        validate_request(prompt_token_ids, sampling)
+        if not prompt_token_ids:
+            return []
+        kws = sampling_params_kwargs(sampling, len(prompt_token_ids), prompt_offset, ignore_eos)
+        params = [SamplingParams(**kw) for kw in kws]
+        outputs = self._llm.generate(
+            [{"prompt_token_ids": list(p)} for p in prompt_token_ids],
+            params[0] if len(params) == 1 else params,
+            use_tqdm=False,
+        )
+        return completions_from_outputs(outputs, prompt_offset, self._strip)
+
+    def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
+        """Load a state dict (HF names, tensors on any device)."""
+        device = self._device()
+        self._load([(n, t.to(device)) for n, t in state.items()], version)
+
+    def weights_version(self) -> int:
+        return self._version
+
+    # weight_sync receivers ----------------------------------------------------------------
+    def load_packed(self, payload: Mapping[str, Any], version: int) -> None:
+        """Object-store path: ``payload = {"layout": WeightLayout dict, "data": uint8 array}``
+        (Ray resolves the ObjectRef argument; the array is a zero-copy view of the store)."""
+        layout = WeightLayout.from_dict(payload["layout"])
+        with warnings.catch_warnings():  # the store's memory is read-only; we only read it
+            warnings.simplefilter("ignore", UserWarning)
+            host = torch.from_numpy(payload["data"])
+        self._load(unpack_weights(host.to(self._device()), layout), version)
+
+    def load_ipc(
+        self, handles: Mapping[str, tuple], layout: Mapping[str, Any], version: int
+    ) -> None:
+        """CUDA IPC path: open the sender's GPU buffer (``handles``: GPU UUID → the args of
+        ``torch.multiprocessing.reductions.rebuild_cuda_tensor``) and load from it."""
+        from torch.multiprocessing.reductions import rebuild_cuda_tensor
+
+        gpu = current_gpu_uuid()
+        if gpu not in handles:
+            raise ValueError(
+                f"this engine's GPU {gpu} is not among the IPC handles' GPUs {list(handles)}: "
+                "CUDA IPC needs the sender on the same GPU (use method='nccl' or 'object_store')"
+            )
+        args = list(handles[gpu])
+        args[6] = torch.cuda.current_device()  # the device index as this process sees it
+        buffer = rebuild_cuda_tensor(*args)
+        self._load(unpack_weights(buffer, WeightLayout.from_dict(layout)), version)
+        del buffer
+
+    def init_weight_group(self, host: str, port: int, rank: int, world_size: int) -> None:
+        """Join the sender's NCCL group (rank 0 = the sender)."""
+        from vllm.distributed.weight_transfer.nccl_common import stateless_init_process_group
+
+        self._group = stateless_init_process_group(
+            host, port, rank, world_size, torch.cuda.current_device()
+        )
+
+    def load_broadcast(self, layout: Mapping[str, Any], version: int) -> None:
+        """NCCL path: receive the packed buffer from rank 0 and load it."""
+        if self._group is None:
+            raise RuntimeError("init_weight_group must be called before load_broadcast")
+        lay = WeightLayout.from_dict(layout)
+        buffer = torch.empty(lay.nbytes, dtype=torch.uint8, device=self._device())
+        self._group.broadcast(buffer, src=0, stream=torch.cuda.current_stream())
+        self._load(unpack_weights(buffer, lay), version)
+
+    # introspection ------------------------------------------------------------------------
+    def gpu_uuid(self) -> str | None:
+        return current_gpu_uuid()
+
+    def info(self) -> dict[str, Any]:
+        """What the driver needs to validate requests and report: limits, start time."""
+        mc = self._llm.model_config
+        return {
+            "max_model_len": int(mc.max_model_len),
+            "vocab_size": int(mc.get_vocab_size()),
+            "start_s": self.start_s,
+            "gpu": current_gpu_uuid(),
+        }
+
+    def param_sum(self, name: str) -> float:
+        """Sum of a vLLM parameter (e.g. ``model.norm.weight``): a cheap check that a sync landed."""
+        return self._llm.collective_rpc(_param_sum_on_worker, args=(name,))[0]
+
+    # internals ------------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
+
+    def _load(self, weights: list[tuple[str, torch.Tensor]], version: int) -> None:
+        self._llm.collective_rpc(_load_on_worker, args=(weights,))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the sender may free or overwrite its buffer after this
+        if not self._llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset its prefix cache after a weight update")
+        self._version = int(version)
+
+
+# -- the driver side ---------------------------------------------------------------------------
+def _wait(refs: list, timeout_s: float, what: str) -> list:
+    import ray
+
+    try:
+        return ray.get(refs, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError as e:
+        raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s") from e
+
+
+class VllmRollout:
+    """``replicas`` vLLM engine actors behind the :class:`~rlvr.rollout.base.RolloutEngine` API.
+
+    Args:
+        config: how to build each engine.
+        replicas: engine actors; prompts are spread across them.
+        num_gpus: GPUs per replica (a fraction to share a GPU with the learner; 0 only for
+            tests with a stand-in ``vllm`` module).
+        num_cpus: CPUs per replica (vLLM's scheduler and detokenizer run on the CPU).
+        placement_group: an existing placement group with one bundle per replica (the
+            trainer's, so engines and learners are reserved together); None creates one.
+        bundle_offset: index of the first engine bundle in ``placement_group``.
+        runtime_env: extra Ray runtime env for the actors (``env_vars`` are merged).
+        start_timeout_s: bound on the engines' start (vLLM compiles for ~40 s).
+        call_timeout_s: bound on each generate / load call.
+    """
+
+    def __init__(
+        self,
+        config: VllmEngineConfig,
+        replicas: int = 1,
+        num_gpus: float = 1.0,
+        num_cpus: float = 1.0,
+        placement_group: Any = None,
+        bundle_offset: int = 0,
+        runtime_env: dict[str, Any] | None = None,
+        start_timeout_s: float = 900.0,
+        call_timeout_s: float = 3600.0,
+    ) -> None:
+        import ray
+        from ray.util.placement_group import placement_group as make_pg
+        from ray.util.placement_group import remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        if replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {replicas}")
+        if num_gpus < 0 or num_cpus < 0:
+            raise ValueError("num_gpus and num_cpus must be >= 0")
+        if not ray.is_initialized():
+            raise RuntimeError("VllmRollout needs a Ray cluster: call ray.init() first")
+        self.config = config
+        self.call_timeout_s = call_timeout_s
+        self._remove_pg = remove_placement_group
+        self._own_pg = None
+        env = dict(runtime_env or {})
+        env["env_vars"] = {**ENGINE_ENV, **env.get("env_vars", {})}
+
+        if placement_group is None and num_gpus > 0:
+            bundle = {"GPU": num_gpus, **({"CPU": num_cpus} if num_cpus else {})}
+            placement_group = self._own_pg = make_pg([bundle] * replicas, strategy="PACK")
+            try:
+                ray.get(placement_group.ready(), timeout=start_timeout_s)
+            except ray.exceptions.GetTimeoutError as e:
+                self.shutdown()
+                raise RuntimeError(
+                    f"the cluster cannot host {replicas} rollout replica(s) of {num_gpus} GPU "
+                    f"and {num_cpus} CPU each (resources: {ray.cluster_resources()}); lower "
+                    "rollout.replicas or the GPU share"
+                ) from e
+
+        actor_cls = ray.remote(VllmEngine)
+        # Several engines profiling memory on one GPU at once would see each other's
+        # allocations; start them one after another unless the KV cache size is fixed.
+        one_by_one = num_gpus < 1 and replicas > 1 and config.kv_cache_memory_bytes is None
+        self.engines: list[Any] = []
+        infos: list[dict[str, Any]] = []
+        try:
+            for i in range(replicas):
+                options: dict[str, Any] = {
+                    "num_gpus": num_gpus,
+                    "num_cpus": num_cpus,
+                    "runtime_env": env,
+                }
+                if placement_group is not None:
+                    options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                        placement_group=placement_group,
+                        placement_group_bundle_index=bundle_offset + i,
+                    )
+                self.engines.append(actor_cls.options(**options).remote(config))
+                if one_by_one:
+                    infos += _wait(
+                        [self.engines[-1].info.remote()], start_timeout_s, "vLLM engine start"
+                    )
+            if not one_by_one:
+                infos = _wait(
+                    [e.info.remote() for e in self.engines], start_timeout_s, "vLLM engine start"
+                )
+        except BaseException:
+            self.shutdown()
+            raise
+        self.infos = infos
+        self.max_model_len = min(i["max_model_len"] for i in infos)
+
+    def generate(
+        self,
+        prompt_token_ids: list[list[int]],
+        sampling: SamplingConfig,
+        *,
+        ignore_eos: bool = False,
+    ) -> list[Completion]:
+        """``sampling.n`` completions per prompt, ordered by prompt (RolloutEngine).
+
+        ``ignore_eos`` (benchmarks only) decodes exactly ``max_new_tokens`` tokens.
+        """
+        validate_request(prompt_token_ids, sampling)
+        for i, ids in enumerate(prompt_token_ids):
+            if len(ids) >= self.max_model_len:
+                raise ValueError(
+                    f"prompt {i} has {len(ids)} tokens but the engine's max_model_len is "
+                    f"{self.max_model_len}: shorten data.max_prompt_tokens or raise max_model_len"
+                )
+        refs = [
+            engine.generate.remote(prompt_token_ids[a:b], sampling, ignore_eos, a)
+            for engine, (a, b) in zip(
+                self.engines, split_evenly(len(prompt_token_ids), len(self.engines)), strict=True
+            )
+            if b > a
+        ]
+        results = _wait(refs, self.call_timeout_s, "vLLM generate")
+        return [c for part in results for c in part]
+
+    def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
+        """Replace every replica's weights through the object store (RolloutEngine).
+
+        One ``ray.put`` of one packed buffer; every replica reads the same object.
+        """
+        import ray
+
+        buffer, layout = pack_weights(state, device="cpu")
+        ref = ray.put({"layout": layout.to_dict(), "data": buffer.numpy()})
+        _wait(
+            [e.load_packed.remote(ref, version) for e in self.engines],
+            self.call_timeout_s,
+            "loading weights into the vLLM engines",
+        )
+
+    def weights_version(self) -> int:
+        """The version every replica has loaded (the lowest, should they ever differ)."""
+        return min(_wait([e.weights_version.remote() for e in self.engines], 60, "weights_version"))
+
+    def shutdown(self) -> None:
+        """Kill the engine actors and release their placement group."""
+        import ray
+
+        for e in getattr(self, "engines", []):
+            ray.kill(e)
+        self.engines = []
+        if self._own_pg is not None:
+            self._remove_pg(self._own_pg)
+            self._own_pg = None
