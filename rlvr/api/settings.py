@@ -10,6 +10,9 @@
 | RLVR_DATA_ROOTS    | data_roots   | ~/.rlvr/data (os.pathsep-separated) |
 | RLVR_MODEL_ROOTS   | model_roots  | ~/.rlvr/models (os.pathsep-separated) |
 | RLVR_RUNS_DIR      | runs_dir     | ~/.rlvr/runs                    |
+| RLVR_DRIVER_PYTHON | driver_python | unset: this interpreter (local head), `python` (RAY_ADDRESS) |
+
+``runs_dir`` must be reachable by the Ray job drivers (shared storage on a cluster).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ENV_VARS = {
     "data_roots": "RLVR_DATA_ROOTS",
     "model_roots": "RLVR_MODEL_ROOTS",
     "runs_dir": "RLVR_RUNS_DIR",
+    "driver_python": "RLVR_DRIVER_PYTHON",
 }
 
 
@@ -44,6 +48,8 @@ class Settings(BaseModel):
     data_roots: list[Path] = Field(default_factory=lambda: [_home() / "data"])
     model_roots: list[Path] = Field(default_factory=lambda: [_home() / "models"])
     runs_dir: Path = Field(default_factory=lambda: _home() / "runs")
+    # The interpreter a Ray job runs `-m rlvr.jobs.driver` with (must have rlvr installed).
+    driver_python: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

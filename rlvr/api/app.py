@@ -1,0 +1,137 @@
+"""The FastAPI application: ``create_app(settings)``, served by ``rlvr serve`` (uvicorn).
+
+    uvicorn --factory rlvr.api.app:create_app      # settings from the RLVR_* environment
+
+The app owns a :class:`~rlvr.jobs.store.JobStore` (created on start, schema version checked)
+and a :class:`~rlvr.jobs.runner.JobRunner` whose thread starts with the app (its first tick
+reconciles the store with Ray) and stops with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+
+import rlvr
+from rlvr.api.deps import require_token
+from rlvr.api.routes import jobs, system, verifiers
+from rlvr.api.settings import Settings
+from rlvr.jobs.runner import JobRunner
+from rlvr.jobs.store import JobStore
+
+log = logging.getLogger("rlvr.api")
+
+DESCRIPTION = """
+Submit reinforcement-learning-from-verifiable-rewards training jobs and watch them learn.
+
+A job is a `JobSpec` (JSON or YAML); each runs as one Ray job. Live data: per-step
+metrics (`/metrics`), Server-Sent Events (`/events`), sampled completions with every
+verifier's verdict (`/samples`), checkpoints and the driver's log. With `RLVR_API_TOKEN`
+set, every `/v1` call needs `Authorization: Bearer <token>`.
+"""
+
+
+class _JobCollector:
+    """Prometheus gauges read from the store at scrape time (the driver writes elsewhere)."""
+
+    def __init__(self, store: JobStore):
+        self.store = store
+
+    def collect(self):
+        by_status = GaugeMetricFamily("rlvr_jobs", "Jobs by status", labels=["status"])
+        for status, n in self.store.count_by_status().items():
+            by_status.add_metric([status], n)
+        yield by_status
+        step = GaugeMetricFamily("rlvr_job_step", "Newest step of a running job", labels=["job"])
+        values = {
+            name: GaugeMetricFamily(
+                f"rlvr_job_{prom}", f"{name} at the newest step", labels=["job"]
+            )
+            for name, prom in (("reward/mean", "reward_mean"), ("accuracy", "accuracy"))
+        }
+        running, _ = self.store.list_jobs(status="running", limit=500)
+        for job in running:
+            step.add_metric([job.id], job.step)
+            latest = self.store.latest_metrics(job.id)
+            for name, family in values.items():
+                if latest.get(name) is not None:
+                    family.add_metric([job.id], latest[name])
+        yield step
+        yield from values.values()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runner: JobRunner | None = None,
+    start_runner: bool = True,
+) -> FastAPI:
+    """The rlvr service.
+
+    Args:
+        settings: default ``Settings.from_env()``.
+        runner: a preconfigured runner (tests pass one with a short poll or a given head);
+            default: one for ``settings.ray_address`` (or a local head it starts).
+        start_runner: start the runner's thread with the app. Without it nothing reaches
+            Ray: jobs stay ``queued`` (for API-only tests and tools).
+    """
+    settings = settings or Settings.from_env()
+    store = JobStore(settings.db_url)  # fails here, clearly, on a schema mismatch
+    runner = runner or JobRunner(
+        store,
+        db_url=settings.db_url,
+        ray_address=settings.ray_address,
+        driver_python=settings.driver_python,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if start_runner:
+            runner.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runner.stop)
+            store.close()
+
+    app = FastAPI(
+        title="rlvr",
+        version=rlvr.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        separate_input_output_schemas=False,  # one JobSpec schema, shared by both directions
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.runner = runner
+
+    registry = CollectorRegistry()
+    registry.register(_JobCollector(store))
+    requests = Counter(
+        "rlvr_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+    )
+    app.state.prometheus = registry
+
+    @app.middleware("http")
+    async def _count_requests(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        log.debug("%s %s %d %.1fms", request.method, route, response.status_code,
+                  (time.perf_counter() - start) * 1e3)  # fmt: skip
+        return response
+
+    auth = [Depends(require_token)]
+    app.include_router(jobs.router, dependencies=auth)
+    app.include_router(verifiers.router, dependencies=auth)
+    app.include_router(system.router)
+    app.mount("/static", StaticFiles(directory=system.STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,238 @@
+"""Checks a job spec against this service before it is queued.
+
+Pydantic (``JobSpec``, ``extra=forbid``, bounds on every number) catches malformed specs.
+This module catches what only the service can know: which verifiers exist here, whether the
+model and the data files exist *inside the configured roots*, whether every data row is
+usable, and hyperparameters that are each in bounds but absurd together. Every problem is
+reported as a FastAPI-style error (``loc``, ``msg``, ``type``) so a 422 names the field.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from rlvr.api.settings import Settings
+from rlvr.config import JobSpec
+
+# Completions sampled per step (prompts_per_step x group_size) beyond which a run is a typo.
+MAX_COMPLETIONS_PER_STEP = 65_536
+# Tokens a single step may generate (completions x max_new_tokens).
+MAX_TOKENS_PER_STEP = 2**28
+
+ErrorList = list[dict[str, Any]]
+
+
+def _error(loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> dict[str, Any]:
+    return {"loc": ["body", *loc], "msg": msg, "type": kind}
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(r.expanduser().resolve()) for r in roots)
+
+
+def _roots_text(roots: list[Path], env: str) -> str:
+    return ", ".join(str(r) for r in roots) + f" ({env})"
+
+
+# -- verifiers -------------------------------------------------------------------------------
+def _check_verifiers(spec: JobSpec) -> tuple[ErrorList, list[str]]:
+    from verifiers import get_verifier, list_verifiers
+
+    known = [v.name for v in list_verifiers()]
+    errors: ErrorList = []
+    usable: list[str] = []
+    for i, ref in enumerate(spec.reward.verifiers):
+        loc = ("reward", "verifiers", i)
+        if ref.name not in known:
+            errors.append(
+                _error(
+                    (*loc, "name"),
+                    f"unknown verifier {ref.name!r}; this service has: {', '.join(known)}",
+                )
+            )
+            continue
+        try:
+            get_verifier(ref.name, **ref.options)
+        except TypeError as exc:  # the constructor's signature: an unknown or missing option
+            errors.append(
+                _error((*loc, "options"), f"verifier {ref.name!r} rejects these options: {exc}")
+            )
+            continue
+        except Exception as exc:
+            errors.append(
+                _error((*loc, "name"), f"verifier {ref.name!r} cannot be loaded here: {exc}")
+            )
+            continue
+        usable.append(ref.name)
+    return errors, usable
+
+
+# -- model -----------------------------------------------------------------------------------
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value
+
+
+def _check_model(spec: JobSpec, settings: Settings) -> tuple[ErrorList, str]:
+    """Returns (errors, the model path to store: local directories made absolute)."""
+    value = spec.model.path
+    loc = ("model", "path")
+    if value.startswith("tiny:"):
+        task = value.removeprefix("tiny:").split("?", 1)[0]
+        tasks = _tiny_tasks()
+        if tasks is not None and task not in tasks:
+            return [
+                _error(loc, f"unknown tiny model {task!r}; built-in tiny models: tiny:"
+                       + ", tiny:".join(tasks))
+            ], value  # fmt: skip
+        return [], value
+    roots = list(settings.model_roots)
+    if _looks_like_path(value):
+        raw = Path(value).expanduser()
+        candidates = [raw] if raw.is_absolute() else [r.expanduser() / raw for r in roots]
+        for cand in candidates:
+            real = cand.resolve()
+            if not _under(real, roots):
+                return [
+                    _error(loc, f"{value!r} is outside the model roots; put the model under "
+                           + _roots_text(roots, "RLVR_MODEL_ROOTS"))
+                ], value  # fmt: skip
+            if real.is_dir():
+                if not (real / "config.json").is_file():
+                    return [
+                        _error(loc, f"{value!r} is a directory without config.json; give a "
+                               "Hugging Face model directory (save_pretrained)")
+                    ], value  # fmt: skip
+                return [], str(real)
+        return [
+            _error(loc, f"model directory {value!r} not found under the model roots: "
+                   + _roots_text(roots, "RLVR_MODEL_ROOTS"))
+        ], value  # fmt: skip
+    # A Hugging Face id; a directory of that name under a model root wins.
+    for root in roots:
+        local = (root.expanduser() / value).resolve()
+        if _under(local, roots) and (local / "config.json").is_file():
+            return [], str(local)
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(value)
+    except ImportError:
+        return [], value
+    except Exception as exc:
+        return [_error(loc, f"{value!r} is neither tiny:<task>, a model directory nor a "
+                       f"Hugging Face id: {exc}")], value  # fmt: skip
+    if constants.HF_HUB_OFFLINE and not isinstance(
+        try_to_load_from_cache(value, "config.json"), str
+    ):
+        return [
+            _error(loc, f"model {value!r} is not in the local Hugging Face cache and this "
+                   "service is offline (HF_HUB_OFFLINE); put it under "
+                   + _roots_text(roots, "RLVR_MODEL_ROOTS"))
+        ], value  # fmt: skip
+    return [], value
+
+
+def _tiny_tasks() -> tuple[str, ...] | None:
+    try:
+        return tuple(importlib.import_module("rlvr.models.tiny").TASKS)
+    except Exception:  # not built here: the trainer reports it
+        return None
+
+
+# -- data ------------------------------------------------------------------------------------
+def _check_data(
+    spec: JobSpec, settings: Settings, verifier_names: list[str]
+) -> tuple[ErrorList, dict[str, str]]:
+    """Returns (errors, {field: normalised source}) with files made absolute paths."""
+    from rlvr.data import DataError, validate_source
+
+    errors: ErrorList = []
+    normalised: dict[str, str] = {}
+    roots = list(settings.data_roots)
+    for field in ("train", "eval"):
+        source = getattr(spec.data, field)
+        if source is None:
+            continue
+        loc = ("data", field)
+        try:
+            rows = validate_source(source, roots, verifiers=verifier_names)
+        except DataError as exc:
+            msg = exc.message
+            if exc.row is not None:
+                msg = (
+                    f"row {exc.row}" + (f", field {exc.field!r}" if exc.field else "") + f": {msg}"
+                )
+            elif exc.field:
+                msg = f"{exc.field!r}: {msg}"
+            errors.append(_error(loc, f"{source}: {msg}"))
+            continue
+        except Exception as exc:  # a reader's own error (bad parquet...): still the user's file
+            errors.append(_error(loc, f"{source}: cannot be read: {exc}"))
+            continue
+        if rows == 0:
+            errors.append(_error(loc, f"{source}: has no rows"))
+            continue
+        if not source.startswith("builtin:"):
+            normalised[field] = _resolve_data_path(source, roots)
+    return errors, normalised
+
+
+def _resolve_data_path(source: str, roots: list[Path]) -> str:
+    """The absolute file validate_source accepted (the driver may run elsewhere)."""
+    raw = Path(source).expanduser()
+    for cand in [raw] if raw.is_absolute() else [r.expanduser() / raw for r in roots]:
+        if cand.resolve().is_file():
+            return str(cand.resolve())
+    return source
+
+
+# -- hyperparameters -------------------------------------------------------------------------
+def _check_scale(spec: JobSpec) -> ErrorList:
+    a, r = spec.algorithm, spec.rollout
+    errors: ErrorList = []
+    completions = a.prompts_per_step * a.group_size
+    if completions > MAX_COMPLETIONS_PER_STEP:
+        errors.append(
+            _error(
+                ("algorithm", "prompts_per_step"),
+                f"prompts_per_step x group_size = {completions} completions per step; the "
+                f"limit is {MAX_COMPLETIONS_PER_STEP}: lower one of them",
+            )
+        )
+    elif completions * r.max_new_tokens > MAX_TOKENS_PER_STEP:
+        errors.append(
+            _error(
+                ("rollout", "max_new_tokens"),
+                f"{completions} completions x {r.max_new_tokens} new tokens per step is beyond "
+                f"{MAX_TOKENS_PER_STEP} tokens: lower max_new_tokens or the batch",
+            )
+        )
+    if a.warmup_steps > a.max_steps:
+        errors.append(
+            _error(
+                ("algorithm", "warmup_steps"),
+                f"warmup_steps ({a.warmup_steps}) exceeds max_steps ({a.max_steps}): the "
+                "learning rate would never reach its value",
+            )
+        )
+    return errors
+
+
+def check_spec(spec: JobSpec, settings: Settings) -> tuple[JobSpec, ErrorList]:
+    """Every problem with ``spec`` on this service, and the spec to store (local model and
+    data paths made absolute). An empty error list means the job can be queued."""
+    verifier_errors, verifier_names = _check_verifiers(spec)
+    model_errors, model_path = _check_model(spec, settings)
+    data_errors, data_paths = _check_data(spec, settings, verifier_names)
+    errors = verifier_errors + model_errors + data_errors + _check_scale(spec)
+    if errors:
+        return spec, errors
+    update: dict[str, Any] = {}
+    if model_path != spec.model.path:
+        update["model"] = spec.model.model_copy(update={"path": model_path})
+    if data_paths:
+        update["data"] = spec.data.model_copy(update=data_paths)
+    return (spec.model_copy(update=update) if update else spec), []

@@ -1,0 +1,437 @@
+"""The job runner: one Ray job per training job, through Ray's Jobs API.
+
+The API only writes jobs into the store (``queued``); this runner's background thread
+does everything that talks to Ray, once a second while there is work:
+
+1. dispatch: a queued job with no Ray submission yet is submitted as
+   ``python -m rlvr.jobs.driver --job-id ID`` (submission id = job id; a resume is
+   ``ID-r<attempt>``, since Ray never reuses a submission id);
+2. reconcile: every job that may still run in Ray is compared with ``list_jobs()``: Ray's
+   terminal states are copied into the store when the driver could not write them (killed,
+   out of memory), a ``cancelled`` job whose Ray job still runs is stopped, and a job Ray
+   has never heard of (the cluster was restarted) is marked failed as an orphan.
+
+Because dispatch and reconcile work from the store alone, a service restart loses nothing:
+the first tick after start is the reconciliation.
+
+The cluster is ``RAY_ADDRESS`` when set (Ray client ``ray://`` addresses are not the
+Jobs API: give the dashboard's ``http://host:8265``), else a local head that the runner
+starts on first need (``ray start --head --block``, loopback only, token auth on) and
+stops with the service. Every HTTP call to Ray has a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlvr.jobs.store import JobRecord, JobStore
+
+log = logging.getLogger("rlvr.runner")
+
+_RAY_ACTIVE = ("PENDING", "RUNNING")
+_RAY_TO_STATUS = {"SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "cancelled"}
+
+
+class RayUnavailableError(RuntimeError):
+    """The Ray cluster cannot be reached (or the local head would not start)."""
+
+
+def _job_client_class():
+    """``JobSubmissionClient`` with a timeout on every request (it has none of its own)."""
+    from ray.job_submission import JobSubmissionClient
+
+    class _TimedJobSubmissionClient(JobSubmissionClient):
+        def __init__(self, address: str, *, timeout_s: float, headers: dict[str, str]):
+            self._timeout_s = timeout_s  # before super(): its __init__ already calls Ray
+            super().__init__(address, headers=headers)
+
+        def _do_request(self, method, endpoint, **kwargs):  # noqa: ANN001 - Ray's signature
+            kwargs.setdefault("timeout", self._timeout_s)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return _TimedJobSubmissionClient
+
+
+def ray_token_from_env() -> str | None:
+    """Ray's own token lookup order: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``,
+    ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"):
+        if path and Path(path).is_file():
+            return Path(path).read_text().strip() or None
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalRayHead:
+    """A single-node Ray cluster on 127.0.0.1 that this process starts and stops.
+
+    ``ray start --head --block`` runs in a session of its own; stopping sends it SIGTERM
+    (it then takes its raylet, GCS, dashboard and job drivers down) and SIGKILLs the
+    process group if it lingers. Never ``ray stop``: that kills every Ray on the machine.
+    Token auth is on, with a fresh token in a 0600 file that only this head uses.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_cpus: int | None = None,
+        object_store_mb: int | None = None,
+        start_timeout_s: float = 180.0,
+    ):
+        self.num_cpus = num_cpus
+        self.object_store_mb = object_store_mb
+        self.start_timeout_s = start_timeout_s
+        self.address: str | None = None  # the dashboard / Jobs API, http://127.0.0.1:PORT
+        self.gcs_address: str | None = None
+        self.token: str | None = None
+        self._proc: subprocess.Popen | None = None
+        self._dir: Path | None = None
+
+    def start(self) -> str:
+        """Start the head and wait until its Jobs API answers; returns its address."""
+        if self._proc is not None:
+            return self.address or ""
+        # Short path: Ray's unix sockets live under the temp dir (108-byte limit).
+        self._dir = Path(tempfile.mkdtemp(prefix="rlvr-ray-", dir="/tmp"))
+        self.token = secrets.token_hex(32)
+        token_file = self._dir / "auth_token"
+        token_file.write_text(self.token)
+        token_file.chmod(0o600)
+        gcs_port, dash_port = _free_port(), _free_port()
+        ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+        cmd = [
+            ray_bin, "start", "--head", "--block",
+            "--node-ip-address", "127.0.0.1",
+            "--port", str(gcs_port),
+            "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dash_port),
+            "--include-dashboard", "true",
+            "--temp-dir", str(self._dir / "t"),
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        if self.num_cpus is not None:
+            cmd += ["--num-cpus", str(self.num_cpus)]
+        if self.object_store_mb is not None:
+            cmd += ["--object-store-memory", str(self.object_store_mb * 1024 * 1024)]
+        env = dict(os.environ)
+        env.pop("RAY_ADDRESS", None)
+        env.update(
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(token_file),
+            RAY_USAGE_STATS_ENABLED="0",
+            # Job drivers find `python` and `rlvr` first in this interpreter's bin dir.
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        )
+        env.pop("RAY_AUTH_TOKEN", None)
+        log_file = open(self._dir / "ray-start.log", "wb")  # noqa: SIM115 - lives with the head
+        self._proc = subprocess.Popen(
+            cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.gcs_address = f"127.0.0.1:{gcs_port}"
+        self.address = f"http://127.0.0.1:{dash_port}"
+        self._wait_ready()
+        log.info("started a local Ray head: %s (Jobs API %s)", self.gcs_address, self.address)
+        return self.address
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.start_timeout_s
+        headers = {"Authorization": f"Bearer {self.token}"}
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                tail = self.log_tail()
+                self.stop()
+                raise RayUnavailableError(f"`ray start --head` exited early:\n{tail}")
+            try:
+                r = httpx.get(f"{self.address}/api/version", headers=headers, timeout=2.0)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        tail = self.log_tail()
+        self.stop()
+        raise RayUnavailableError(
+            f"the local Ray head did not answer within {self.start_timeout_s:.0f}s:\n{tail}"
+        )
+
+    def log_tail(self, n: int = 2000) -> str:
+        path = self._dir / "ray-start.log" if self._dir else None
+        return path.read_text(errors="replace")[-n:] if path and path.exists() else ""
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout_s)
+        if proc is not None:
+            # whatever the head left in its session (same process group)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+@dataclass
+class RayState:
+    """What ``/healthz`` says about the cluster."""
+
+    address: str | None
+    owned: bool
+    connected: bool
+    error: str | None
+
+
+class JobRunner:
+    """Submits, watches, stops and resumes the store's jobs as Ray jobs.
+
+    Args:
+        store: the job store (the single source of truth).
+        db_url: the store's URL as the driver must see it (passed in the runtime env).
+        ray_address: the cluster's Jobs API (``http://host:8265``); ``None`` starts and
+            owns a local head on first need.
+        ray_token: bearer token for a token-auth cluster; default: Ray's own lookup.
+        driver_python: interpreter for the driver command; default: this one for a local
+            head, ``python`` on a remote cluster (its image has rlvr installed).
+        poll_s: seconds between ticks while there is work.
+        http_timeout_s: timeout of every Jobs API request.
+        dispatch_timeout_s: a queued job that cannot be submitted (Ray down) this long fails.
+        local_head: options for the owned head (``num_cpus``, ``object_store_mb``).
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        db_url: str,
+        ray_address: str | None = None,
+        ray_token: str | None = None,
+        driver_python: str | None = None,
+        poll_s: float = 1.0,
+        http_timeout_s: float = 15.0,
+        dispatch_timeout_s: float = 300.0,
+        local_head: dict[str, Any] | None = None,
+    ):
+        self.store = store
+        self.db_url = db_url
+        self.ray_address = ray_address
+        self.ray_token = ray_token if ray_token is not None else ray_token_from_env()
+        self.driver_python = driver_python or (sys.executable if not ray_address else "python")
+        self.poll_s = poll_s
+        self.http_timeout_s = http_timeout_s
+        self.dispatch_timeout_s = dispatch_timeout_s
+        self._head_options = local_head or {}
+        self._head: LocalRayHead | None = None
+        self._client: Any = None
+        self._error: str | None = None
+        self._retry_at = 0.0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one tick at a time (the thread, or a test's tick())
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background thread (its first tick reconciles the store with Ray)."""
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._loop, name="rlvr-runner", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; an owned head goes down with its jobs, which are marked failed."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.http_timeout_s * 3)
+            self._thread = None
+        if self._head is not None:
+            for job in self.store.jobs_for_runner():
+                if job.status in ("queued", "running") and job.submission_id:
+                    self.store.set_status(
+                        job.id,
+                        "failed",
+                        error="the service stopped and took its local Ray head, and this "
+                        "job with it; resume it to continue from its last checkpoint",
+                    )
+                    self.store.set_dispatch(job.id, ray_status="STOPPED")
+            self._head.stop()
+            self._head = None
+            self._client = None
+
+    def wake(self) -> None:
+        """Tick now rather than at the next poll (a submission or cancel just happened)."""
+        self._wake.set()
+
+    def state(self) -> RayState:
+        address = self._head.address if self._head else self.ray_address
+        return RayState(address, self._head is not None, self._client is not None, self._error)
+
+    # -- Ray calls ---------------------------------------------------------------------
+    def client(self) -> Any:
+        """The Jobs API client, connecting (or starting the local head) on first use."""
+        if self._client is not None:
+            return self._client
+        if time.monotonic() < self._retry_at:
+            raise RayUnavailableError(self._error or "Ray is unavailable")
+        try:
+            address, token = self.ray_address, self.ray_token
+            if address is None:
+                self._head = self._head or LocalRayHead(**self._head_options)
+                address = self._head.start()
+                token = self._head.token
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            self._client = _job_client_class()(
+                address, timeout_s=self.http_timeout_s, headers=headers
+            )
+            self._error = None
+        except Exception as exc:
+            self._error = (
+                f"cannot reach the Ray cluster at {self.ray_address or 'local head'}: {exc}"
+            )
+            self._retry_at = time.monotonic() + 10.0
+            log.warning("%s", self._error)
+            raise RayUnavailableError(self._error) from exc
+        return self._client
+
+    def logs(self, job: JobRecord) -> str:
+        """The driver's output as Ray captured it."""
+        if not job.submission_id:
+            return ""
+        if self._client is None and self.ray_address is None:
+            # Never start a local head just to read logs: its jobs would not be there.
+            raise RayUnavailableError("the local Ray head is not running")
+        try:
+            return self.client().get_job_logs(job.submission_id)
+        except RayUnavailableError:
+            raise
+        except Exception as exc:
+            raise RayUnavailableError(f"Ray has no logs for {job.submission_id}: {exc}") from exc
+
+    # -- the loop ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception:  # keep watching; the next tick retries
+                log.exception("runner tick failed")
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        """One round of dispatch + reconcile (the background thread calls this)."""
+        with self._lock:
+            jobs = self.store.jobs_for_runner()
+            if not jobs:
+                return
+            try:
+                client = self.client()
+                ray_jobs = {d.submission_id: d for d in client.list_jobs() if d.submission_id}
+            except Exception as exc:
+                self._fail_undispatchable(jobs, str(exc))
+                if not isinstance(exc, RayUnavailableError):
+                    self._client = None  # reconnect next time (the head may have moved)
+                return
+            for job in jobs:
+                if self._stopping.is_set():
+                    return
+                if job.submission_id is None:
+                    if job.status == "queued":
+                        self._dispatch(client, job)
+                    continue
+                self._reconcile(client, job, ray_jobs.get(job.submission_id))
+
+    def _dispatch(self, client: Any, job: JobRecord) -> None:
+        submission_id = job.id if job.attempt == 1 else f"{job.id}-r{job.attempt}"
+        cmd = [
+            self.driver_python, "-m", "rlvr.jobs.driver",
+            "--job-id", job.id, "--attempt", str(job.attempt),
+        ]  # fmt: skip
+        if job.resume:
+            cmd.append("--resume")
+        try:
+            client.submit_job(
+                entrypoint=shlex.join(cmd),
+                submission_id=submission_id,
+                runtime_env={"env_vars": {"RLVR_DB_URL": self.db_url}},
+                metadata={"rlvr_job_id": job.id, "rlvr_name": job.name},
+            )
+        except Exception as exc:
+            if "already" in str(exc).lower():  # submitted before a crash: adopt it
+                log.info("job %s was already submitted as %s", job.id, submission_id)
+            else:
+                self.store.set_status(
+                    job.id, "failed", error=f"Ray refused the job ({submission_id}): {exc}"
+                )
+                return
+        self.store.set_dispatch(job.id, submission_id=submission_id, ray_status="PENDING")
+        log.info("submitted job %s as Ray job %s", job.id, submission_id)
+
+    def _reconcile(self, client: Any, job: JobRecord, info: Any) -> None:
+        if info is None:
+            self.store.set_dispatch(job.id, ray_status="MISSING")
+            self.store.set_status(
+                job.id,
+                "failed",
+                error=f"orphaned: the Ray cluster has no job {job.submission_id} (was it "
+                "restarted?); resume to continue from the last checkpoint",
+            )
+            return
+        ray_status = getattr(info.status, "value", str(info.status))
+        if ray_status != job.ray_status:
+            self.store.set_dispatch(job.id, ray_status=ray_status)
+        if ray_status in _RAY_ACTIVE:
+            if job.status == "cancelled":
+                try:
+                    client.stop_job(job.submission_id)
+                except Exception as exc:
+                    log.warning("could not stop Ray job %s: %s", job.submission_id, exc)
+            elif ray_status == "RUNNING" and job.status == "queued":
+                self.store.set_status(job.id, "running")
+            return
+        status = _RAY_TO_STATUS.get(ray_status)
+        if status and not job.terminal:  # the driver could not say so itself
+            error = None
+            if status == "failed":
+                error = f"the Ray job {job.submission_id} failed: {info.message or 'no message'}"
+            self.store.set_status(job.id, status, error=error)
+
+    def _fail_undispatchable(self, jobs: list[JobRecord], error: str) -> None:
+        now = time.time()
+        for job in jobs:
+            if (
+                job.status == "queued"
+                and job.submission_id is None
+                and now - job.updated_at > self.dispatch_timeout_s
+            ):
+                self.store.set_status(
+                    job.id,
+                    "failed",
+                    error=f"could not submit to Ray for {self.dispatch_timeout_s:.0f}s: {error}",
+                )

@@ -1,0 +1,603 @@
+"""The job store: jobs, their per-step metrics, samples, checkpoints and an event log.
+
+One SQLAlchemy schema behind two writers: the API process (submissions, status changes
+from the runner) and each job's driver process (metrics, samples, checkpoints), possibly on
+another machine. SQLite in WAL mode by default (one file, readers never block the writer),
+any SQLAlchemy URL (Postgres) in a cluster.
+
+Three rules keep the data right across crashes and resumes:
+
+* metrics are keyed by ``(job, step, name)`` and written with an upsert, so a step that is
+  recorded twice (a resumed run replaying it) is stored once;
+* a terminal status (``succeeded``, ``failed``, ``cancelled``) is sticky: a late write from a
+  dying driver cannot revive or relabel a job; only :meth:`JobStore.reopen` (resume) does;
+* every change a watcher cares about appends a row to ``events``, whose autoincrement id
+  is the cursor of the Server-Sent Events stream (``Last-Event-ID``).
+
+    >>> store = JobStore("sqlite:///:memory:")
+    >>> job = store.create_job(JobSpec(name="demo"), run_dir="/tmp/runs/demo")
+    >>> store.record_metrics(job.id, 1, {"reward/mean": 0.5})
+    >>> store.metric_series(job.id)["reward/mean"]
+    [(1, 0.5)]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from rlvr.config import JobSpec
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE = frozenset({"queued", "running"})
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was created by an rlvr with a different schema."""
+
+
+# -- tables ----------------------------------------------------------------------------
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Meta(_Base):
+    __tablename__ = "rlvr_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class _Job(_Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    spec_json: Mapped[str] = mapped_column(Text)
+    run_dir: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Ray bookkeeping: attempt 1 is submitted as <id>, a resume as <id>-r<attempt>
+    # (Ray never reuses a submission id). submission_id is None until dispatched.
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    resume: Mapped[bool] = mapped_column(Boolean, default=False)
+    submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    ray_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class _Metric(_Base):
+    __tablename__ = "metrics"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: NaN/inf
+
+
+class _Sample(_Base):
+    __tablename__ = "samples"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    row_json: Mapped[str] = mapped_column(Text)
+
+
+class _Checkpoint(_Base):
+    __tablename__ = "checkpoints"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class _Event(_Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    ts: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))  # status, metrics, samples, checkpoint, truncate
+    payload_json: Mapped[str] = mapped_column(Text)
+    __table_args__ = (Index("ix_events_job_id_id", "job_id", "id"),)
+
+
+# -- records handed out ------------------------------------------------------------------
+
+
+@dataclass
+class JobRecord:
+    """A job as stored (the spec as the validated, normalised JSON dict)."""
+
+    id: str
+    name: str
+    status: str
+    spec: dict[str, Any]
+    run_dir: str
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    step: int
+    error: str | None
+    attempt: int
+    resume: bool
+    submission_id: str | None
+    ray_status: str | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass
+class EventRecord:
+    id: int
+    job_id: str
+    ts: float
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def _job_record(row: _Job) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        name=row.name,
+        status=row.status,
+        spec=json.loads(row.spec_json),
+        run_dir=row.run_dir,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        step=row.step or 0,
+        error=row.error,
+        attempt=row.attempt,
+        resume=bool(row.resume),
+        submission_id=row.submission_id,
+        ray_status=row.ray_status,
+    )
+
+
+def _finite(value: Any) -> float | None:
+    """JSON and Postgres both choke on NaN/inf: store them as NULL (a gap in the chart)."""
+    x = float(value)
+    return x if math.isfinite(x) else None
+
+
+def _dumps(obj: Any) -> str:
+    """JSON for a sample row or event; NaN/inf become null, odd objects their ``str``
+    (a verdict's details may hold sympy expressions, paths, numpy scalars...)."""
+    try:
+        return json.dumps(obj, default=str, allow_nan=False)
+    except ValueError:
+        pass
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), default=str, allow_nan=False)
+
+
+def new_job_id(name: str) -> str:
+    """``<name>-<8 hex>``: readable in ``ray job list`` and unique enough for one service."""
+    return f"{name[:48]}-{secrets.token_hex(4)}"
+
+
+# -- engine ----------------------------------------------------------------------------
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, a busy timeout and their directory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, future=True)
+    database = parsed.database or ""
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    if database in ("", ":memory:"):
+        kwargs["poolclass"] = StaticPool  # one shared connection, or every session sees a new db
+    else:
+        path = Path(database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parsed = parsed.set(database=str(path))
+    engine = create_engine(parsed, future=True, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001 - DBAPI objects
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # the driver writes while the API reads
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
+
+
+def _upsert(session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, in the dialect at hand."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table)
+        updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+        session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+        return
+    for row in rows:  # other dialects: delete-then-insert inside the same transaction
+        session.execute(delete(table).filter_by(**{k: row[k] for k in keys}))
+        session.execute(table.insert(), [row])
+
+
+# -- the store -------------------------------------------------------------------------
+
+
+class JobStore:
+    """Jobs and everything they report, behind one SQLAlchemy engine.
+
+    Creates the schema on first use and refuses a database whose schema version differs
+    (:class:`SchemaVersionError`), rather than misreading it. Thread-safe: every method
+    opens its own short session.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._create_or_check_schema()
+
+    # -- schema ------------------------------------------------------------------------
+    def _create_or_check_schema(self) -> None:
+        tables = set(inspect(self.engine).get_table_names())
+        if _Meta.__tablename__ in tables:
+            with self._session() as s:
+                row = s.get(_Meta, "schema_version")
+            found = int(row.value) if row else None
+            if found != SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"the job database at {self._safe_url()} has schema version {found}, "
+                    f"this rlvr needs {SCHEMA_VERSION}: point RLVR_DB_URL at a new database "
+                    "or migrate this one"
+                )
+            return
+        if tables & {"jobs", "metrics", "samples", "events", "checkpoints"}:
+            raise SchemaVersionError(
+                f"the database at {self._safe_url()} has tables named like rlvr's but no "
+                "rlvr_meta version row: point RLVR_DB_URL at a database of its own"
+            )
+        _Base.metadata.create_all(self.engine)
+        with self._session.begin() as s:
+            # Two processes may create the schema at once: the loser's insert is harmless.
+            _upsert(
+                s,
+                _Meta.__table__,
+                [{"key": "schema_version", "value": str(SCHEMA_VERSION)}],
+                ["key"],
+            )
+
+    def _safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- jobs --------------------------------------------------------------------------
+    def create_job(self, spec: JobSpec, *, run_dir: str, job_id: str | None = None) -> JobRecord:
+        """Insert a ``queued`` job for ``spec``; the runner dispatches it to Ray."""
+        job_id = job_id or new_job_id(spec.name)
+        now = time.time()
+        row = _Job(
+            id=job_id,
+            name=spec.name,
+            status="queued",
+            spec_json=spec.to_json(),
+            run_dir=run_dir,
+            created_at=now,
+            updated_at=now,
+            step=0,
+            attempt=1,
+            resume=False,
+        )
+        with self._session.begin() as s:
+            s.add(row)
+            s.flush()  # the job row first: events reference it
+            self._add_event(s, job_id, "status", {"status": "queued", "step": 0, "error": None})
+        return _job_record(row)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._session() as s:
+            row = s.get(_Job, job_id)
+            return _job_record(row) if row else None
+
+    def list_jobs(
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[JobRecord], int]:
+        """Newest first; returns (page, total matching)."""
+        query = select(_Job)
+        count = select(func.count()).select_from(_Job)
+        if status:
+            query = query.where(_Job.status == status)
+            count = count.where(_Job.status == status)
+        with self._session() as s:
+            rows = s.scalars(
+                query.order_by(_Job.created_at.desc(), _Job.id).limit(limit).offset(offset)
+            ).all()
+            total = s.scalar(count) or 0
+        return [_job_record(r) for r in rows], int(total)
+
+    def jobs_for_runner(self) -> list[JobRecord]:
+        """Jobs the runner must look at: not yet dispatched, or whose Ray job may still run."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(_Job).where(
+                    (_Job.status.in_(ACTIVE)) | (_Job.ray_status.in_(("PENDING", "RUNNING")))
+                )
+            ).all()
+        return [_job_record(r) for r in rows]
+
+    def set_status(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        step: int | None = None,
+        error: str | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        """Move a job to ``status``. A terminal status is never left (see :meth:`reopen`),
+        and a write from another ``attempt`` than the job's current one is ignored.
+        Returns whether anything changed."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        with self._session.begin() as s:
+            row = s.get(_Job, job_id, with_for_update=True)
+            if row is None or row.status in TERMINAL:
+                return False
+            if attempt is not None and attempt != row.attempt:
+                return False
+            if row.status == status and step is None and error is None:
+                return False
+            now = time.time()
+            row.status = status
+            row.updated_at = now
+            if step is not None:
+                row.step = max(row.step or 0, step) if status == "running" else step
+            if error is not None:
+                row.error = error[-20_000:]
+            if status == "running" and row.started_at is None:
+                row.started_at = now
+            if status in TERMINAL:
+                row.finished_at = now
+            self._add_event(
+                s, job_id, "status", {"status": status, "step": row.step, "error": row.error}
+            )
+            return True
+
+    def set_dispatch(
+        self, job_id: str, *, submission_id: str | None = None, ray_status: str | None = None
+    ) -> None:
+        """Record the Ray side of a job (its submission id, the last Ray status seen)."""
+        values: dict[str, Any] = {"updated_at": time.time()}
+        if submission_id is not None:
+            values["submission_id"] = submission_id
+        if ray_status is not None:
+            values["ray_status"] = ray_status
+        with self._session.begin() as s:
+            s.execute(update(_Job).where(_Job.id == job_id).values(**values))
+
+    def reopen(self, job_id: str) -> JobRecord:
+        """Queue a failed or cancelled job again, to be resumed from its last checkpoint.
+
+        Raises ``ValueError`` when the job is not in a resumable state.
+        """
+        with self._session.begin() as s:
+            row = s.get(_Job, job_id, with_for_update=True)
+            if row is None:
+                raise KeyError(job_id)
+            if row.status not in ("failed", "cancelled"):
+                raise ValueError(
+                    f"job {job_id} is {row.status}; only failed or cancelled jobs resume"
+                )
+            if row.ray_status in ("PENDING", "RUNNING"):
+                raise ValueError(
+                    f"job {job_id}'s previous Ray job {row.submission_id} is still stopping; "
+                    "try again in a few seconds"
+                )
+            row.status = "queued"
+            row.attempt += 1
+            row.resume = True
+            row.submission_id = None
+            row.ray_status = None
+            row.error = None
+            row.finished_at = None
+            row.updated_at = time.time()
+            self._add_event(
+                s, job_id, "status", {"status": "queued", "step": row.step, "error": None}
+            )
+            return _job_record(row)
+
+    # -- what a run reports ------------------------------------------------------------
+    def record_metrics(self, job_id: str, step: int, values: dict[str, float]) -> None:
+        """Upsert one step's metrics (a replayed step overwrites, never duplicates)."""
+        rows = [
+            {"job_id": job_id, "step": int(step), "name": str(k), "value": _finite(v)}
+            for k, v in values.items()
+            if _is_number(v)
+        ]
+        clean = {r["name"]: r["value"] for r in rows}
+        with self._session.begin() as s:
+            _upsert(s, _Metric.__table__, rows, ["job_id", "step", "name"])
+            s.execute(
+                update(_Job)
+                .where(_Job.id == job_id, _Job.step < step)
+                .values(step=int(step), updated_at=time.time())
+            )
+            self._add_event(s, job_id, "metrics", {"step": int(step), "values": clean})
+
+    def record_samples(self, job_id: str, step: int, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        data = [
+            {"job_id": job_id, "step": int(step), "idx": i, "row_json": _dumps(r)}
+            for i, r in enumerate(rows)
+        ]
+        with self._session.begin() as s:
+            # A replayed step may log fewer samples than the first time: replace them all.
+            s.execute(delete(_Sample).where(_Sample.job_id == job_id, _Sample.step == step))
+            if data:
+                s.execute(_Sample.__table__.insert(), data)
+            self._add_event(s, job_id, "samples", {"step": int(step), "count": len(data)})
+
+    def record_checkpoint(self, job_id: str, step: int, path: str) -> None:
+        row = {"job_id": job_id, "step": int(step), "path": str(path), "created_at": time.time()}
+        with self._session.begin() as s:
+            _upsert(s, _Checkpoint.__table__, [row], ["job_id", "step"])
+            self._add_event(s, job_id, "checkpoint", {"step": int(step), "path": str(path)})
+
+    def truncate_after(self, job_id: str, step: int) -> None:
+        """Forget metrics and samples after ``step`` (a resume from that step's checkpoint)."""
+        with self._session.begin() as s:
+            s.execute(delete(_Metric).where(_Metric.job_id == job_id, _Metric.step > step))
+            s.execute(delete(_Sample).where(_Sample.job_id == job_id, _Sample.step > step))
+            s.execute(update(_Job).where(_Job.id == job_id).values(step=int(step)))
+            self._add_event(s, job_id, "truncate", {"step": int(step)})
+
+    # -- reading -----------------------------------------------------------------------
+    def metric_series(
+        self,
+        job_id: str,
+        *,
+        names: Iterable[str] | None = None,
+        since_step: int | None = None,
+    ) -> dict[str, list[tuple[int, float | None]]]:
+        """``{name: [(step, value), ...]}`` ordered by step; ``since_step`` is exclusive."""
+        query = select(_Metric.name, _Metric.step, _Metric.value).where(_Metric.job_id == job_id)
+        names = list(names or [])
+        if names:
+            query = query.where(_Metric.name.in_(names))
+        if since_step is not None:
+            query = query.where(_Metric.step > since_step)
+        out: dict[str, list[tuple[int, float | None]]] = {}
+        with self._session() as s:
+            for name, step, value in s.execute(query.order_by(_Metric.name, _Metric.step)):
+                out.setdefault(name, []).append((step, value))
+        return out
+
+    def latest_metrics(self, job_id: str) -> dict[str, float | None]:
+        """The newest value of every metric (eval metrics come every N steps, so per name)."""
+        newest = (
+            select(_Metric.name, func.max(_Metric.step).label("step"))
+            .where(_Metric.job_id == job_id)
+            .group_by(_Metric.name)
+            .subquery()
+        )
+        query = (
+            select(_Metric.name, _Metric.value)
+            .join(newest, (_Metric.name == newest.c.name) & (_Metric.step == newest.c.step))
+            .where(_Metric.job_id == job_id)
+        )
+        with self._session() as s:
+            return {name: value for name, value in s.execute(query)}
+
+    def samples(
+        self, job_id: str, *, step: int | None = None, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Sample rows (newest step first), each with its ``step``."""
+        query = select(_Sample).where(_Sample.job_id == job_id)
+        if step is not None:
+            query = query.where(_Sample.step == step)
+        query = query.order_by(_Sample.step.desc(), _Sample.idx).limit(limit).offset(offset)
+        with self._session() as s:
+            rows = s.scalars(query).all()
+        out = []
+        for r in rows:
+            row = json.loads(r.row_json)
+            row["step"] = r.step
+            out.append(row)
+        return out
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        query = select(_Checkpoint).where(_Checkpoint.job_id == job_id).order_by(_Checkpoint.step)
+        with self._session() as s:
+            return [
+                {"step": c.step, "path": c.path, "created_at": c.created_at}
+                for c in s.scalars(query)
+            ]
+
+    def events_after(
+        self, job_id: str, after_id: int = 0, *, limit: int = 500
+    ) -> list[EventRecord]:
+        query = (
+            select(_Event)
+            .where(_Event.job_id == job_id, _Event.id > after_id)
+            .order_by(_Event.id)
+            .limit(limit)
+        )
+        with self._session() as s:
+            return [
+                EventRecord(e.id, e.job_id, e.ts, e.kind, json.loads(e.payload_json))
+                for e in s.scalars(query)
+            ]
+
+    def last_event_id(self, job_id: str) -> int:
+        with self._session() as s:
+            return int(s.scalar(select(func.max(_Event.id)).where(_Event.job_id == job_id)) or 0)
+
+    def count_by_status(self) -> dict[str, int]:
+        with self._session() as s:
+            counts = dict(s.execute(select(_Job.status, func.count()).group_by(_Job.status)).all())
+        return {st: int(counts.get(st, 0)) for st in STATUSES}
+
+    # -- internals ---------------------------------------------------------------------
+    @staticmethod
+    def _add_event(s: Session, job_id: str, kind: str, payload: dict[str, Any]) -> None:
+        s.add(_Event(job_id=job_id, ts=time.time(), kind=kind, payload_json=_dumps(payload)))
+
+
+def _is_number(v: Any) -> bool:
+    """numpy / torch scalars count as numbers too."""
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(v, str | bytes | bool)
