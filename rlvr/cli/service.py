@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,16 +244,6 @@ def run_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _free_port(host: str, preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind((host, preferred))
-            return preferred
-        except OSError:
-            s.bind((host, 0))
-            return s.getsockname()[1]
-
-
 def _demo_spec_text() -> tuple[str, str]:
     """examples/arithmetic.yaml from the checkout, else the JobSpec defaults."""
     import yaml
@@ -271,24 +259,14 @@ def _demo_spec_text() -> tuple[str, str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from rlvr.api.app import create_app
+    from rlvr.api.server import BackgroundServer, free_port
     from rlvr.api.settings import Settings
 
     settings = Settings.from_env(host="127.0.0.1")
-    port = _free_port(settings.host, args.port or settings.port)
-    settings = settings.model_copy(update={"port": port})
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="rlvr-serve", daemon=True)
-    thread.start()
-    url = f"http://{settings.host}:{port}"
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the service did not start (see the log above)")
-        time.sleep(0.1)
+    port = free_port(settings.host, args.port or settings.port)
+    server = BackgroundServer(create_app(settings), settings.host, port).start()
+    url = server.url
     print(f"rlvr service: {url}   dashboard: {url}/   API docs: {url}/docs", flush=True)
     try:
         client = _Client(url, settings.api_token)
@@ -308,12 +286,11 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"dashboard: {url}/#/jobs/{out['id']}", flush=True)
         if args.keep_serving or (args.keep_serving is None and sys.stdin.isatty()):
             print("serving until Ctrl-C", flush=True)
-            while thread.is_alive():
+            while server.alive:
                 time.sleep(1.0)
         return 0 if status == "succeeded" else 1
     finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+        server.stop()
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
