@@ -4,10 +4,12 @@
     >>> get_verifier("math").verify("<think>2+2</think> <answer>4</answer>", "4").passed
     True
 
-Importable without torch or Ray.
+Importable without torch or Ray. Verifiers that can hang (math: sympy) run in worker
+processes with a hard per-item timeout; see :class:`verifiers.pool.VerifierPool`.
 """
 
 from verifiers.base import ReferenceError, Verdict, Verifier, answer_tag, split_think
+from verifiers.pool import VerifierPool
 from verifiers.registry import (
     UnknownVerifierError,
     VerifierInfo,
@@ -22,6 +24,7 @@ __all__ = [
     "Verdict",
     "Verifier",
     "VerifierInfo",
+    "VerifierPool",
     "answer_tag",
     "get_verifier",
     "list_verifiers",

@@ -1,0 +1,381 @@
+"""Run verifiers in worker processes with a hard per-item timeout.
+
+A verifier is user-facing code fed model output: sympy can spend minutes on
+``9^{9^{9^9}}``, a plugin can loop forever. The reward side of a training step must
+not stall on one such item, so verifiers run in a small pool of long-lived worker
+processes and the caller waits on each item for at most ``timeout_s``::
+
+    with VerifierPool(workers=2, timeout_s=5.0) as pool:
+        verdicts = pool.verify_many([("math", {}, "<answer>4</answer>", "4"),
+                                     ("countdown", {}, "<answer>3*4</answer>",
+                                      {"numbers": [3, 4], "target": 12})])
+
+How a timeout is enforced, in two layers:
+
+1. inside the worker, a ``SIGALRM`` interval timer (the worker runs items on its main
+   thread, where signals work) interrupts Python code at ``timeout_s`` and the item
+   comes back as ``Verdict(0.0, False, "timeout")``; the worker lives on;
+2. if the item is stuck in C code that never checks for signals (a huge integer
+   power, a regex), the caller kills the worker's whole process group shortly after
+   (``_KILL_GRACE_S``), reports the same timeout verdict and starts a replacement.
+
+Workers are fresh interpreters (``python -m verifiers._worker``), never forks: the pool
+is used from threads and from inside Ray actors, where forking a multi-threaded process
+is unsafe. Unlike ``multiprocessing``'s spawn they do not re-import the caller's
+``__main__``, so a top-level script can call ``get_verifier("math").verify(...)``
+without an ``if __name__ == "__main__"`` guard. They inherit the caller's ``sys.path``,
+so entry-point plugins and ``@register_verifier`` classes defined in importable modules
+resolve inside them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from verifiers.base import ReferenceError, Verdict, Verifier
+from verifiers.registry import _BUILTINS, _resolve
+
+# How long after the soft timeout the caller kills a worker stuck in C code.
+_KILL_GRACE_S = 0.25
+
+_in_worker = False  # set by verifiers._worker in worker processes
+
+
+def in_worker() -> bool:
+    """True inside a pool worker: verifiers then run in-process (no nested pools)."""
+    return _in_worker
+
+
+class _Worker:
+    """One worker process and the parent's end of its socket."""
+
+    def __init__(self, proc: subprocess.Popen, conn: Connection):
+        self.proc = proc
+        self.conn = conn
+        self.ready = False  # set when the worker has said it finished starting
+        self.started_at = time.monotonic()
+
+    def kill(self) -> None:
+        # The worker leads its own session: killing the group also ends whatever it
+        # started (a sandbox, a subprocess of a plugin).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.conn.close()
+
+
+@dataclass
+class _Job:
+    index: int  # position in the caller's items
+    req_id: int  # guards against a late answer to an earlier request
+    timeout_s: float
+    deadline: float | None = None  # set once the worker is ready
+
+
+class VerifierPool:
+    """Runs verifiers in worker processes with a hard per-item timeout.
+
+    Args:
+        workers: number of worker processes (each one core when busy).
+        timeout_s: default per-item limit, counted from when a ready worker gets the item.
+        memory_mb: address-space limit of each worker (``RLIMIT_AS``), so a runaway
+            expression raises ``MemoryError`` instead of swapping the machine; ``None``
+            for no limit.
+        startup_timeout_s: how long a starting worker may take to import its verifiers.
+        preload: modules imported (and warmed up, via their ``_warm_up()`` if any) by
+            each worker before it reports ready, so the first item is not slow.
+
+    Thread-safe: concurrent ``verify_many`` calls each borrow idle workers.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout_s: float = 10.0,
+        *,
+        memory_mb: int | None = 4096,
+        startup_timeout_s: float = 60.0,
+        preload: Sequence[str] = ("verifiers.math",),
+    ):
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"VerifierPool(workers=...) must be an integer >= 1, got {workers!r}")
+        _check_timeout(timeout_s, "timeout_s")
+        _check_timeout(startup_timeout_s, "startup_timeout_s")
+        self.workers = workers
+        self.timeout_s = float(timeout_s)
+        self._memory_mb = memory_mb
+        self._startup_timeout_s = float(startup_timeout_s)
+        self._preload = list(preload)
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self._closed = False
+        self._req_ids = itertools.count()
+        self._instances: dict[tuple[str, str], Verifier] = {}
+        self.restarts = 0  # workers killed (timeout) or lost (crash) and replaced
+        for _ in range(workers):
+            self._idle.append(self._spawn())
+
+    # ------------------------------------------------------------------ public
+
+    def verify_many(
+        self, items: Sequence[tuple[str, dict, str, Any]], timeout_s: float | None = None
+    ) -> list[Verdict]:
+        """Score many items, in order.
+
+        Args:
+            items: ``(verifier_name, verifier_options, completion, reference)`` tuples.
+            timeout_s: per-item limit for this call (default: the pool's ``timeout_s``).
+
+        Never raises for a hung or crashed item: a timeout gives
+        ``Verdict(0.0, False, "timeout")``, a crash ``Verdict(0.0, False, "error",
+        {"error": ...})``, and the worker is killed and replaced. Raises only for caller
+        errors: an unknown verifier name (``UnknownVerifierError``, before anything
+        runs), bad options (``TypeError``/``ValueError``), a malformed reference
+        (``ReferenceError``; checked up front where the verifier can, else after the
+        batch has finished).
+        """
+        timeout = self.timeout_s if timeout_s is None else _check_timeout(timeout_s, "timeout_s")
+        requests = [self._prepare(i, item) for i, item in enumerate(items)]
+        results: list[Verdict | None] = [None] * len(requests)
+        reference_errors: list[str] = []
+        pending = deque(range(len(requests)))
+        inflight: dict[_Worker, _Job] = {}
+        try:
+            while pending or inflight:
+                self._dispatch(pending, inflight, requests, timeout)
+                self._collect(inflight, results, reference_errors)
+        finally:
+            # Only reached with work in flight if the caller was interrupted: those
+            # workers would answer a request nobody waits for, so replace them.
+            for worker in list(inflight):
+                self._replace(worker)
+        if reference_errors:
+            raise ReferenceError(reference_errors[0])
+        return results  # type: ignore[return-value]
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (for monitoring and tests)."""
+        with self._cond:
+            return sorted(w.proc.pid for w in self._all)
+
+    def close(self) -> None:
+        """Stop every worker. Idempotent; a closed pool refuses new work."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            workers = list(self._all)
+            self._all.clear()
+            self._idle.clear()
+            self._cond.notify_all()
+        for w in workers:
+            try:
+                w.conn.send(("stop",))
+                w.proc.wait(timeout=2)
+                w.conn.close()
+            except (OSError, subprocess.TimeoutExpired):
+                w.kill()
+
+    def __enter__(self) -> VerifierPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+
+    def _prepare(self, index: int, item: Any) -> tuple:
+        """Validate one item in the caller (cheap checks only) and build its request."""
+        if not (isinstance(item, tuple | list) and len(item) == 4):
+            raise TypeError(
+                f"items[{index}] must be a (verifier_name, verifier_options, completion, "
+                f"reference) tuple, got {type(item).__name__}"
+            )
+        name, options, completion, reference = item
+        options = dict(options or {})
+        cls = _resolve(name)  # UnknownVerifierError for a bad name
+        key = (name, repr(sorted(options.items())))
+        verifier = self._instances.get(key)
+        if verifier is None:
+            verifier = self._instances[key] = cls(**options)
+        verifier.check_reference(reference)
+        # A class registered with @register_verifier exists in a worker only once its
+        # module is imported there; built-ins and entry points resolve by themselves.
+        module_hint = None if name in _BUILTINS else cls.__module__
+        return (name, module_hint, options, completion, reference)
+
+    def _dispatch(self, pending: deque, inflight: dict, requests: list, timeout: float) -> None:
+        while pending:
+            worker = self._checkout(block=not inflight)
+            if worker is None:
+                return
+            index = pending.popleft()
+            job = _Job(index, next(self._req_ids), timeout)
+            try:
+                worker.conn.send(("verify", job.req_id, *requests[index], timeout))
+            except OSError:  # died while idle (e.g. killed from outside): retry elsewhere
+                pending.appendleft(index)
+                self._replace(worker)
+                continue
+            if worker.ready:
+                job.deadline = time.monotonic() + timeout + _KILL_GRACE_S
+            inflight[worker] = job
+
+    def _collect(self, inflight: dict, results: list, reference_errors: list) -> None:
+        """Wait for the next answer or deadline; settle whatever is due."""
+        now = time.monotonic()
+        due = [
+            job.deadline if job.deadline is not None else w.started_at + self._startup_timeout_s
+            for w, job in inflight.items()
+        ]
+        by_conn = {w.conn: w for w in inflight}
+        for conn in wait(list(by_conn), timeout=max(0.0, min(due) - now)):
+            worker = by_conn[conn]
+            job = inflight[worker]
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                code = worker.proc.poll()
+                phase = "while verifying" if worker.ready else "while starting"
+                results[job.index] = Verdict(
+                    0.0,
+                    False,
+                    "error",
+                    {"error": f"verifier worker exited {phase} (exit code {code})"},
+                )
+                del inflight[worker]
+                self._replace(worker)
+                continue
+            if message[0] == "ready":
+                worker.ready = True
+                job.deadline = time.monotonic() + job.timeout_s + _KILL_GRACE_S
+            elif message[0] == "result" and message[1] == job.req_id:
+                _, _, kind, payload = message
+                if kind == "reference_error":
+                    reference_errors.append(payload)
+                    payload = Verdict(0.0, False, "error", {"error": payload})
+                results[job.index] = payload
+                del inflight[worker]
+                self._checkin(worker)
+        now = time.monotonic()
+        for worker, job in list(inflight.items()):
+            if job.deadline is not None and now >= job.deadline:
+                results[job.index] = Verdict(0.0, False, "timeout")
+            elif job.deadline is None and now >= worker.started_at + self._startup_timeout_s:
+                results[job.index] = Verdict(
+                    0.0,
+                    False,
+                    "error",
+                    {"error": f"verifier worker did not start within {self._startup_timeout_s}s"},
+                )
+            else:
+                continue
+            del inflight[worker]
+            self._replace(worker)
+
+    def _checkout(self, block: bool) -> _Worker | None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("VerifierPool is closed")
+                if self._idle:
+                    # Prefer a worker known to be ready over one still starting.
+                    ready = [w for w in self._idle if w.ready]
+                    worker = ready[0] if ready else self._idle[0]
+                    self._idle.remove(worker)
+                    return worker
+                if not block:
+                    return None
+                self._cond.wait()
+
+    def _checkin(self, worker: _Worker) -> None:
+        with self._cond:
+            if self._closed:
+                worker.kill()
+                return
+            self._idle.append(worker)
+            self._cond.notify()
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        with self._cond:
+            self._all.discard(worker)
+            if self._closed:
+                return
+            self.restarts += 1
+        self._checkin(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        # The worker sees the caller's modules: plugins, the caller's own package.
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) if p else os.getcwd() for p in sys.path
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "verifiers._worker", str(child_sock.fileno())],
+            pass_fds=(child_sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=2,  # a verifier's print() must not corrupt the caller's stdout
+            start_new_session=True,
+            env=env,
+        )
+        child_sock.close()
+        conn = Connection(parent_sock.detach())
+        conn.send(
+            {"memory_mb": self._memory_mb, "preload": self._preload, "parent_pid": os.getpid()}
+        )
+        worker = _Worker(proc, conn)
+        with self._cond:
+            self._all.add(worker)
+        return worker
+
+
+def _check_timeout(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{field} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+_shared: VerifierPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool() -> VerifierPool:
+    """The process-wide pool used by ``MathVerifier.verify`` and friends, created lazily.
+
+    Its size is ``RLVR_VERIFIER_WORKERS`` or ``min(2, cpu_count)``. Closed at exit.
+    """
+    global _shared
+    with _shared_lock:
+        # A forked child must not share its parent's workers.
+        if _shared is None or _shared._closed or _shared._pid != os.getpid():
+            workers = os.environ.get("RLVR_VERIFIER_WORKERS", "")
+            try:
+                n = int(workers) if workers else min(2, os.cpu_count() or 1)
+            except ValueError:
+                raise ValueError(
+                    f"RLVR_VERIFIER_WORKERS must be an integer >= 1, got {workers!r}"
+                ) from None
+            _shared = VerifierPool(workers=n)
+            atexit.register(_shared.close)
+        return _shared
