@@ -60,13 +60,12 @@ class _StopFlag:
 
 
 def _run_dir_sink(run_dir: Path) -> MetricSink | None:
-    """The trainer's own run-dir sink (metrics.jsonl, samples.jsonl), when it has one."""
+    """The trainer's run-dir sink (metrics.jsonl, samples.jsonl, status.json)."""
     try:
-        from rlvr.train import sink as train_sink
+        from rlvr.train.rundir import RunDirSink
     except ImportError:
         return None
-    cls = getattr(train_sink, "RunDirSink", None)
-    return cls(run_dir) if cls is not None else None
+    return RunDirSink(run_dir)
 
 
 def _setup_logging(run_dir: Path) -> None:
