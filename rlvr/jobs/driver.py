@@ -2,8 +2,8 @@
 
 The runner submits this command to Ray (one Ray job per training job). It reads the job's
 validated spec from the job store (``RLVR_DB_URL``, passed in the Ray job's runtime env),
-then runs :func:`rlvr.train.run` with a sink that writes to both the run directory and the
-store, so the API sees metrics as they happen even when this process runs on another
+then runs :func:`rlvr.train.run`, which writes the run directory, with a sink that writes
+to the store, so the API sees metrics as they happen even when this process runs on another
 machine. Stopping: Ray's ``stop_job`` sends SIGTERM, and a ``cancelled`` status in the
 store is noticed between steps; either one makes the loop stop at the next step boundary.
 """
@@ -23,7 +23,6 @@ from pathlib import Path
 from rlvr.config import JobSpec
 from rlvr.jobs.sink import StoreSink
 from rlvr.jobs.store import JobStore
-from rlvr.train.sink import FanoutSink, MetricSink
 
 log = logging.getLogger("rlvr.driver")
 
@@ -59,15 +58,6 @@ class _StopFlag:
         return self._event.is_set()
 
 
-def _run_dir_sink(run_dir: Path) -> MetricSink | None:
-    """The trainer's run-dir sink (metrics.jsonl, samples.jsonl, status.json)."""
-    try:
-        from rlvr.train.rundir import RunDirSink
-    except ImportError:
-        return None
-    return RunDirSink(run_dir)
-
-
 def _setup_logging(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -91,8 +81,8 @@ def drive(job_id: str, *, db_url: str, attempt: int = 1, resume: bool = False) -
         return 2
     run_dir = Path(job.run_dir)
     _setup_logging(run_dir)
+    # rlvr.train.run writes the run dir itself; this sink adds the job store.
     store_sink = StoreSink(store, job_id, attempt=attempt)
-    sink = FanoutSink(_run_dir_sink(run_dir), store_sink)
     should_stop = _StopFlag(store, job_id)
     signal.signal(signal.SIGTERM, should_stop.set)
 
@@ -107,7 +97,7 @@ def drive(job_id: str, *, db_url: str, attempt: int = 1, resume: bool = False) -
         summary = run(
             spec,
             run_dir,
-            sink=sink,
+            sink=store_sink,
             resume=resume,
             ray_address=os.environ.get("RAY_ADDRESS"),
             should_stop=should_stop,
