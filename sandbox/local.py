@@ -3,9 +3,10 @@
 One run, from the outside in::
 
     /bin/sh -c 'join slot cgroups; exec "$@"'        (root; only where cgroups are writable)
-      setpriv --reuid U --regid U --clear-groups      (root only: U = 61000 + slot)
+      setpriv --reuid U --regid U --clear-groups      (root only: U = uid_base + slot)
         bwrap --unshare-all --disable-userns ...      (new user/pid/net/ipc/uts/cgroup ns)
-          python3 -I -S -c <_boot.py> ...             (sets rlimits, then runs /work/main.py)
+          python3 -I -S -c <_boot.py> ...             (pid 1: sets rlimits, forks, reaps)
+            the program, /work/main.py                (pid 2)
 
 Isolation: all namespaces unshared (the network namespace has only a loopback: no route
 out), read-only ``/usr`` and interpreter, a read-only root, private size-capped tmpfs
@@ -14,11 +15,13 @@ out), read-only ``/usr`` and interpreter, a read-only root, private size-capped 
 processes, file size, open files), and per-slot cgroup memory and pids limits where the
 cgroup tree is writable.
 
-Cleanup: the program runs in its own pid namespace, whose init (bubblewrap) exits when the
-program does; the kernel then kills everything left in the namespace, daemons included,
-before bubblewrap reports the exit. On a wall-clock timeout or an output overflow we
-SIGKILL the namespace's init (and everything in the slot's cgroup) and wait until it is
-gone, so nothing a program started outlives ``run_python``.
+Cleanup: the program runs in its own pid namespace. Its init (the boot script, pid 1)
+exits when the program does, and the kernel then kills everything left in the namespace,
+daemons included. bubblewrap runs ``--as-pid-1`` so that its outer process reaps that init
+before it exits: when ``run_python`` has reaped the outer process, nothing is left (its
+default init would report the exit first and orphan itself). On a wall-clock timeout or an
+output overflow we SIGKILL the init (and everything in the slot's cgroup) and wait until
+it is gone, so nothing a program started outlives ``run_python``.
 
 Costs (this 2-core machine): ``python3 -I -S`` alone ~15 ms, under this sandbox ~20-25 ms.
 The interpreter must be a real binary readable by other users: a pyenv shim costs ~60 ms
@@ -111,7 +114,8 @@ class LocalSandbox(Sandbox):
         cgroups: use per-slot cgroups where the tree is writable (``False``: rlimits only).
         seccomp: install the seccomp filter (needs libseccomp and ``pyseccomp``).
 
-    ``isolation`` says what is in force here (uid switching, cgroups, seccomp).
+    ``isolation`` says what is in force here (uid switching, cgroups, seccomp); ``uids`` is
+    the uid range the slots run as (``None`` when not root).
     """
 
     backend = "local"
@@ -158,6 +162,8 @@ class LocalSandbox(Sandbox):
                 log.warning("sandbox: no seccomp filter (%s)", exc)
         self.isolation["seccomp"] = self._seccomp is not None
 
+        # The uids runs execute as (None: not root, runs keep this process's uid).
+        self.uids = range(uid_base, uid_base + concurrency) if self._root else None
         self._system_args = self._mount_args()
         self._free: queue.Queue[_Slot] = queue.Queue()
         for k in range(concurrency):
@@ -210,7 +216,8 @@ class LocalSandbox(Sandbox):
         if slot.uid is not None:
             argv += [self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}", "--clear-groups"]
         argv += [self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
-        argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
+        argv += ["--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
+        argv += ["--hostname", "sandbox"]
         argv += [*self._system_args, "--proc", "/proc", "--dev", "/dev"]
         for mountpoint in ("/dev/shm", "/tmp", "/work"):
             argv += ["--size", str(disk), "--tmpfs", mountpoint]
@@ -230,7 +237,7 @@ class LocalSandbox(Sandbox):
         argv += [
             str(max(1, round(limits.cpu_s))),
             str(int(limits.memory_mb) << 20),
-            str(int(limits.pids) + 1),  # +1: the namespace's init (bubblewrap) has the same uid
+            str(int(limits.pids) + 1),  # +1: the namespace's init (see _boot.py), same uid
             str(disk),
             str(int(limits.open_files)),
         ]
@@ -251,7 +258,7 @@ class LocalSandbox(Sandbox):
             tmpfs_mb = 3 * int(limits.disk_mb)  # tmpfs pages are charged to the writer's cgroup
             slot.cgroup.set_limits(
                 (int(limits.memory_mb) + tmpfs_mb + _HEADROOM_MB) << 20,
-                int(limits.pids) + 3,  # +3: sh/setpriv/bwrap (one pid), bwrap's child, its init
+                int(limits.pids) + 2,  # +2: outer sh -> setpriv -> bwrap (one pid), the init
             )
             oom_before = slot.cgroup.oom_kills()
         fds = _RunFds(code, stdin, files, self._seccomp)
@@ -267,17 +274,20 @@ class LocalSandbox(Sandbox):
                 env=env,
                 start_new_session=True,
             )
-            fds.close_passed()  # the child has its copies; ours would keep pipes open
-            out, err, timed_out, truncated = _collect(proc, limits, start)
+            try:
+                fds.close_passed()  # the child has its copies; ours would keep pipes open
+                out, err, timed_out, truncated = _collect(proc, limits, start)
+            except BaseException:  # e.g. a caller's SIGALRM: never leave the run behind
+                _kill_and_reap(proc, slot, fds.read_status(block=False))
+                raise
             killed = timed_out or truncated
-            status = fds.read_status(block=False) if killed else b""
             if killed:
-                _kill(proc, slot, status)
-            exit_code, cpu_s = _reap(proc)
+                status = _kill_and_reap(proc, slot, fds.read_status(block=False))
+                exit_code, cpu_s = -signal.SIGKILL, 0.0
+            else:
+                exit_code, cpu_s = _reap(proc)
+                status = fds.read_status(block=True)  # bubblewrap, the only writer, is gone
             duration = time.monotonic() - start
-            status += fds.read_status(block=True)  # bubblewrap (the only writer) is gone
-            if killed:
-                _wait_gone(slot, status)
         finally:
             fds.close_all()
         if not killed and not _CHILD_PID_RE.search(status):
@@ -292,7 +302,7 @@ class LocalSandbox(Sandbox):
         ):
             timed_out = True  # RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one
         return RunResult(
-            exit_code=-signal.SIGKILL if killed else exit_code,
+            exit_code=exit_code,
             stdout=out.decode(errors="replace"),
             stderr=err.decode(errors="replace"),
             timed_out=timed_out,
@@ -410,34 +420,49 @@ def _collect(
     return bytes(bufs[out_fd]), bytes(bufs[err_fd]), timed_out, truncated
 
 
-def _kill(proc: subprocess.Popen, slot: _Slot, status: bytes) -> None:
-    """SIGKILL a run: the outer process, its namespace's init, everything in the slot's cgroup."""
-    pids = [proc.pid]
-    m = _CHILD_PID_RE.search(status)  # the first status line: bubblewrap's, not the program's
-    if m:
-        pids.append(int(m.group(1)))
-    if slot.cgroup is not None:
-        pids += slot.cgroup.pids()
-    for pid in pids:
-        _signal(pid)
+def _kill_and_reap(proc: subprocess.Popen, slot: _Slot, status: bytes) -> bytes:
+    """SIGKILL a run and wait until none of its processes is left; returns ``status``.
 
-
-def _wait_gone(slot: _Slot, status: bytes) -> None:
-    """Block until no process of a killed run is left (at most ``_KILL_GRACE_S``)."""
-    deadline = time.monotonic() + _KILL_GRACE_S
+    The namespace's init goes first (bubblewrap's first status line names it; the program
+    cannot write there): the kernel then kills the rest of the pid namespace, and the outer
+    bubblewrap reaps the init and exits, leaving no orphan. Everything in the slot's cgroup
+    is killed too; the outer process last, if it has not exited by then.
+    """
     m = _CHILD_PID_RE.search(status)
     init_pid = int(m.group(1)) if m else None
+    inner = [init_pid] if init_pid else []
+    if slot.cgroup is not None:
+        inner += [p for p in slot.cgroup.pids() if p != proc.pid]
+    for pid in inner or [proc.pid]:
+        _signal(pid)
+    exited = os.pidfd_open(proc.pid)
+    try:
+        if not select.select([exited], [], [], _KILL_GRACE_S)[0]:
+            _signal(proc.pid)
+    finally:
+        os.close(exited)
+    _reap(proc)
+    deadline = time.monotonic() + _KILL_GRACE_S
     while True:
-        alive = slot.cgroup.pids() if slot.cgroup is not None else []
-        if init_pid is not None and os.path.exists(f"/proc/{init_pid}"):
-            alive.append(init_pid)
-        if not alive:
-            return
+        left = slot.cgroup.pids() if slot.cgroup is not None else []
+        left += [init_pid] if init_pid is not None and _alive(init_pid) else []
+        if not left:
+            return status
         if time.monotonic() > deadline:
-            raise SandboxError(f"sandbox processes {alive} survived SIGKILL for {_KILL_GRACE_S}s")
-        for pid in alive:
+            raise SandboxError(f"sandbox processes {left} survived SIGKILL for {_KILL_GRACE_S}s")
+        for pid in left:
             _signal(pid)
         time.sleep(0.002)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _signal(pid: int) -> None:
