@@ -1,0 +1,499 @@
+"""The training loop, top to bottom (DESIGN.md, "One training step").
+
+    for step in start+1 .. max_steps:
+        1. take prompts_per_step prompts; the rollout engines sample group_size completions
+           of each (token ids, text, per-token rollout logprobs);
+        2. the reward pool scores every completion with the job's verifiers;
+        3. advantages per group; optionally drop groups whose rewards are all equal;
+        4. the learner recomputes logprobs, applies the policy loss, steps the optimizer;
+        5. the new weights go to the rollout engines (through the object store);
+        6. metrics and a few samples are written; every eval.every steps a greedy eval,
+           every checkpoint.every steps a checkpoint.
+
+Everything the run produces goes to a :class:`~rlvr.train.sink.MetricSink`: the run
+directory always (:class:`~rlvr.train.rundir.RunDirSink`), plus the caller's sink (the
+service's job store). Reproducibility: the prompt order of step s and the sampling seed of
+step s are functions of (seed, s) alone, so a resumed run samples exactly what an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlvr.config import JobSpec
+from rlvr.rollout.base import Completion, SamplingConfig
+from rlvr.train.algorithms import compute_advantages, groups_with_signal
+from rlvr.train.checkpoint import (
+    latest_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from rlvr.train.reward import Reward, RewardPool
+from rlvr.train.rundir import METRICS_FILE, RunDirSink
+from rlvr.train.sink import FanoutSink, MetricSink, SampleRow
+
+log = logging.getLogger("rlvr.train")
+
+SAMPLES_PER_STEP = 4  # completions written to samples.jsonl per step (one per group)
+SPEC_FILE = "spec.json"
+CURVES_FILE = "curves.png"
+_LEARNER_KEYS = ("loss", "kl", "entropy", "clip_frac", "grad_norm", "lr", "mismatch/kl")
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or stopped) run reports."""
+
+    status: str  # succeeded | cancelled
+    step: int  # last completed step
+    max_steps: int
+    run_dir: str
+    initial_eval_accuracy: float | None = None
+    final_eval_accuracy: float | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    checkpoint: str | None = None
+
+
+# -- data --------------------------------------------------------------------------------------
+def _resolve_model(path: str) -> Path:
+    try:
+        from rlvr.models import resolve_model
+    except ImportError:  # the tiny-model builder is not installed: directories only
+        p = Path(path).expanduser()
+        if not p.is_dir():
+            raise ValueError(f"model.path: {path!r} is not a model directory") from None
+        return p
+    return Path(resolve_model(path))
+
+
+@dataclass
+class _Prompts:
+    records: list[Any]
+    token_ids: list[list[int]]
+
+
+def _load_prompts(
+    source: str, tokenizer: Any, template: str, max_tokens: int, field_name: str
+) -> _Prompts:
+    from rlvr.data import load_prompts, render_prompt
+
+    records = load_prompts(source)
+    kept, ids = [], []
+    for r in records:
+        tokens = tokenizer(render_prompt(tokenizer, r, template), add_special_tokens=False)[
+            "input_ids"
+        ]
+        if len(tokens) <= max_tokens:
+            kept.append(r)
+            ids.append(list(tokens))
+    if not kept:
+        raise ValueError(
+            f"{field_name}: every prompt of {source!r} is longer than data.max_prompt_tokens="
+            f"{max_tokens} tokens; raise data.max_prompt_tokens"
+        )
+    if len(kept) < len(records):
+        log.warning(
+            "%s: skipped %d prompts longer than %d tokens",
+            field_name,
+            len(records) - len(kept),
+            max_tokens,
+        )
+    return _Prompts(kept, ids)
+
+
+def _prompt_indices(step: int, size: int, n: int, seed: int, shuffle: bool) -> list[int]:
+    """The prompts of ``step`` (1-based): positions (step-1)*size … step*size-1 of an endless
+    stream of epochs, each epoch a permutation seeded by (seed, epoch)."""
+    out = []
+    for pos in range((step - 1) * size, step * size):
+        epoch, offset = divmod(pos, n)
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        out.append(int(order[offset]))
+    return out
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def _think_stats(texts: list[str], tokenizer: Any) -> tuple[float, float]:
+    """(mean think-block length in tokens, fraction with a think block and an answer after it)."""
+    from verifiers import split_think
+
+    lengths, ok = [], 0
+    for t in texts:
+        think, answer = split_think(t)
+        if think is not None:
+            lengths.append(len(tokenizer(think, add_special_tokens=False)["input_ids"]))
+            ok += bool(answer.strip())
+    return (float(np.mean(lengths)) if lengths else 0.0), ok / max(len(texts), 1)
+
+
+def _rollout_metrics(
+    completions: list[Completion], rewards: list[Reward], tokenizer: Any
+) -> dict[str, float]:
+    totals = np.array([r.total for r in rewards], dtype=np.float64)
+    lengths = np.array([len(c.token_ids) for c in completions])
+    m = {
+        "reward/mean": float(totals.mean()),
+        "reward/std": float(totals.std()),
+        "accuracy": float(np.mean([r.passed for r in rewards])),
+        "response/length_mean": float(lengths.mean()),
+        "response/length_max": float(lengths.max()),
+        "response/truncated_frac": float(
+            np.mean([c.finish_reason == "length" for c in completions])
+        ),
+    }
+    names = dict.fromkeys(name for r in rewards for name in r.scores)
+    for name in names:
+        m[f"reward/{name}/mean"] = float(
+            np.mean([r.scores[name] for r in rewards if name in r.scores])
+        )
+    m["think/length_mean"], m["think/format_ok"] = _think_stats(
+        [c.text for c in completions], tokenizer
+    )
+    return m
+
+
+def _sample_rows(
+    completions: list[Completion], rewards: list[Reward], records: list[Any], k: int
+) -> list[SampleRow]:
+    """The first completion of the first k groups, with rewards and every verdict."""
+    from verifiers import split_think
+
+    rows, seen = [], set()
+    for c, r in zip(completions, rewards, strict=True):
+        if c.prompt_index in seen or len(rows) >= k:
+            continue
+        seen.add(c.prompt_index)
+        record = records[c.prompt_index]
+        think, answer = split_think(c.text)
+        rows.append(
+            {
+                "prompt": record.prompt,
+                "id": getattr(record, "id", ""),
+                "completion": c.text,
+                "think": think,
+                "answer": answer.strip(),
+                "reference": record.reference,
+                "reward": r.total,
+                "passed": r.passed,
+                "verdicts": {name: v.to_dict() for name, v in r.verdicts.items()},
+            }
+        )
+    return rows
+
+
+# -- the loop ----------------------------------------------------------------------------------
+class _Trainer:
+    """The state of one run: engines, learner, reward pool, data. ``train`` drives it."""
+
+    def __init__(self, spec: JobSpec, run_dir: Path, resume: bool, actor_cpus: float | None):
+        from rlvr.rollout import create_rollout
+        from rlvr.rollout.hf import load_tokenizer
+        from rlvr.train.learner import Learner, LearnerConfig
+
+        self.spec = spec
+        self.run_dir = run_dir
+        a = spec.algorithm
+        self.model_path = _resolve_model(spec.model.path)
+        self.start_step = 0
+        policy_path = self.model_path
+        ckpt = latest_checkpoint(run_dir) if resume else None
+        if ckpt is not None:
+            self.start_step, policy_path = ckpt
+        self.tokenizer = load_tokenizer(policy_path)
+        d = spec.data
+        self.train_set = _load_prompts(
+            d.train, self.tokenizer, d.prompt_template, d.max_prompt_tokens, "data.train"
+        )
+        self.eval_set = (
+            _load_prompts(
+                d.eval, self.tokenizer, d.prompt_template, d.max_prompt_tokens, "data.eval"
+            )
+            if d.eval
+            else None
+        )
+        self._check_verifiers()
+
+        import ray
+
+        if actor_cpus is None:  # one CPU per actor where the cluster has them, else a share
+            cpus = float(ray.cluster_resources().get("CPU", 1))
+            actor_cpus = min(1.0, cpus / (spec.rollout.replicas + max(a.num_learners, 0) + 1))
+        log.info("model %s; starting %d rollout replica(s)", policy_path, spec.rollout.replicas)
+        self.rollout = create_rollout(spec, str(policy_path), num_cpus=actor_cpus)
+        try:
+            config = LearnerConfig.from_spec(
+                spec,
+                str(policy_path),
+                ref_model_path=str(self.model_path),
+                num_cpus_per_learner=actor_cpus,
+            )
+            if a.num_learners > a.prompts_per_step * a.group_size:
+                raise ValueError(
+                    f"algorithm.num_learners={a.num_learners} exceeds the batch "
+                    f"({a.prompts_per_step * a.group_size} sequences); lower it"
+                )
+            self.learner = Learner(config)
+            self.rewards = RewardPool(spec.reward)
+        except BaseException:
+            self.rollout.shutdown()
+            raise
+        if ckpt is not None:
+            self.learner.load_optimizer(ckpt[1])
+            restore_rng(ckpt[1])
+            log.info("resumed from %s (step %d)", ckpt[1], self.start_step)
+        else:
+            torch.manual_seed(a.seed)
+            np.random.seed(a.seed)
+        self.last_checkpoint = str(ckpt[1]) if ckpt else None
+        self.saved_step = self.start_step if ckpt else -1
+
+    def _check_verifiers(self) -> None:
+        from verifiers import get_verifier
+
+        for i, v in enumerate(self.spec.reward.verifiers):
+            try:
+                get_verifier(v.name, **v.options)
+            except Exception as exc:
+                raise ValueError(f"reward.verifiers[{i}] ({v.name!r}): {exc}") from exc
+
+    def close(self) -> None:
+        for closer in (self.rewards.close, self.rollout.shutdown, self.learner.shutdown):
+            try:
+                closer()
+            except Exception as exc:  # closing must not hide the run's own error
+                log.warning("while shutting down: %s", exc)
+
+    # one step ---------------------------------------------------------------------------------
+    def step(self, step: int) -> tuple[dict[str, float], list[SampleRow]]:
+        spec, a, r = self.spec, self.spec.algorithm, self.spec.rollout
+        t_step = time.perf_counter()
+        idx = _prompt_indices(
+            step, a.prompts_per_step, len(self.train_set.records), a.seed, spec.data.shuffle
+        )
+        records = [self.train_set.records[i] for i in idx]
+        prompt_ids = [self.train_set.token_ids[i] for i in idx]
+
+        # 1. rollout
+        t0 = time.perf_counter()
+        sampling = SamplingConfig(
+            n=a.group_size,
+            max_new_tokens=r.max_new_tokens,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            stop=list(r.stop),
+            seed=(a.seed * 1_000_003 + step) % 2**31,
+        )
+        completions = self.rollout.generate(prompt_ids, sampling)
+        rollout_s = time.perf_counter() - t0
+        n_tokens = sum(len(c.token_ids) for c in completions)
+
+        # 2. rewards
+        t0 = time.perf_counter()
+        rewards = self.rewards.score(
+            [c.text for c in completions], [records[c.prompt_index] for c in completions]
+        )
+        reward_s = time.perf_counter() - t0
+
+        # 3. advantages (+ dynamic sampling)
+        totals = torch.tensor([x.total for x in rewards])
+        groups = torch.tensor([c.prompt_index for c in completions])
+        advantages = compute_advantages(totals, groups, a.estimator)
+        keep = (
+            groups_with_signal(totals, groups)
+            if a.dynamic_sampling
+            else torch.ones(len(completions), dtype=torch.bool)
+        )
+        kept = [i for i in range(len(completions)) if keep[i]]
+
+        # 4. learn
+        from rlvr.train.learner import make_train_batch
+
+        t0 = time.perf_counter()
+        if len(kept) >= max(1, a.num_learners):
+            batch = make_train_batch(
+                prompt_ids, [completions[i] for i in kept], advantages[kept], self.rollout_pad_id()
+            )
+            learned = self.learner.update(batch, step)
+        else:  # every group had equal rewards: nothing to learn from this step
+            learned = dict.fromkeys(_LEARNER_KEYS, 0.0)
+            learned["lr"] = a.lr
+        learn_s = time.perf_counter() - t0
+
+        # 5. weights to the engines
+        t0 = time.perf_counter()
+        if kept:
+            self.rollout.load_weights(self.learner.state_dict(), version=step)
+        sync_s = time.perf_counter() - t0
+
+        # 6. metrics
+        metrics = _rollout_metrics(completions, rewards, self.tokenizer)
+        metrics.update({k: float(learned[k]) for k in _LEARNER_KEYS})
+        metrics.update(
+            {
+                "batch/groups_kept_frac": len({completions[i].prompt_index for i in kept})
+                / a.prompts_per_step,
+                "time/rollout_s": rollout_s,
+                "time/reward_s": reward_s,
+                "time/learn_s": learn_s,
+                "time/sync_s": sync_s,
+                "throughput/rollout_tok_s": n_tokens / max(rollout_s, 1e-9),
+            }
+        )
+        metrics["time/step_s"] = time.perf_counter() - t_step
+        return metrics, _sample_rows(completions, rewards, records, SAMPLES_PER_STEP)
+
+    def rollout_pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy accuracy on the eval set."""
+        assert self.eval_set is not None
+        spec = self.spec
+        t0 = time.perf_counter()
+        sampling = SamplingConfig(
+            n=1,
+            max_new_tokens=spec.eval.max_new_tokens or spec.rollout.max_new_tokens,
+            temperature=0.0,
+            stop=list(spec.rollout.stop),
+        )
+        completions = self.rollout.generate(self.eval_set.token_ids, sampling)
+        rewards = self.rewards.score(
+            [c.text for c in completions],
+            [self.eval_set.records[c.prompt_index] for c in completions],
+        )
+        return {
+            "eval/accuracy": float(np.mean([x.passed for x in rewards])),
+            "eval/reward_mean": float(np.mean([x.total for x in rewards])),
+            "time/eval_s": time.perf_counter() - t0,
+        }
+
+    def save(self, step: int) -> str:
+        path = save_checkpoint(
+            self.run_dir,
+            step,
+            write_model=self.learner.save,
+            tokenizer=self.tokenizer,
+            trainer_state={
+                "data_position": step * self.spec.algorithm.prompts_per_step,
+                "weights_version": step,
+                "base_model": str(self.model_path),
+                "spec_name": self.spec.name,
+            },
+            keep=self.spec.checkpoint.keep,
+        )
+        self.last_checkpoint, self.saved_step = str(path), step
+        return str(path)
+
+
+def train(
+    spec: JobSpec,
+    run_dir: str | Path,
+    *,
+    sink: MetricSink | None = None,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+    actor_cpus: float | None = None,
+) -> RunSummary:
+    """Run (or resume) a training job on the Ray cluster this process is connected to.
+
+    See :func:`rlvr.train.run` (which also connects to / starts the cluster).
+    """
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = (
+        FanoutSink(RunDirSink(run_dir), sink)
+        if sink is not None
+        else FanoutSink(RunDirSink(run_dir))
+    )
+    if not resume and (latest_checkpoint(run_dir) or (run_dir / METRICS_FILE).exists()):
+        raise ValueError(
+            f"run dir {run_dir} already holds a run: resume it (--resume) or choose another run dir"
+        )
+    (run_dir / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=1))
+    should_stop = should_stop or (lambda: False)
+
+    trainer = _Trainer(spec, run_dir, resume, actor_cpus)
+    step = trainer.start_step
+    summary = RunSummary(
+        "running", step, spec.algorithm.max_steps, str(run_dir), checkpoint=trainer.last_checkpoint
+    )
+    try:
+        # Forget whatever a killed attempt wrote after its last checkpoint (-1: everything).
+        if resume:
+            out.truncate_after(step if trainer.last_checkpoint else -1)
+        out.status("running", step=step)
+        if spec.eval.at_start and step == 0 and trainer.eval_set is not None:
+            ev = trainer.evaluate()
+            summary.initial_eval_accuracy = ev["eval/accuracy"]
+            out.metrics(0, ev)
+            if progress:
+                progress(0, ev)
+
+        status = "succeeded"
+        for step in range(trainer.start_step + 1, spec.algorithm.max_steps + 1):
+            if should_stop():
+                status = "cancelled"
+                step -= 1
+                break
+            metrics, rows = trainer.step(step)
+            last = step == spec.algorithm.max_steps
+            if trainer.eval_set is not None and (step % spec.eval.every == 0 or last):
+                metrics.update(trainer.evaluate())
+                summary.final_eval_accuracy = metrics["eval/accuracy"]
+            out.metrics(step, metrics)
+            out.samples(step, rows)
+            if step % spec.checkpoint.every == 0 or last:
+                out.checkpoint(step, trainer.save(step))
+            summary.step, summary.last_metrics = step, metrics
+            if progress:
+                progress(step, metrics)
+        if status == "cancelled" and 0 < summary.step != trainer.saved_step:
+            # Keep the work done so far: resume continues from here, not the last periodic checkpoint.
+            out.checkpoint(summary.step, trainer.save(summary.step))
+        summary.status = status
+        summary.checkpoint = trainer.last_checkpoint
+        out.status(status, step=summary.step)
+    except BaseException as exc:
+        out.status("failed", step=summary.step, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        trainer.close()
+        summary.wall_s = time.perf_counter() - t_start
+        _plot(run_dir)
+    if summary.initial_eval_accuracy is None:
+        summary.initial_eval_accuracy = _first_eval(run_dir)
+    return summary
+
+
+def _first_eval(run_dir: Path) -> float | None:
+    from rlvr.train.rundir import read_jsonl
+
+    for rec in read_jsonl(run_dir / METRICS_FILE):
+        v = rec.get("eval/accuracy")
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            return float(v)
+    return None
+
+
+def _plot(run_dir: Path) -> None:
+    try:
+        from rlvr.train.plot import plot_curves
+
+        plot_curves(run_dir / METRICS_FILE, run_dir / CURVES_FILE)
+    except Exception as exc:  # a plot must never fail a run
+        log.warning("could not plot curves: %s", exc)

@@ -1,0 +1,147 @@
+"""The HF rollout engine: sampling, logprobs of the sampling distribution, stop strings,
+seeding, weight loading; and the Ray-actor front end (replicas, object-store weights)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlvr.rollout.base import SamplingConfig
+from rlvr.rollout.hf import HFEngine, HFEngineConfig, HFRollout
+
+
+@pytest.fixture(scope="module")
+def engine(random_model_dir):
+    return HFEngine(HFEngineConfig(model=str(random_model_dir)))
+
+
+def _prompts(engine, n=3):
+    tok = engine.tokenizer
+    texts = [
+        f"<|im_start|>user\nWhat is {i} + {i * 7}?<|im_end|>\n<|im_start|>assistant\n"
+        for i in range(n)
+    ]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _recompute_logprobs(engine, prompt, tokens, temperature):
+    ids = torch.tensor([prompt + tokens])
+    with torch.no_grad():
+        logits = engine.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float() / temperature
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(tokens)[:, None]).squeeze(-1)
+
+
+def test_generate_returns_n_completions_per_prompt_in_prompt_order(engine):
+    prompts = _prompts(engine, 3)
+    out = engine.generate(prompts, SamplingConfig(n=4, max_new_tokens=12, temperature=1.0, seed=0))
+    assert [c.prompt_index for c in out] == [0] * 4 + [1] * 4 + [2] * 4
+    for c in out:
+        assert 1 <= len(c.token_ids) <= 12
+        assert len(c.logprobs) == len(c.token_ids)
+        assert c.finish_reason in ("stop", "length")
+        assert c.finish_reason == "stop" or len(c.token_ids) == 12
+        assert "<|im_end|>" not in c.text and "<|endoftext|>" not in c.text
+
+
+def test_logprobs_are_those_of_the_tempered_sampling_distribution(engine):
+    prompts = _prompts(engine, 2)
+    out = engine.generate(prompts, SamplingConfig(n=3, max_new_tokens=10, temperature=0.7, seed=1))
+    for c in out:
+        expected = _recompute_logprobs(engine, prompts[c.prompt_index], c.token_ids, 0.7)
+        assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
+
+
+def test_top_p_logprobs_are_renormalised_over_the_kept_tokens(engine):
+    prompts = _prompts(engine, 1)
+    out = engine.generate(
+        prompts, SamplingConfig(n=4, max_new_tokens=8, temperature=1.0, top_p=0.5, seed=2)
+    )
+    for c in out:
+        full = _recompute_logprobs(engine, prompts[0], c.token_ids, 1.0)
+        # Truncating to the top-p nucleus can only raise a sampled token's probability.
+        assert bool((torch.tensor(c.logprobs) >= full - 1e-5).all())
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent(engine):
+    prompts = _prompts(engine, 2)
+    cfg = SamplingConfig(n=3, max_new_tokens=10, temperature=1.0, seed=5)
+    a = engine.generate(prompts, cfg)
+    b = engine.generate(prompts, cfg)
+    c = engine.generate(prompts, SamplingConfig(n=3, max_new_tokens=10, temperature=1.0, seed=6))
+    assert [x.token_ids for x in a] == [x.token_ids for x in b]
+    assert [x.token_ids for x in a] != [x.token_ids for x in c]
+
+
+def test_greedy_gives_identical_samples_with_exact_logprobs(engine):
+    prompts = _prompts(engine, 2)
+    out = engine.generate(prompts, SamplingConfig(n=2, max_new_tokens=8, temperature=0.0))
+    assert out[0].token_ids == out[1].token_ids
+    expected = _recompute_logprobs(engine, prompts[0], out[0].token_ids, 1.0)
+    assert torch.allclose(torch.tensor(out[0].logprobs), expected, atol=1e-4)
+
+
+def test_stop_string_ends_the_completion_and_is_kept(engine):
+    prompts = _prompts(engine, 2)
+    out = engine.generate(prompts, SamplingConfig(n=4, max_new_tokens=40, temperature=1.5, seed=3))
+    # pick a character that appears in some sampled completion, then stop on it
+    text = next(c.text for c in out if len(c.text) > 3)
+    stop = text[2]
+    cut = engine.generate(
+        prompts, SamplingConfig(n=4, max_new_tokens=40, temperature=1.5, stop=[stop], seed=3)
+    )
+    assert any(c.finish_reason == "stop" and c.text.endswith(stop) for c in cut)
+    for c in cut:
+        if stop in c.text:
+            assert c.text.index(stop) == len(c.text) - len(stop)  # nothing after the first stop
+            assert len(c.logprobs) == len(c.token_ids)
+
+
+def test_bad_requests_name_the_field(engine):
+    with pytest.raises(ValueError, match="prompt 0 has no tokens"):
+        engine.generate([[]], SamplingConfig())
+    with pytest.raises(ValueError, match="top_p"):
+        engine.generate(_prompts(engine, 1), SamplingConfig(top_p=0.0))
+
+
+def test_load_weights_replaces_the_policy_and_tracks_the_version(random_model_dir):
+    eng = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    prompts = _prompts(eng, 1)
+    greedy = SamplingConfig(n=1, max_new_tokens=8, temperature=0.0)
+    before = eng.generate(prompts, greedy)[0]
+    state = {k: v.clone() for k, v in eng.model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    state["model.norm.weight"] = torch.rand(state["model.norm.weight"].shape, generator=g) * 3
+    state["model.embed_tokens.weight"] = torch.randn(
+        state["model.embed_tokens.weight"].shape, generator=g
+    )
+    eng.load_weights({k: v.numpy() for k, v in state.items()}, version=7)
+    after = eng.generate(prompts, greedy)[0]
+    assert eng.weights_version() == 7
+    assert after.logprobs != before.logprobs
+    with pytest.raises(KeyError, match="unknown parameters"):
+        eng.load_weights({"not.a.param": torch.zeros(1)}, version=8)
+
+
+def test_rollout_spreads_prompts_over_replicas_and_syncs_weights(ray_cluster, random_model_dir):
+    rollout = HFRollout(
+        HFEngineConfig(model=str(random_model_dir)), replicas=2, num_cpus=0, call_timeout_s=120
+    )
+    try:
+        local = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+        prompts = _prompts(local, 5)
+        out = rollout.generate(prompts, SamplingConfig(n=2, max_new_tokens=6, temperature=0.0))
+        assert [c.prompt_index for c in out] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+        # Same weights, greedy: the replicas answer exactly as a local engine does.
+        expected = local.generate(prompts, SamplingConfig(n=2, max_new_tokens=6, temperature=0.0))
+        assert [c.token_ids for c in out] == [c.token_ids for c in expected]
+        state = {k: v * 1.5 for k, v in local.model.state_dict().items()}
+        rollout.load_weights(state, version=3)
+        assert rollout.weights_version() == 3
+        local.load_weights(state, version=3)
+        moved = rollout.generate(prompts, SamplingConfig(n=1, max_new_tokens=6, temperature=0.0))
+        expected = local.generate(prompts, SamplingConfig(n=1, max_new_tokens=6, temperature=0.0))
+        assert [c.token_ids for c in moved] == [c.token_ids for c in expected]
+        flat = [lp for c in moved for lp in c.logprobs]
+        assert flat == pytest.approx([lp for c in expected for lp in c.logprobs], abs=1e-5)
+    finally:
+        rollout.shutdown()
