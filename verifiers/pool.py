@@ -254,7 +254,10 @@ class VerifierPool:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
-                code = worker.proc.poll()
+                try:  # the socket closes a moment before the process is reaped
+                    code = worker.proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    code = None
                 phase = "while verifying" if worker.ready else "while starting"
                 results[job.index] = Verdict(
                     0.0,

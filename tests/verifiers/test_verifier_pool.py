@@ -1,0 +1,204 @@
+"""VerifierPool: order, worker reuse, timeouts (soft and hard), crashes, caller errors, threads.
+
+The probe verifier below is registered with @register_verifier in this module; pool
+workers import this module by name (the pool passes the class's module along), which is
+itself part of what is tested.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from verifiers import ReferenceError, Verdict, Verifier, register_verifier
+from verifiers.pool import VerifierPool, in_worker
+from verifiers.registry import UnknownVerifierError
+
+
+@register_verifier("pool_probe")
+class _Probe(Verifier):
+    """Does what ``mode`` says, to exercise the pool."""
+
+    description = "test probe"
+    reference_format = "anything"
+
+    def __init__(self, mode: str = "pid"):
+        self.mode = mode
+
+    def verify(self, completion, reference):
+        if self.mode == "busy":  # pure Python: the worker's SIGALRM interrupts it
+            while True:
+                pass
+        if self.mode == "blocked":  # stuck where no signal gets through: must be killed
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(120)
+        if self.mode == "exit":
+            os._exit(3)
+        if self.mode == "raise":
+            raise RuntimeError("boom")
+        if self.mode == "print":
+            print("probe says hi", flush=True)
+        with open("/proc/self/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode()
+        return Verdict(
+            1.0,
+            True,
+            "ok",
+            {
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "cmdline": cmdline,
+                "in_worker": in_worker(),
+            },
+        )
+
+
+PID = ("pool_probe", {"mode": "pid"}, "", None)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with VerifierPool(workers=2, timeout_s=1.0, preload=()) as p:
+        yield p
+
+
+def _pids(pool: VerifierPool, n: int = 6) -> set[int]:
+    return {v.details["pid"] for v in pool.verify_many([PID] * n)}
+
+
+def test_results_come_back_in_item_order_across_verifiers(pool):
+    items = [
+        ("math", {}, "<think>2+2</think><answer>4</answer>", "4"),
+        ("countdown", {}, "<answer>3*4</answer>", {"numbers": [3, 4], "target": 12}),
+        ("think_format", {}, "no structure", None),
+        ("math", {}, "<answer>5</answer>", "4"),
+        PID,
+    ]
+    verdicts = pool.verify_many(items)
+    assert [v.reason for v in verdicts] == ["ok", "ok", "no_answer", "mismatch", "ok"]
+    assert all(isinstance(v, Verdict) for v in verdicts)
+
+
+def test_workers_are_long_lived_fresh_interpreters_reused_across_calls(pool):
+    first, second = _pids(pool), _pids(pool)
+    assert first == second and first <= set(pool.worker_pids())
+    details = pool.verify_many([PID])[0].details
+    assert details["ppid"] == os.getpid()
+    assert "-m verifiers._worker" in details["cmdline"]  # spawned, not a fork of pytest
+    assert details["in_worker"] is True
+
+
+def test_python_loop_times_out_softly_and_the_worker_survives(pool):
+    before, restarts = set(pool.worker_pids()), pool.restarts
+    t0 = time.monotonic()
+    verdicts = pool.verify_many([("pool_probe", {"mode": "busy"}, "", None), PID])
+    assert time.monotonic() - t0 < pool.timeout_s + 0.5
+    assert verdicts[0] == Verdict(0.0, False, "timeout")
+    assert verdicts[1].passed
+    assert pool.restarts == restarts and set(pool.worker_pids()) == before
+
+
+def test_uninterruptible_hang_is_killed_and_the_worker_replaced(pool):
+    before, restarts = set(pool.worker_pids()), pool.restarts
+    t0 = time.monotonic()
+    verdict = pool.verify_many([("pool_probe", {"mode": "blocked"}, "", None)])[0]
+    assert time.monotonic() - t0 < pool.timeout_s + 0.5
+    assert verdict == Verdict(0.0, False, "timeout")
+    assert pool.restarts == restarts + 1
+    after = set(pool.worker_pids())
+    killed = before - after
+    assert len(killed) == 1 and len(after) == 2
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed.pop(), 0)
+    assert _pids(pool) <= after  # and the pool keeps working
+
+
+def test_crash_gives_an_error_verdict_and_a_new_worker(pool):
+    restarts = pool.restarts
+    verdicts = pool.verify_many([("pool_probe", {"mode": "exit"}, "", None), PID])
+    assert verdicts[0].reason == "error" and not verdicts[0].passed
+    assert "exit code 3" in verdicts[0].details["error"]
+    assert verdicts[1].passed
+    assert pool.restarts == restarts + 1
+
+
+def test_exception_in_a_verifier_is_an_error_verdict_not_a_raise(pool):
+    restarts = pool.restarts
+    verdict = pool.verify_many([("pool_probe", {"mode": "raise"}, "", None)])[0]
+    assert verdict.reason == "error" and "RuntimeError: boom" in verdict.details["error"]
+    assert pool.restarts == restarts
+
+
+def test_per_call_timeout_overrides_the_pool_default(pool):
+    t0 = time.monotonic()
+    verdict = pool.verify_many([("pool_probe", {"mode": "busy"}, "", None)], timeout_s=0.3)[0]
+    assert verdict.reason == "timeout"
+    assert time.monotonic() - t0 < 0.3 + 0.5
+
+
+def test_unknown_verifier_raises_before_anything_runs(pool):
+    with pytest.raises(UnknownVerifierError, match="no_such_verifier.*known verifiers:.*math"):
+        pool.verify_many([PID, ("no_such_verifier", {}, "x", "1")])
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        (("math", {}, "<answer>1</answer>", None), "math reference must be"),
+        (("math", {}, "<answer>1</answer>", "   "), "math reference is empty"),
+        (("countdown", {}, "<answer>1</answer>", [1, 2]), "countdown reference must be"),
+        (("countdown", {}, "<answer>1</answer>", {"numbers": [1], "target": "x"}), '"target"'),
+    ],
+)
+def test_malformed_reference_raises_reference_error(pool, item, match):
+    with pytest.raises(ReferenceError, match=match):
+        pool.verify_many([item])
+
+
+def test_bad_item_shape_and_bad_pool_arguments_name_the_problem(pool):
+    with pytest.raises(TypeError, match=r"items\[0\] must be a \(verifier_name"):
+        pool.verify_many([("math", "4")])
+    with pytest.raises(ValueError, match="workers"):
+        VerifierPool(workers=0)
+    with pytest.raises(ValueError, match="timeout_s"):
+        VerifierPool(timeout_s=0)
+
+
+def test_concurrent_callers_from_threads_each_get_their_results(pool):
+    results: dict[int, list[Verdict]] = {}
+
+    def call(thread: int) -> None:
+        items = [
+            ("math", {}, f"<answer>{thread * 100 + i}</answer>", str(thread * 100 + i))
+            for i in range(8)
+        ]
+        results[thread] = pool.verify_many(items)
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results) == [0, 1, 2, 3]
+    assert all(v.passed for verdicts in results.values() for v in verdicts)
+
+
+def test_a_verifier_printing_does_not_write_to_the_callers_stdout(pool, capfd):
+    assert pool.verify_many([("pool_probe", {"mode": "print"}, "", None)])[0].passed
+    captured = capfd.readouterr()
+    assert "probe says hi" not in captured.out
+
+
+def test_a_closed_pool_refuses_work():
+    p = VerifierPool(workers=1, preload=())
+    pids = p.worker_pids()
+    p.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        p.verify_many([PID])
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
