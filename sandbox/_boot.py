@@ -68,6 +68,9 @@ def _boot():
         (resource.RLIMIT_NOFILE, nofile, nofile),
         (resource.RLIMIT_CORE, 0, 0),
     ):
+        ceiling = resource.getrlimit(which)[1]  # an inherited hard limit can only go down
+        if ceiling != resource.RLIM_INFINITY:
+            soft, hard = min(soft, ceiling), min(hard, ceiling)
         resource.setrlimit(which, (soft, hard))
     if mode == "local":
         _become_init()
