@@ -1,0 +1,207 @@
+"""Turning ``model.path`` into a local Hugging Face model directory, offline.
+
+Three kinds of path, tried in this order:
+
+* ``tiny:<task>`` (optionally ``tiny:<task>?size=gpu&seed=1&warm_start=0``): built here by
+  :mod:`rlvr.models.tiny` the first time, then reused from the cache;
+* a directory (absolute, relative to the working directory, or under one of the model
+  roots ``RLVR_MODEL_ROOTS``) that holds ``config.json``;
+* a Hugging Face id (``Qwen/Qwen2.5-0.5B-Instruct``), found in the local HF cache only:
+  nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+TINY_PREFIX = "tiny:"
+LOCK_TIMEOUT_S = 30 * 60  # how long to wait for another process building the same model
+_HF_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class ModelNotFoundError(LookupError):
+    """``model.path`` names nothing usable here; the message says what was tried and why."""
+
+
+def _home() -> Path:
+    return Path(os.environ.get("RLVR_HOME", "~/.rlvr")).expanduser()
+
+
+def model_roots() -> list[Path]:
+    """``RLVR_MODEL_ROOTS`` (os.pathsep-separated), else ``$RLVR_HOME/models``."""
+    raw = os.environ.get("RLVR_MODEL_ROOTS", "")
+    roots = [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
+    return roots or [_home() / "models"]
+
+
+def default_cache_dir() -> Path:
+    """Where ``tiny:`` models are built: the first model root."""
+    return model_roots()[0]
+
+
+# -- tiny: ------------------------------------------------------------------------------------
+def _parse_tiny(spec: str):
+    from rlvr.models import tiny
+
+    body = spec[len(TINY_PREFIX) :]
+    task, _, query = body.partition("?")
+    kw: dict[str, object] = {}
+    for pair in filter(None, query.split("&")):
+        key, _, value = pair.partition("=")
+        if key == "size":
+            kw["size"] = value
+        elif key == "seed":
+            if not re.fullmatch(r"-?\d+", value):
+                raise ModelNotFoundError(f"{spec}: seed must be an integer, got {value!r}")
+            kw["seed"] = int(value)
+        elif key == "warm_start":
+            if value not in ("0", "1", "true", "false"):
+                raise ModelNotFoundError(f"{spec}: warm_start must be 0/1 or true/false")
+            kw["warm_start"] = value in ("1", "true")
+        else:
+            raise ModelNotFoundError(
+                f"{spec}: unknown parameter {key!r}; tiny models take size, seed, warm_start"
+            )
+    try:
+        return tiny.default_recipe(task, **kw)
+    except ValueError as exc:
+        raise ModelNotFoundError(f"{spec}: {exc}") from None
+
+
+def _code_fingerprint() -> str:
+    """Hash of the sources that decide what a build produces: an edit invalidates the cache."""
+    import rlvr.data.arithmetic
+    import rlvr.data.countdown
+    import rlvr.data.records
+    import rlvr.data.templates
+    import rlvr.models.tiny
+
+    h = hashlib.sha256()
+    for mod in (rlvr.models.tiny, rlvr.data.arithmetic, rlvr.data.countdown, rlvr.data.records,
+                rlvr.data.templates):  # fmt: skip
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def tiny_model_dir_name(spec: str) -> str:
+    """The cache directory name of a ``tiny:`` spec: task, size, seed and the recipe's hash."""
+    recipe = _parse_tiny(spec)
+    blob = json.dumps(asdict(recipe), sort_keys=True) + _code_fingerprint()
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    ws = "" if recipe.warm_start else "-random"
+    return f"tiny-{recipe.task}-{recipe.size}-s{recipe.seed}{ws}-{key}"
+
+
+def _lock(path: Path, what: str):
+    """An exclusive flock on ``path``, waiting (with a bound) while another process holds it."""
+    fh = open(path, "a+")  # noqa: SIM115 - held until released by the caller
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    told = False
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fh
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                fh.close()
+                raise
+        if not told:
+            print(f"[rlvr.models] waiting for another process building {what}", file=sys.stderr)
+            told = True
+        if time.monotonic() > deadline:
+            fh.close()
+            raise TimeoutError(f"gave up after {LOCK_TIMEOUT_S}s waiting for the lock {path}")
+        time.sleep(0.5)
+
+
+def _resolve_tiny(spec: str, cache_dir: Path) -> Path:
+    from rlvr.models import tiny
+
+    recipe = _parse_tiny(spec)
+    final = cache_dir / tiny_model_dir_name(spec)
+    if (final / "config.json").is_file():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fh = _lock(cache_dir / f".{final.name}.lock", spec)
+    try:
+        if (final / "config.json").is_file():  # built by the process we waited for
+            return final
+        tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tiny.build_from_recipe(recipe, tmp)
+            os.rename(tmp, final)  # atomic: readers see a complete directory or none
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+# -- directories and HF ids ---------------------------------------------------------------------
+def _from_hf_cache(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, invalid id, hub lib missing: all "not here"
+        return None
+    return path if (path / "config.json").is_file() else None
+
+
+def resolve_model(path_spec: str, *, cache_dir: str | Path | None = None) -> Path:
+    """A local HF model directory for ``path_spec`` (built or looked up, never downloaded).
+
+    Args:
+        path_spec: ``tiny:<task>[?size=cpu|gpu&seed=N&warm_start=0|1]``, a directory
+            holding ``config.json``, a name under one of the model roots, or an HF id
+            present in the local Hugging Face cache.
+        cache_dir: where ``tiny:`` models are built and cached (default: the first of
+            ``RLVR_MODEL_ROOTS``, else ``$RLVR_HOME/models``, else ``~/.rlvr/models``).
+            Builds are keyed by the recipe's hash (code included), so a changed recipe
+            builds anew; concurrent callers build once (file lock + atomic rename).
+
+    Raises:
+        ModelNotFoundError: with what was tried and how to make the model available.
+    """
+    if not isinstance(path_spec, str) or not path_spec.strip():
+        raise ModelNotFoundError(
+            "model.path is empty; use tiny:arithmetic, a directory or an HF id"
+        )
+    spec = path_spec.strip()
+    if spec.startswith(TINY_PREFIX):
+        return _resolve_tiny(
+            spec, Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        )
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        if (local / "config.json").is_file():
+            return local.resolve()
+        raise ModelNotFoundError(
+            f"{spec}: the directory has no config.json; a model directory is what "
+            "save_pretrained() writes (config.json, weights, tokenizer files)"
+        )
+    if not local.is_absolute():
+        for root in model_roots():
+            if (root / spec / "config.json").is_file():
+                return (root / spec).resolve()
+    if _HF_ID_RE.match(spec) and (found := _from_hf_cache(spec)) is not None:
+        return found
+    roots = ", ".join(str(r) for r in model_roots())
+    raise ModelNotFoundError(
+        f"model {spec!r} not found: not a directory with config.json, not under the model "
+        f"roots ({roots}), and not in the local Hugging Face cache. Nothing is downloaded at "
+        "run time: copy the model directory here (or `huggingface-cli download` it where there "
+        "is network and copy the cache), or use tiny:arithmetic / tiny:countdown."
+    )

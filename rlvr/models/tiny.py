@@ -1,0 +1,408 @@
+"""Tiny reasoning models built from scratch on this machine (there is no model hub here).
+
+``build_tiny_model("arithmetic", out_dir)`` writes a real Hugging Face model directory:
+
+1. a byte-level BPE tokenizer trained with ``tokenizers`` on the task's text (every byte
+   is in the alphabet, so any prompt encodes; digits are split one per token), with the
+   chat special tokens ``<|im_start|>``, ``<|im_end|>`` (= eos), ``<|endoftext|>`` (= pad),
+   the markup tokens ``<think>``, ``</think>``, ``<answer>``, ``</answer>`` and a
+   Qwen-style chat template;
+2. a Qwen2-architecture ``transformers`` model (~0.8M parameters for ``size="cpu"``,
+   ~25M for ``size="gpu"``), saved with ``save_pretrained`` (safetensors) so that
+   transformers and vLLM both load it;
+3. a supervised warm start on worked solutions (``<think>`` column arithmetic
+   ``</think><answer>…</answer>``) that stops as soon as greedy accuracy on a validation
+   slice of the problem space reaches the target (~57%): RL then starts from a policy that
+   is right about half the time, the regime in which GRPO improves fastest (DESIGN.md,
+   "Tiny models"). Deterministic in ``seed`` on a given machine.
+
+The recipe and what the warm start measured are written to ``rlvr_tiny.json`` beside the
+weights. Use :func:`rlvr.models.resolve_model` (``"tiny:arithmetic"``) to build once and
+cache.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import operator
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlvr.data import arithmetic, countdown
+from rlvr.data.records import WARM_START_VALID_BUCKET, PromptRecord, split_bucket
+from rlvr.data.templates import build_messages
+
+PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+MARKUP_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+
+# Qwen-style ChatML: <|im_start|>role\ncontent<|im_end|>\n ... then <|im_start|>assistant\n
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+TASKS = ("arithmetic", "countdown")
+SIZES = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    max_positions: int = 1024
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """Everything that decides what a build produces (its hash keys the cache)."""
+
+    task: str
+    size: str = "cpu"
+    seed: int = 0
+    warm_start: bool = True
+    vocab_size: int = 384  # BPE target; the embedding is padded to a multiple of 64
+    shape: ModelShape = ModelShape(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384)
+    task_params: dict[str, Any] = field(default_factory=dict)  # for the data generator
+    lr: float = 2e-3
+    batch_size: int = 32
+    max_steps: int = 1500
+    eval_every: int = 25
+    min_steps: int = 50
+    target_accuracy: float = 0.57  # stop once validation accuracy reaches this
+    valid_size: int = 160
+    max_new_tokens: int = 64
+
+
+def default_recipe(task: str, *, size: str = "cpu", seed: int = 0, warm_start: bool = True):
+    """The recipe of ``tiny:<task>``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown tiny model task {task!r}; known: {', '.join(TASKS)}")
+    if size not in SIZES:
+        raise ValueError(f"unknown tiny model size {size!r}; known: {', '.join(SIZES)}")
+    kw: dict[str, Any] = {"task": task, "size": size, "seed": seed, "warm_start": warm_start}
+    if task == "arithmetic":
+        kw["task_params"] = {"digits": 2, "ops": "+"}
+    else:
+        kw["task_params"] = {"numbers": 3, "max_number": 20, "max_target": 100}
+        kw["target_accuracy"] = 0.35  # a search problem: a tiny model stays weaker here
+    if size == "gpu":
+        kw["shape"] = ModelShape(hidden=512, layers=8, heads=8, kv_heads=4, intermediate=1536)
+        kw["lr"] = 5e-4
+        kw["vocab_size"] = 512
+    return TinyRecipe(**kw)
+
+
+# -- problems ----------------------------------------------------------------------------------
+def _problems(recipe: TinyRecipe) -> tuple[list, list]:
+    """(train, valid) problems from the ``train`` split; the ``test`` split is never seen."""
+    gen = arithmetic.generate if recipe.task == "arithmetic" else countdown.generate
+    n = 20_000 if recipe.task == "arithmetic" else 12_000
+    pool = gen(n, seed=recipe.seed, split="train", **recipe.task_params)
+    pool = list({p.key: p for p in pool}.values())  # distinct
+    valid = [p for p in pool if split_bucket(p.key) == WARM_START_VALID_BUCKET]
+    train = [p for p in pool if split_bucket(p.key) != WARM_START_VALID_BUCKET]
+    return train, valid[: recipe.valid_size]
+
+
+def _chat_text(prompt: str) -> str:
+    """The ``think``-template prompt, rendered exactly as CHAT_TEMPLATE renders it."""
+    msgs = build_messages(prompt, "think")
+    return "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in msgs) + (
+        f"{IM_START}assistant\n"
+    )
+
+
+# -- tokenizer ---------------------------------------------------------------------------------
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 384):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts``, with chat markup."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    # Digits one per token (as in Qwen/Llama): column arithmetic stays learnable.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[PAD, IM_START, IM_END],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: nothing is dropped
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    # Markup is not "special": decode(skip_special_tokens=True) keeps it (as Qwen3 does).
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=IM_END,
+        pad_token=PAD,
+        model_max_length=1024,
+        padding_side="left",  # generation pads on the left
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+# -- model ---------------------------------------------------------------------------------------
+def _new_model(recipe: TinyRecipe, tokenizer):
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    s = recipe.shape
+    vocab = -(-len(tokenizer) // 64) * 64
+    eos, pad = tokenizer.convert_tokens_to_ids([IM_END, PAD])
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=s.hidden,
+        intermediate_size=s.intermediate,
+        num_hidden_layers=s.layers,
+        num_attention_heads=s.heads,
+        num_key_value_heads=s.kv_heads,
+        max_position_embeddings=s.max_positions,
+        rope_theta=10_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+        bos_token_id=None,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    torch.manual_seed(recipe.seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos, pad_token_id=pad, bos_token_id=None, do_sample=False
+    )
+    return model
+
+
+def _encode_example(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:
+    """Token ids of prompt + completion + eos, and where the completion starts."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return p + c + [tokenizer.eos_token_id], len(p)
+
+
+def _sft_batch(examples: list[tuple[list[int], int]], pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (ids, start) in enumerate(examples):  # right-padded; loss on the completion only
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, start : len(ids)] = torch.tensor(ids[start:])
+        mask[i, : len(ids)] = 1
+    return input_ids, mask, labels
+
+
+def greedy_completions(
+    model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 256
+) -> list[str]:
+    """Greedy completions (KV-cached ``generate``) of already-rendered prompt texts."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    with torch.no_grad():
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(
+                list(prompts[i : i + batch_size]),
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
+                add_special_tokens=False,
+            )
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_cache=True,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            out += tokenizer.batch_decode(new, skip_special_tokens=True)
+    model.train(was_training)
+    return out
+
+
+def _answer_of(completion: str) -> str | None:
+    from verifiers.base import answer_tag, split_think
+
+    return answer_tag(split_think(completion)[1])
+
+
+def _is_correct(task: str, completion: str, reference: Any) -> bool:
+    """Strict check used to steer the warm start (the verifiers score training)."""
+    answer = _answer_of(completion)
+    if answer is None:
+        return False
+    if task == "arithmetic":
+        return answer.replace(",", "").strip() == str(reference)
+    return _countdown_ok(answer, reference)
+
+
+def _countdown_ok(expr: str, reference: dict) -> bool:
+    """``expr`` uses exactly the reference's numbers and evaluates to its target."""
+    used: list[int] = []
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            used.append(node.value)
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BIN_OPS:
+            return _BIN_OPS[type(node.op)](ev(node.left), ev(node.right))
+        raise ValueError("not + - * / of integers")
+
+    try:
+        value = ev(ast.parse(expr, mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError):
+        return False
+    return sorted(used) == sorted(reference["numbers"]) and abs(value - reference["target"]) < 1e-9
+
+
+_BIN_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
+
+
+def greedy_accuracy(
+    model, tokenizer, task: str, records: Sequence[PromptRecord], *, max_new_tokens: int = 64
+) -> float:
+    """Fraction of ``records`` answered exactly right by greedy decoding (``think`` template)."""
+    completions = greedy_completions(
+        model, tokenizer, [_chat_text(r.prompt) for r in records], max_new_tokens=max_new_tokens
+    )
+    right = sum(
+        _is_correct(task, c, r.reference) for c, r in zip(completions, records, strict=True)
+    )
+    return right / max(1, len(records))
+
+
+def _log(task: str, msg: str) -> None:
+    print(f"[tiny:{task}] {msg}", file=sys.stderr, flush=True)
+
+
+def _warm_start(model, tokenizer, recipe: TinyRecipe, train: list, valid: list) -> dict[str, Any]:
+    """Supervised fine-tune on worked solutions until validation accuracy hits the target."""
+    import torch
+
+    t0 = time.monotonic()
+    rng = random.Random(recipe.seed)
+    examples = [_encode_example(tokenizer, _chat_text(p.prompt()), p.completion()) for p in train]
+    valid_records = [p.to_record(str(i)) for i, p in enumerate(valid)]
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warmup = min(50, recipe.max_steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    order: list[int] = []
+    history: list[tuple[int, float]] = []
+    step, acc, loss_ema = 0, 0.0, None
+    model.train()
+    while step < recipe.max_steps:
+        if len(order) < recipe.batch_size:
+            fresh = list(range(len(examples)))
+            rng.shuffle(fresh)
+            order += fresh
+        batch, order = order[: recipe.batch_size], order[recipe.batch_size :]
+        input_ids, mask, labels = _sft_batch([examples[i] for i in batch], tokenizer.pad_token_id)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        loss_ema = loss.item() if loss_ema is None else 0.9 * loss_ema + 0.1 * loss.item()
+        if step % recipe.eval_every == 0 or step == recipe.max_steps:
+            acc = greedy_accuracy(
+                model, tokenizer, recipe.task, valid_records, max_new_tokens=recipe.max_new_tokens
+            )
+            history.append((step, acc))
+            _log(
+                recipe.task,
+                f"warm start step {step}/{recipe.max_steps}: loss {loss_ema:.3f}, "
+                f"valid accuracy {acc:.1%} ({time.monotonic() - t0:.0f}s)",
+            )
+            if step >= recipe.min_steps and acc >= recipe.target_accuracy:
+                break
+    return {
+        "steps": step,
+        "valid_accuracy": acc,
+        "valid_size": len(valid_records),
+        "train_problems": len(examples),
+        "history": history,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+def build_tiny_model(
+    task: str, out_dir: Path, *, seed: int = 0, warm_start: bool = True, size: str = "cpu"
+) -> Path:
+    """Build ``tiny:<task>`` into ``out_dir`` (created) and return it.
+
+    Args:
+        task: ``"arithmetic"`` (2-digit addition) or ``"countdown"`` (3 numbers).
+        out_dir: where ``config.json``, ``model.safetensors``, the tokenizer files and
+            ``rlvr_tiny.json`` (recipe + warm-start report) are written.
+        seed: seeds the data, the initial weights and the warm start.
+        warm_start: ``False`` leaves the weights random (for tests of plumbing).
+        size: ``"cpu"`` (~0.8M parameters, builds in about a minute on 2 cores) or
+            ``"gpu"`` (~25M parameters; the warm start runs on CUDA when present).
+
+    Progress goes to stderr.
+    """
+    return build_from_recipe(
+        default_recipe(task, size=size, seed=seed, warm_start=warm_start), Path(out_dir)
+    )
+
+
+def build_from_recipe(recipe: TinyRecipe, out_dir: Path) -> Path:
+    import torch
+
+    t0 = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train, valid = _problems(recipe)
+    corpus = [_chat_text(p.prompt()) + p.completion() + IM_END for p in train[:4000]]
+    tokenizer = train_tokenizer(corpus, recipe.vocab_size)
+    model = _new_model(recipe, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    _log(
+        recipe.task,
+        f"building: {n_params / 1e6:.2f}M-parameter Qwen2, vocabulary {len(tokenizer)}, "
+        f"{len(train)} training problems",
+    )
+    report: dict[str, Any] = {"parameters": n_params}
+    if recipe.warm_start:
+        device = "cuda" if recipe.size == "gpu" and torch.cuda.is_available() else "cpu"
+        model.to(device)
+        report["warm_start"] = _warm_start(model, tokenizer, recipe, train, valid)
+        model.to("cpu")
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    report["seconds"] = round(time.monotonic() - t0, 1)
+    meta = {"recipe": asdict(recipe), "report": report}
+    (out_dir / "rlvr_tiny.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _log(recipe.task, f"built {out_dir} in {report['seconds']}s")
+    return out_dir
