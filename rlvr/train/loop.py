@@ -427,12 +427,12 @@ def train(
     (run_dir / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=1))
     should_stop = should_stop or (lambda: False)
 
-    trainer = _Trainer(spec, run_dir, resume, actor_cpus)
-    step = trainer.start_step
-    summary = RunSummary(
-        "running", step, spec.algorithm.max_steps, str(run_dir), checkpoint=trainer.last_checkpoint
-    )
+    summary = RunSummary("running", 0, spec.algorithm.max_steps, str(run_dir))
+    trainer: _Trainer | None = None
     try:
+        trainer = _Trainer(spec, run_dir, resume, actor_cpus)
+        step = summary.step = trainer.start_step
+        summary.checkpoint = trainer.last_checkpoint
         # Forget whatever a killed attempt wrote after its last checkpoint (-1: everything).
         if resume:
             out.truncate_after(step if trainer.last_checkpoint else -1)
@@ -472,7 +472,8 @@ def train(
         out.status("failed", step=summary.step, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        trainer.close()
+        if trainer is not None:
+            trainer.close()
         summary.wall_s = time.perf_counter() - t_start
         _plot(run_dir)
     if summary.initial_eval_accuracy is None:

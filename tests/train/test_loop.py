@@ -1,0 +1,186 @@
+"""The training loop on a real local Ray cluster (random tiny model, so fast): every
+metric every step, samples, checkpoints, resume with each step written once, cancel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from rlvr.config import JobSpec
+from rlvr.train import run
+from rlvr.train.checkpoint import list_checkpoints
+from rlvr.train.rundir import read_jsonl
+
+DESIGN_METRICS = [
+    "reward/mean", "reward/std", "reward/math/mean", "reward/think_format/mean", "accuracy",
+    "response/length_mean", "response/length_max", "think/length_mean", "think/format_ok",
+    "loss", "kl", "entropy", "clip_frac", "grad_norm", "lr", "mismatch/kl",
+    "time/rollout_s", "time/reward_s", "time/learn_s", "time/sync_s", "throughput/rollout_tok_s",
+]  # fmt: skip
+
+
+class RecordingSink:
+    def __init__(self):
+        self.metric_steps, self.sample_steps, self.checkpoints, self.statuses, self.truncations = (
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
+
+    def metrics(self, step, values):
+        self.metric_steps.append((step, dict(values)))
+
+    def samples(self, step, rows):
+        self.sample_steps.append((step, rows))
+
+    def checkpoint(self, step, path):
+        self.checkpoints.append((step, path))
+
+    def status(self, status, *, step=None, error=None):
+        self.statuses.append((status, step, error))
+
+    def truncate_after(self, step):
+        self.truncations.append(step)
+
+
+def _spec(model_dir, **algorithm):
+    return JobSpec.model_validate(
+        {
+            "name": "loop-test",
+            "model": {"path": str(model_dir)},
+            "data": {
+                "train": "builtin:arithmetic?n=40",
+                "eval": "builtin:arithmetic?n=8&seed=1&split=test",
+            },
+            "reward": {
+                "verifiers": [{"name": "math"}, {"name": "think_format", "weight": 0.1}],
+                "workers": 1,
+            },
+            "algorithm": {
+                "group_size": 4,
+                "prompts_per_step": 3,
+                "lr": 1e-3,
+                "max_steps": 3,
+                **algorithm,
+            },
+            "rollout": {"max_new_tokens": 16, "temperature": 1.0},
+            "checkpoint": {"every": 2, "keep": 3},
+            "eval": {"every": 2},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_cluster, random_model_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    sink = RecordingSink()
+    seen = []
+    summary = run(
+        _spec(random_model_dir),
+        run_dir,
+        sink=sink,
+        actor_cpus=0,
+        progress=lambda s, m: seen.append(s),
+    )
+    return run_dir, sink, summary, seen
+
+
+def test_every_design_metric_is_written_every_step(first_run):
+    run_dir, sink, summary, seen = first_run
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    for rec in records[1:]:
+        missing = [k for k in DESIGN_METRICS if k not in rec]
+        assert not missing, f"step {rec['step']} lacks {missing}"
+    evals = [r["step"] for r in records if "eval/accuracy" in r]
+    assert evals == [0, 2, 3]  # at start, every 2 steps, and at the end
+    assert [s for s, _ in sink.metric_steps] == [0, 1, 2, 3]  # the caller's sink gets the same
+    assert sink.metric_steps[2][1]["reward/mean"] == records[2]["reward/mean"]
+    assert seen == [0, 1, 2, 3]
+    assert summary.status == "succeeded" and summary.step == 3
+    assert sink.statuses[0][0] == "running" and sink.statuses[-1][:2] == ("succeeded", 3)
+
+
+def test_samples_checkpoints_spec_and_curves_are_in_the_run_dir(first_run):
+    from transformers import AutoModelForCausalLM
+
+    run_dir, sink, _, _ = first_run
+    rows = read_jsonl(run_dir / "samples.jsonl")
+    assert {r["step"] for r in rows} == {1, 2, 3}
+    row = rows[0]
+    assert {
+        "prompt",
+        "completion",
+        "think",
+        "answer",
+        "reference",
+        "reward",
+        "passed",
+        "verdicts",
+    } <= set(row)
+    assert set(row["verdicts"]) == {"math", "think_format"}
+    assert [s for s, _ in list_checkpoints(run_dir)] == [2, 3]
+    assert [s for s, _ in sink.checkpoints] == [2, 3]
+    ckpt = list_checkpoints(run_dir)[-1][1]
+    assert AutoModelForCausalLM.from_pretrained(ckpt) is not None
+    assert (ckpt / "optimizer.pt").is_file() and (ckpt / "tokenizer.json").is_file()
+    assert json.loads((ckpt / "trainer_state.json").read_text())["data_position"] == 3 * 3
+    assert json.loads((run_dir / "spec.json").read_text())["name"] == "loop-test"
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_redoes_lost_steps_exactly_once_and_identically(
+    first_run, random_model_dir, tmp_path
+):
+    run_dir, _, _, _ = first_run
+    resumed = tmp_path / "run"
+    shutil.copytree(run_dir, resumed)
+    # The first attempt was "killed" after writing step 3's metrics but before its checkpoint.
+    shutil.rmtree(resumed / "checkpoints" / "step_3")
+    sink = RecordingSink()
+    summary = run(
+        _spec(random_model_dir, max_steps=4), resumed, sink=sink, resume=True, actor_cpus=0
+    )
+    assert sink.truncations == [2]
+    records = read_jsonl(resumed / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    assert summary.status == "succeeded" and summary.step == 4
+    # Same seed, same weights, same prompts: step 3 again samples what it did the first time.
+    original = read_jsonl(run_dir / "metrics.jsonl")[3]
+    for key in ("reward/mean", "response/length_mean", "entropy", "grad_norm"):
+        assert records[3][key] == pytest.approx(original[key], rel=1e-4), key
+
+
+def test_should_stop_cancels_and_checkpoints_the_last_step(ray_cluster, random_model_dir, tmp_path):
+    calls = []
+
+    def stop_after_two():
+        calls.append(1)
+        return len(calls) > 2
+
+    summary = run(
+        _spec(random_model_dir, max_steps=5), tmp_path, should_stop=stop_after_two, actor_cpus=0
+    )
+    assert summary.status == "cancelled" and summary.step == 2
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1, 2]
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "cancelled"
+
+
+def test_a_run_dir_holding_a_run_needs_resume(first_run, random_model_dir):
+    run_dir, _, _, _ = first_run
+    with pytest.raises(ValueError, match="resume"):
+        run(_spec(random_model_dir), run_dir, actor_cpus=0)
+
+
+def test_an_unknown_verifier_fails_naming_the_field(ray_cluster, random_model_dir, tmp_path):
+    spec = _spec(random_model_dir)
+    spec.reward.verifiers[0].name = "no_such_verifier"
+    sink = RecordingSink()
+    with pytest.raises(ValueError, match=r"reward\.verifiers\[0\]"):
+        run(spec, tmp_path, sink=sink, actor_cpus=0)
+    assert sink.statuses[-1][0] == "failed" and "no_such_verifier" in sink.statuses[-1][2]
