@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,7 @@ from rlvr.jobs.store import new_job_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray colours its log lines
 SSE_POLL_S = 0.5  # how often the event stream looks for new rows (the driver is elsewhere)
 MAX_SPEC_BYTES = 1_000_000
 
@@ -273,5 +275,5 @@ def get_logs(
         path = Path(job.run_dir) / "driver.log"
         with contextlib.suppress(OSError):
             text, source = path.read_text(errors="replace"), "file"
-    lines = text.splitlines()[-tail:]
+    lines = _ANSI.sub("", text).splitlines()[-tail:]
     return LogsOut(job_id=job.id, source=source, text="\n".join(lines))  # type: ignore[arg-type]

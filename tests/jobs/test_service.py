@@ -1,0 +1,207 @@
+"""End to end: `rlvr serve` processes over real HTTP, a real local Ray cluster, the real
+trainer on a tiny model. Submit and follow a job through SSE, cancel and resume one,
+restart the service mid-job and lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from rlvr.api.server import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("trainer")]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Service:
+    """`python -m rlvr serve` in a subprocess (a restart is a new process on the same db)."""
+
+    def __init__(self, tmp: Path, ray_head, model_root: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (tmp / "data").mkdir(exist_ok=True)
+        self.env = {
+            **os.environ,
+            "RLVR_DB_URL": f"sqlite:///{tmp / 'rlvr.db'}",
+            "RLVR_RUNS_DIR": str(tmp / "runs"),
+            "RLVR_DATA_ROOTS": str(tmp / "data"),
+            "RLVR_MODEL_ROOTS": str(model_root),
+            "RAY_ADDRESS": ray_head.address,
+            "RAY_AUTH_TOKEN": ray_head.token,
+            "RLVR_DRIVER_PYTHON": sys.executable,
+        }
+        self.log = open(tmp / f"serve-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Service:
+        cmd = [
+            sys.executable,
+            "-m",
+            "rlvr",
+            "serve",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "rlvr serve exited during startup"
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("rlvr serve did not answer /healthz within 60s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:
+        return httpx.request(method, self.url + path, timeout=30, **kw)
+
+    def job(self, job_id: str) -> dict:
+        return self.api("GET", f"/v1/jobs/{job_id}").json()
+
+    def submit(self, spec: dict) -> str:
+        r = self.api("POST", "/v1/jobs", content=yaml.safe_dump(spec),
+                     headers={"Content-Type": "application/yaml"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def follow(self, job_id: str, timeout_s: float = 240) -> list[tuple[str, dict]]:
+        """Every event of the job's SSE stream until the server ends it (job finished)."""
+        events, kind = [], "message"
+        with httpx.stream("GET", f"{self.url}/v1/jobs/{job_id}/events",
+                          timeout=httpx.Timeout(10, read=timeout_s)) as r:  # fmt: skip
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    events.append((kind, json.loads(line[5:])))
+        return events
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def service(tmp_path, ray_head, model_root):
+    svc = Service(tmp_path, ray_head, model_root).start()
+    yield svc
+    svc.stop()
+
+
+def demo_spec(tiny_spec, max_steps: int) -> dict:
+    """examples/arithmetic.yaml, shrunk to test size and pointed at the prebuilt tiny model."""
+    spec = tiny_spec(name="arithmetic-demo", max_steps=max_steps)
+    example = REPO / "examples" / "arithmetic.yaml"
+    if example.is_file():
+        demo = yaml.safe_load(example.read_text())
+        spec["name"] = demo.get("name", spec["name"])
+        spec["data"]["prompt_template"] = demo.get("data", {}).get("prompt_template", "think")
+        spec["reward"]["verifiers"] = demo.get("reward", {}).get(
+            "verifiers", spec["reward"]["verifiers"]
+        )
+    return spec
+
+
+def test_demo_job_runs_to_success_followed_over_sse(service, tiny_spec):
+    job_id = service.submit(demo_spec(tiny_spec, max_steps=4))
+    events = service.follow(job_id)
+    statuses = [d["status"] for k, d in events if k == "status"]
+    assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "succeeded"
+    metric_steps = [d["step"] for k, d in events if k == "metrics"]
+    assert metric_steps == sorted(metric_steps) and metric_steps[-1] == 4
+
+    job = service.job(job_id)
+    assert job["status"] == "succeeded" and job["step"] == 4
+    wait_for(lambda: service.job(job_id)["ray_status"] == "SUCCEEDED", 30, "Ray's SUCCEEDED")
+    series = service.api("GET", f"/v1/jobs/{job_id}/metrics").json()["series"]
+    assert series["reward/mean"]["steps"] == [1, 2, 3, 4]
+    assert series["eval/accuracy"]["steps"][0] == 0  # the initial policy is evaluated too
+    for name in ("accuracy", "response/length_mean", "kl", "entropy", "throughput/rollout_tok_s"):
+        assert len(series[name]["steps"]) == 4, name
+    samples = service.api("GET", f"/v1/jobs/{job_id}/samples").json()["samples"]
+    assert samples and samples[0]["step"] == 4
+    assert {"math", "think_format"} <= set(samples[0]["verdicts"])
+    assert isinstance(samples[0]["completion"], str)
+    ckpts = service.api("GET", f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]
+    assert [c["step"] for c in ckpts] == [2, 4]
+    assert (Path(ckpts[-1]["path"]) / "config.json").is_file()  # an HF model directory
+    logs = service.api("GET", f"/v1/jobs/{job_id}/logs").json()
+    assert logs["source"] == "ray" and job_id in logs["text"]
+
+
+def test_cancel_stops_the_ray_job_and_resume_continues_from_the_checkpoint(service, tiny_spec):
+    job_id = service.submit(tiny_spec(name="long", max_steps=2000, every=5))
+    wait_for(lambda: service.job(job_id)["step"] >= 2, 120, "two steps")
+    r = service.api("POST", f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    job = wait_for(lambda: (j := service.job(job_id))["ray_status"] == "STOPPED" and j, 60,
+                   "Ray to stop the job")  # fmt: skip
+    assert job["status"] == "cancelled"
+    time.sleep(2)
+    stopped_at = service.job(job_id)["step"]
+    assert stopped_at < 2000
+    time.sleep(3)
+    assert service.job(job_id)["step"] == stopped_at  # nothing runs any more
+
+    ckpts = service.api("GET", f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]
+    resume_from = ckpts[-1]["step"]
+    assert service.api("POST", f"/v1/jobs/{job_id}/resume").status_code == 202
+    wait_for(lambda: service.job(job_id)["step"] > stopped_at + 2, 120, "the resumed run's steps")
+    job = service.job(job_id)
+    assert job["status"] == "running" and job["attempt"] == 2
+    assert job["submission_id"] == f"{job_id}-r2"
+    series = service.api("GET", f"/v1/jobs/{job_id}/metrics?names=reward/mean").json()["series"]
+    steps = series["reward/mean"]["steps"]
+    assert steps == list(range(1, len(steps) + 1))  # contiguous, each step once
+    assert resume_from >= 2
+    service.api("POST", f"/v1/jobs/{job_id}/cancel")
+    wait_for(lambda: service.job(job_id)["ray_status"] == "STOPPED", 60, "the second stop")
+
+
+def test_restarting_the_service_mid_job_loses_nothing(tmp_path, ray_head, model_root, tiny_spec):
+    first = Service(tmp_path, ray_head, model_root).start()
+    try:
+        job_id = first.submit(tiny_spec(name="restart", max_steps=40, every=20))
+        wait_for(lambda: first.job(job_id)["step"] >= 3, 120, "three steps")
+    finally:
+        first.stop()  # the Ray job keeps running on the cluster, writing to the store
+    second = Service(tmp_path, ray_head, model_root).start()
+    try:
+        events = second.follow(job_id)
+        assert events[-1][1]["status"] == "succeeded", events[-1]
+        job = second.job(job_id)
+        assert job["status"] == "succeeded" and job["step"] == 40 and job["error"] is None
+        series = second.api("GET", f"/v1/jobs/{job_id}/metrics").json()["series"]
+        assert series["reward/mean"]["steps"] == list(range(1, 41))
+        assert series["loss"]["steps"] == list(range(1, 41))
+        assert all(d["status"] != "failed" for k, d in events if k == "status")
+    finally:
+        second.stop()
