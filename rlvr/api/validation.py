@@ -9,7 +9,6 @@ reported as a FastAPI-style error (``loc``, ``msg``, ``type``) so a 422 names th
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +78,8 @@ def _check_model(spec: JobSpec, settings: Settings) -> tuple[ErrorList, str]:
     value = spec.model.path
     loc = ("model", "path")
     if value.startswith("tiny:"):
-        task = value.removeprefix("tiny:").split("?", 1)[0]
-        tasks = _tiny_tasks()
-        if tasks is not None and task not in tasks:
-            return [
-                _error(loc, f"unknown tiny model {task!r}; built-in tiny models: tiny:"
-                       + ", tiny:".join(tasks))
-            ], value  # fmt: skip
-        return [], value
+        problem = _tiny_problem(value)
+        return ([_error(loc, problem)] if problem else []), value
     roots = list(settings.model_roots)
     if _looks_like_path(value):
         raw = Path(value).expanduser()
@@ -115,7 +108,7 @@ def _check_model(spec: JobSpec, settings: Settings) -> tuple[ErrorList, str]:
         if _under(local, roots) and (local / "config.json").is_file():
             return [], str(local)
     try:
-        from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache
         from huggingface_hub.utils import validate_repo_id
 
         validate_repo_id(value)
@@ -124,22 +117,28 @@ def _check_model(spec: JobSpec, settings: Settings) -> tuple[ErrorList, str]:
     except Exception as exc:
         return [_error(loc, f"{value!r} is neither tiny:<task>, a model directory nor a "
                        f"Hugging Face id: {exc}")], value  # fmt: skip
-    if constants.HF_HUB_OFFLINE and not isinstance(
-        try_to_load_from_cache(value, "config.json"), str
-    ):
+    # Nothing is downloaded at run time (the trainer resolves ids in the local cache only).
+    if not isinstance(try_to_load_from_cache(value, "config.json"), str):
         return [
-            _error(loc, f"model {value!r} is not in the local Hugging Face cache and this "
-                   "service is offline (HF_HUB_OFFLINE); put it under "
-                   + _roots_text(roots, "RLVR_MODEL_ROOTS"))
+            _error(loc, f"model {value!r} is not in the local Hugging Face cache and nothing "
+                   "is downloaded at run time; put the model directory under "
+                   + _roots_text(roots, "RLVR_MODEL_ROOTS") + " or use tiny:arithmetic")
         ], value  # fmt: skip
     return [], value
 
 
-def _tiny_tasks() -> tuple[str, ...] | None:
+def _tiny_problem(value: str) -> str | None:
+    """What is wrong with a ``tiny:<task>?size=&seed=&warm_start=`` spec (None: nothing).
+    Only parsed here: building the model is the driver's work."""
     try:
-        return tuple(importlib.import_module("rlvr.models.tiny").TASKS)
-    except Exception:  # not built here: the trainer reports it
+        from rlvr.models.resolve import tiny_model_dir_name
+    except ImportError:  # the tiny-model builder is not installed: the trainer reports it
         return None
+    try:
+        tiny_model_dir_name(value)
+    except Exception as exc:
+        return f"{exc}; built-in tiny models: tiny:arithmetic, tiny:countdown"
+    return None
 
 
 # -- data ------------------------------------------------------------------------------------

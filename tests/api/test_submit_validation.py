@@ -83,6 +83,13 @@ BAD_SPECS = [
         "without config.json",
     ),
     ("unknown tiny model", {"model": {"path": "tiny:chess"}}, "model.path", "unknown tiny model"),
+    ("bad tiny parameter", {"model": {"path": "tiny:arithmetic?seed=x"}}, "model.path", "seed"),
+    (
+        "model not in the HF cache",
+        {"model": {"path": "acme/no-such-model"}},
+        "model.path",
+        "not in the local Hugging Face cache",
+    ),
     (
         "data path escape",
         {"data": {"train": "../../../../etc/passwd.jsonl"}},

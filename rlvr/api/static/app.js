@@ -223,14 +223,18 @@ function drawCharts() {
                     line: { color: COLORS[i % COLORS.length], width: 2, dash: i && chart.prefix ? "dot" : "solid" },
                     marker: { size: 5 } });
     });
+    const box = document.getElementById(chart.id);
+    if (!box.clientWidth) continue;  // hidden: drawn when shown
     const layout = {
+      // Explicit size: Plotly's autosize keeps a stale width when a view was hidden.
+      width: box.clientWidth, height: box.clientHeight,
       title: { text: chart.title, font: { size: 13 } }, margin: { l: 45, r: 10, t: 32, b: 32 },
       xaxis: { title: { text: "step", font: { size: 11 } } },
       yaxis: chart.range ? { range: chart.range } : {},
       legend: { orientation: "h", y: -0.25, font: { size: 10 } }, showlegend: traces.length > 1,
       annotations: traces.length ? [] : [{ text: "no data yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#999" } }],
     };
-    Plotly.react(chart.id, traces, layout, { displayModeBar: false, responsive: true });
+    Plotly.react(chart.id, traces, layout, { displayModeBar: false });
   }
 }
 
@@ -380,4 +384,5 @@ $("#token-button").addEventListener("click", () => askToken());
 $("#cancel-button").addEventListener("click", () => currentJob && jobAction(currentJob.id, "cancel"));
 $("#resume-button").addEventListener("click", () => currentJob && jobAction(currentJob.id, "resume"));
 window.addEventListener("hashchange", route);
+window.addEventListener("resize", () => { if (!$("#view-job").hidden) scheduleDraw(); });
 route();
