@@ -22,7 +22,8 @@ Modes (``harness.json`` in the work dir):
   "end": "ok" | "assert" | "timeout" | "raised:Name" | "skipped"}`` (after a case times
   out, the remaining cases are skipped).
 - ``replay``: no program. The same steps, with the entry point bound to a replayer that
-  returns the recorded values in order. Report per case: ``{"end": ...}``.
+  returns the recorded values in order, and ``__hole_k`` bound to the k-th value (for
+  asserts whose calls were cut out as holes). Report per case: ``{"end": ...}``.
 
 Every report line is ``\\n<nonce> <key> <json>\\n`` on fd 1; the program's own ``print``
 output goes to /dev/null. A program can still write to fd 1, so :func:`parse_report`
@@ -246,7 +247,13 @@ def _main() -> None:
                 return
             continue
         calls: list = []
-        bound = _recorder(fn, calls) if mode == "record" else _replayer(spec["values"][case])
+        if mode == "record":
+            bound = _recorder(fn, calls)
+        else:
+            recorded = spec["values"][case]
+            bound = _replayer(recorded)
+            for k, item in enumerate(recorded):  # asserts whose calls were cut out as holes
+                ns[f"__hole_{k}"] = decode(item) if item[0] not in "!?" else _Opaque()
         for name in names:
             ns[name] = bound
         # After one timeout the rest would likely time out too: skip them, keep runs short.

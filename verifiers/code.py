@@ -93,12 +93,23 @@ def outputs_match(actual: str, expected: str, float_tol: float | None = None) ->
 
 @dataclass
 class _Case:
-    """One function-test case: what runs in the recording run, how it is judged."""
+    """One function-test case and how it is judged.
 
-    record_source: str  # exec'd next to the program (only the calls, for parent-judged cases)
-    replay_source: str  # the original statements, for the replay run
-    check: ast.expr | None  # parent-judged: the assert's test with calls -> Name("__hole_k")
+    A single ``assert`` whose calls of the function are "holes" (not nested, not bound to
+    names inside the expression, always evaluated): the recording run evaluates only the
+    holes, so nothing else of the test enters the program's sandbox. ``check`` is the
+    assert's test with hole k replaced by ``__hole_k``: judged here when ``judge_here``,
+    else by the replay run with the recorded values bound to those names. Anything else
+    (several statements, loops, comprehensions): ``check`` is ``None``; the statements run
+    in the recording run with the function recording its results, and again in the replay
+    run with a function that returns them in order.
+    """
+
+    record_source: str
+    replay_source: str
+    check: ast.expr | None = None
     holes: int = 0
+    judge_here: bool = False
 
 
 @dataclass
@@ -125,7 +136,8 @@ def _has_assert(node: ast.AST) -> bool:
 
 
 class _HoleCutter(ast.NodeTransformer):
-    """Replace each outermost call of the candidate by ``__hole_k``; note if not simple."""
+    """Replace each outermost call of the function by ``__hole_k``; ``simple`` stays true
+    only if every hole can be evaluated on its own, eagerly and in any order."""
 
     def __init__(self, names: set[str]) -> None:
         self.names, self.holes, self.simple = names, [], True
@@ -133,14 +145,22 @@ class _HoleCutter(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call) -> ast.AST:
         if isinstance(node.func, ast.Name) and node.func.id in self.names:
             if any(_calls_candidate(a, self.names) for a in [*node.args, *node.keywords]):
-                self.simple = False  # nested calls: recording order would not map to holes
+                self.simple = False  # nested calls: the inner results would need replaying
             self.holes.append(node)
             return ast.copy_location(ast.Name(f"__hole_{len(self.holes) - 1}", ast.Load()), node)
         return self.generic_visit(node)
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
-        if isinstance(node, _SCOPES) and _calls_candidate(node, self.names):
-            self.simple = False  # the call depends on names bound inside the expression
+        lazy: list[ast.AST] = []  # parts the original may never evaluate
+        if isinstance(node, ast.IfExp):
+            lazy = [node.body, node.orelse]
+        elif isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+            lazy = node.values[1:]
+        # A call depending on names bound inside the expression, or one that the original
+        # might skip (and that might raise where it never ran).
+        scoped = isinstance(node, _SCOPES) and _calls_candidate(node, self.names)
+        if scoped or any(_calls_candidate(part, self.names) for part in lazy):
+            self.simple = False
         return super().generic_visit(node)
 
 
@@ -212,14 +232,19 @@ def _judge(node: ast.AST, holes: dict[str, object]) -> object:
 
 
 def _make_case(stmts: list[ast.stmt], names: set[str]) -> _Case:
-    replay = "\n".join(ast.unparse(s) for s in stmts)
+    source = "\n".join(ast.unparse(s) for s in stmts)
     if len(stmts) == 1 and isinstance(stmts[0], ast.Assert):
         cutter = _HoleCutter(names)
         test = cutter.visit(ast.parse(ast.unparse(stmts[0].test), mode="eval").body)
-        if cutter.simple and cutter.holes and _judgeable(test):
-            record = "\n".join(ast.unparse(h) for h in cutter.holes)
-            return _Case(record, replay, test, len(cutter.holes))
-    return _Case(replay, replay, None)
+        if cutter.simple and cutter.holes:
+            return _Case(
+                record_source="\n".join(ast.unparse(h) for h in cutter.holes),
+                replay_source=f"assert {ast.unparse(test)}",
+                check=test,
+                holes=len(cutter.holes),
+                judge_here=_judgeable(test),
+            )
+    return _Case(record_source=source, replay_source=source)
 
 
 def plan_function_tests(test_code: str, entry_point: str) -> _Plan:
@@ -443,12 +468,14 @@ class CodeVerifier(Verifier):
         if job.replay_values is None:
             return
         job.nonce = secrets.token_hex(8)
-        steps = []
+        steps, i = [], 0
         for kind, c in job.plan.steps:
             if kind == "setup":
                 steps.append(("setup", c))
-            else:
-                steps.append(("case", c.replay_source if c.check is None else "pass"))
+                continue
+            pending = job.outcomes[i].get("outcome") == "pending"
+            steps.append(("case", c.replay_source if pending else "pass"))
+            i += 1
         spec = RunSpec(
             _HARNESS_SOURCE,
             limits=self._limits(job, steps=len(steps) + 1),
@@ -477,9 +504,15 @@ class CodeVerifier(Verifier):
         job.outcomes = [{"outcome": "no_result"} for _ in cases]
         load = report.get("load")
         if "load" in duplicated or not isinstance(load, dict) or load.get("end") != "ok":
-            end = load.get("end") if isinstance(load, dict) else None
-            job.load_error = str(end) if end else (_run_failure(r) or _last_line(r.stderr))
-            outcome = _end_outcome(str(end)) if end else (_run_failure(r) or "runtime_error")
+            # The program never got to (honest) tests: every case fails, none can pass here.
+            end = str(load.get("end")) if isinstance(load, dict) else ""
+            if "load" in duplicated:
+                outcome, job.load_error = "tampered", "the program forged report lines"
+            elif end:
+                outcome, job.load_error = ("timeout" if end == "timeout" else "runtime_error"), end
+            else:  # exited or was killed before the harness could report
+                outcome = _run_failure(r) or "no_result"
+                job.load_error = _last_line(r.stderr) or f"exit code {r.exit_code}"
             job.outcomes = [{"outcome": outcome, "error": job.load_error} for _ in cases]
             return
         if isinstance(report.get("setup"), dict):
@@ -502,12 +535,13 @@ class CodeVerifier(Verifier):
             if end in ("timeout", "skipped"):
                 job.outcomes[i] = _timeout_outcome(end)
                 continue
-            if case.check is None:  # judged by the replay run
-                values[i] = calls
-                job.outcomes[i] = {"outcome": "pending"}
-                needs_replay = True
-                continue
-            job.outcomes[i] = _judge_case(case, calls, end)
+            if case.check is not None:  # holes: judge the recorded values
+                job.outcomes[i] = _judge_holes(case, calls, end)
+                if job.outcomes[i]["outcome"] != "pending":
+                    continue
+            values[i] = calls
+            job.outcomes[i] = {"outcome": "pending"}  # the replay run decides
+            needs_replay = True
         if needs_replay:
             job.replay_values = values
 
@@ -550,8 +584,9 @@ class CodeVerifier(Verifier):
         return Verdict(score, all_passed, reason, details)
 
 
-def _judge_case(case: _Case, calls: list, end: str) -> dict:
-    """Judge a parent-judged case from the recorded calls (plain data, decoded here)."""
+def _judge_holes(case: _Case, calls: list, end: str) -> dict:
+    """The outcome of a holes case from its recorded values (plain data, decoded here);
+    ``pending`` when the replay run has to evaluate the assert."""
     for call in calls:
         if isinstance(call, list) and call[:1] == ["!"]:
             return {"outcome": "runtime_error", "error": str(call[1:2])[:100]}
@@ -567,6 +602,8 @@ def _judge_case(case: _Case, calls: list, end: str) -> dict:
             holes[f"__hole_{k}"] = _harness.decode(call)
         except (ValueError, RecursionError, MemoryError) as exc:
             return {"outcome": "wrong_answer", "error": f"undecodable result: {exc}"[:200]}
+    if not case.judge_here:
+        return {"outcome": "pending"}
     try:
         ok = bool(_judge(case.check, holes))
     except Exception as exc:  # e.g. `<` between a str and an int: the assert would fail too
