@@ -4,9 +4,13 @@ Protocol over the socket ``FD`` (pickled tuples, ``multiprocessing.connection`` 
 
     parent -> worker   {"memory_mb", "preload", "parent_pid"}       once, first
     worker -> parent   ("ready", pid)                                once started
+    worker -> parent   ("started", req_id)    before an item whose verifier it had to load first
     parent -> worker   ("verify", req_id, name, module_hint, options, completion, reference, timeout_s)
-    worker -> parent   ("result", req_id, "ok", Verdict) | ("result", req_id, "reference_error", message)
+    worker -> parent   ("result", req_id, "ok", Verdict, retire) | ("result", req_id, "reference_error", message, retire)
     parent -> worker   ("stop",)
+
+``retire``: the worker exits after this answer (its state may be damaged) and the parent
+starts a replacement.
 """
 
 from __future__ import annotations
@@ -53,44 +57,73 @@ def _limit_memory(memory_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _load(name: str, module_hint: str | None, options: dict, cache: dict) -> Verifier:
+_warmed: set[str] = set()  # modules whose _warm_up() has run
+
+
+def _load(name: str, module_hint: str | None, options: dict, cache: dict) -> tuple[Verifier, bool]:
+    """The verifier instance, and whether it had to be imported/set up just now."""
     key = (name, repr(sorted(options.items())))
-    if key not in cache:
-        try:
-            cache[key] = get_verifier(name, **options)
-        except UnknownVerifierError:
-            if module_hint is None:
-                raise
-            if module_hint == "__main__":
-                raise RuntimeError(
-                    f"verifier {name!r} is registered in the caller's __main__ script, which "
-                    "pool workers do not import; define it in an importable module or "
-                    "register it through the 'rlvr.verifiers' entry point"
-                ) from None
-            importlib.import_module(module_hint)  # runs its @register_verifier
-            cache[key] = get_verifier(name, **options)
-    return cache[key]
+    if key in cache:
+        return cache[key], False
+    try:
+        verifier = get_verifier(name, **options)
+    except UnknownVerifierError:
+        if module_hint is None:
+            raise
+        if module_hint == "__main__":
+            raise RuntimeError(
+                f"verifier {name!r} is registered in the caller's __main__ script, which "
+                "pool workers do not import; define it in an importable module or "
+                "register it through the 'rlvr.verifiers' entry point"
+            ) from None
+        importlib.import_module(module_hint)  # runs its @register_verifier
+        verifier = get_verifier(name, **options)
+    module = sys.modules.get(type(verifier).__module__)
+    if hasattr(module, "_warm_up") and module.__name__ not in _warmed:
+        module._warm_up()  # its lazy imports happen now, not inside an item's time
+        _warmed.add(module.__name__)
+    cache[key] = verifier
+    return verifier, True
 
 
-def _verify_one(request: tuple, cache: dict) -> tuple[str, Any]:
+def _verify_one(
+    conn: Connection, req_id: int, request: tuple, cache: dict
+) -> tuple[str, Any, bool]:
+    """Run one item: (kind, payload, retire). ``retire``: this worker must not be reused."""
     name, module_hint, options, completion, reference, timeout_s = request
+    try:
+        verifier, loaded_now = _load(name, module_hint, options, cache)
+    except Exception as exc:
+        return (
+            "ok",
+            Verdict(0.0, False, "error", {"error": f"{type(exc).__name__}: {exc}"[:2000]}),
+            False,
+        )
+    if loaded_now:  # the caller starts the item's clock now, not at dispatch
+        conn.send(("started", req_id))
+    modules_before = len(sys.modules)
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
         try:
-            verdict = _load(name, module_hint, options, cache).verify(completion, reference)
+            verdict = verifier.verify(completion, reference)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _SoftTimeout:
-        return "ok", Verdict(0.0, False, "timeout")
+        # Interrupted pure computation leaves nothing half-done (finally blocks ran), but an
+        # interrupted import leaves a half-initialised module behind: then start afresh.
+        return "ok", Verdict(0.0, False, "timeout"), len(sys.modules) != modules_before
     except ReferenceError as exc:
-        return "reference_error", str(exc)
+        return "reference_error", str(exc), False
     except Exception as exc:
-        return "ok", Verdict(0.0, False, "error", {"error": f"{type(exc).__name__}: {exc}"[:2000]})
-    if not isinstance(verdict, Verdict):
-        return "ok", Verdict(
-            0.0, False, "error", {"error": f"{name}.verify returned {type(verdict).__name__}"}
+        return (
+            "ok",
+            Verdict(0.0, False, "error", {"error": f"{type(exc).__name__}: {exc}"[:2000]}),
+            False,
         )
-    return "ok", verdict
+    if not isinstance(verdict, Verdict):
+        error = {"error": f"{name}.verify returned {type(verdict).__name__}"}
+        return "ok", Verdict(0.0, False, "error", error), False
+    return "ok", verdict, False
 
 
 def main(fd: int) -> None:
@@ -104,6 +137,7 @@ def main(fd: int) -> None:
         module = importlib.import_module(module_name)
         if hasattr(module, "_warm_up"):
             module._warm_up()
+            _warmed.add(module_name)
     conn.send(("ready", os.getpid()))
 
     cache: dict = {}
@@ -115,14 +149,16 @@ def main(fd: int) -> None:
         if message[0] == "stop":
             return
         _, req_id, *request = message
-        kind, payload = _verify_one(tuple(request), cache)
+        kind, payload, retire = _verify_one(conn, req_id, tuple(request), cache)
         try:
-            conn.send(("result", req_id, kind, payload))
+            conn.send(("result", req_id, kind, payload, retire))
         except (EOFError, OSError):
             return
         except Exception as exc:  # details that do not pickle
             error = {"error": f"verdict could not be sent back: {type(exc).__name__}: {exc}"}
-            conn.send(("result", req_id, "ok", Verdict(0.0, False, "error", error)))
+            conn.send(("result", req_id, "ok", Verdict(0.0, False, "error", error), retire))
+        if retire:
+            return
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ How a timeout is enforced, in two layers:
 
 1. inside the worker, a ``SIGALRM`` interval timer (the worker runs items on its main
    thread, where signals work) interrupts Python code at ``timeout_s`` and the item
-   comes back as ``Verdict(0.0, False, "timeout")``; the worker lives on;
+   comes back as ``Verdict(0.0, False, "timeout")``; the worker lives on, unless the
+   interrupted item was importing a module (then it exits and is replaced: a
+   half-imported module would break later items). A verifier's module is imported and
+   warmed up (its ``_warm_up()``) before an item's clock starts;
 2. if the item is stuck in C code that never checks for signals (a huge integer
    power, a regex), the caller kills the worker's whole process group shortly after
    (``_KILL_GRACE_S``), reports the same timeout verdict and starts a replacement.
@@ -51,6 +54,8 @@ from verifiers.registry import _BUILTINS, _resolve
 
 # How long after the soft timeout the caller kills a worker stuck in C code.
 _KILL_GRACE_S = 0.25
+# How far down the queue a worker looks for an item whose reference it likely has cached.
+_AFFINITY_SCAN = 256
 
 _in_worker = False  # set by verifiers._worker in worker processes
 
@@ -63,11 +68,13 @@ def in_worker() -> bool:
 class _Worker:
     """One worker process and the parent's end of its socket."""
 
-    def __init__(self, proc: subprocess.Popen, conn: Connection):
+    def __init__(self, proc: subprocess.Popen, conn: Connection, slot: int):
         self.proc = proc
         self.conn = conn
+        self.slot = slot  # which share of the references it prefers (kept by a replacement)
         self.ready = False  # set when the worker has said it finished starting
         self.started_at = time.monotonic()
+        self.loaded: set[tuple[str, str]] = set()  # verifiers it has imported and set up
 
     def kill(self) -> None:
         # The worker leads its own session: killing the group also ends whatever it
@@ -85,8 +92,12 @@ class _Worker:
 class _Job:
     index: int  # position in the caller's items
     req_id: int  # guards against a late answer to an earlier request
+    key: tuple[str, str]  # (verifier name, options): what the worker must have loaded
     timeout_s: float
-    deadline: float | None = None  # set once the worker is ready
+    # The item's clock starts once the worker is ready and has loaded the verifier (a
+    # one-off per worker, bounded by setup_deadline): only verification time counts.
+    deadline: float | None = None
+    setup_deadline: float | None = None
 
 
 class VerifierPool:
@@ -131,8 +142,8 @@ class VerifierPool:
         self._req_ids = itertools.count()
         self._instances: dict[tuple[str, str], Verifier] = {}
         self.restarts = 0  # workers killed (timeout) or lost (crash) and replaced
-        for _ in range(workers):
-            self._idle.append(self._spawn())
+        for slot in range(workers):
+            self._idle.append(self._spawn(slot))
 
     # ------------------------------------------------------------------ public
 
@@ -221,31 +232,37 @@ class VerifierPool:
         # A class registered with @register_verifier exists in a worker only once its
         # module is imported there; built-ins and entry points resolve by themselves.
         module_hint = None if name in _BUILTINS else cls.__module__
-        return (name, module_hint, options, completion, reference)
+        return (name, module_hint, options, completion, reference, key)
 
     def _dispatch(self, pending: deque, inflight: dict, requests: list, timeout: float) -> None:
         while pending:
             worker = self._checkout(block=not inflight)
             if worker is None:
                 return
-            index = pending.popleft()
-            job = _Job(index, next(self._req_ids), timeout)
+            index = self._pick(pending, requests, worker.slot)
+            *request, key = requests[index]
+            job = _Job(index, next(self._req_ids), key, timeout)
             try:
-                worker.conn.send(("verify", job.req_id, *requests[index], timeout))
+                worker.conn.send(("verify", job.req_id, *request, timeout))
             except OSError:  # died while idle (e.g. killed from outside): retry elsewhere
                 pending.appendleft(index)
                 self._replace(worker)
                 continue
-            if worker.ready:
-                job.deadline = time.monotonic() + timeout + _KILL_GRACE_S
+            now = time.monotonic()
+            if worker.ready and key in worker.loaded:
+                job.deadline = now + timeout + _KILL_GRACE_S
+            else:
+                job.setup_deadline = (
+                    now if worker.ready else worker.started_at
+                ) + self._startup_timeout_s
             inflight[worker] = job
 
     def _collect(self, inflight: dict, results: list, reference_errors: list) -> None:
         """Wait for the next answer or deadline; settle whatever is due."""
         now = time.monotonic()
         due = [
-            job.deadline if job.deadline is not None else w.started_at + self._startup_timeout_s
-            for w, job in inflight.items()
+            job.deadline if job.deadline is not None else job.setup_deadline
+            for job in inflight.values()
         ]
         by_conn = {w.conn: w for w in inflight}
         for conn in wait(list(by_conn), timeout=max(0.0, min(due) - now)):
@@ -270,25 +287,32 @@ class VerifierPool:
                 continue
             if message[0] == "ready":
                 worker.ready = True
+                job.setup_deadline = time.monotonic() + self._startup_timeout_s  # now loading
+            elif message[0] == "started" and message[1] == job.req_id:
+                worker.loaded.add(job.key)
                 job.deadline = time.monotonic() + job.timeout_s + _KILL_GRACE_S
             elif message[0] == "result" and message[1] == job.req_id:
-                _, _, kind, payload = message
+                _, _, kind, payload, retire = message
                 if kind == "reference_error":
                     reference_errors.append(payload)
                     payload = Verdict(0.0, False, "error", {"error": payload})
                 results[job.index] = payload
                 del inflight[worker]
-                self._checkin(worker)
+                if retire:
+                    self._replace(worker)
+                else:
+                    self._checkin(worker)
         now = time.monotonic()
         for worker, job in list(inflight.items()):
             if job.deadline is not None and now >= job.deadline:
                 results[job.index] = Verdict(0.0, False, "timeout")
-            elif job.deadline is None and now >= worker.started_at + self._startup_timeout_s:
+            elif job.deadline is None and now >= job.setup_deadline:
+                phase = "load the verifier" if worker.ready else "start"
                 results[job.index] = Verdict(
                     0.0,
                     False,
                     "error",
-                    {"error": f"verifier worker did not start within {self._startup_timeout_s}s"},
+                    {"error": f"verifier worker did not {phase} within {self._startup_timeout_s}s"},
                 )
             else:
                 continue
@@ -325,9 +349,19 @@ class VerifierPool:
             if self._closed:
                 return
             self.restarts += 1
-        self._checkin(self._spawn())
+        self._checkin(self._spawn(worker.slot))
 
-    def _spawn(self) -> _Worker:
+    def _pick(self, pending: deque, requests: list, slot: int) -> int:
+        """The next item for the worker in ``slot``: preferably one whose reference belongs
+        to that slot, so the G completions of a group meet their parsed gold answer in one
+        worker's cache instead of every worker parsing it."""
+        for position, index in enumerate(itertools.islice(pending, _AFFINITY_SCAN)):
+            if _affinity(requests[index][4]) % self.workers == slot:  # [4]: the reference
+                del pending[position]
+                return index
+        return pending.popleft()
+
+    def _spawn(self, slot: int) -> _Worker:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         # The worker sees the caller's modules: plugins, the caller's own package.
@@ -347,10 +381,17 @@ class VerifierPool:
         conn.send(
             {"memory_mb": self._memory_mb, "preload": self._preload, "parent_pid": os.getpid()}
         )
-        worker = _Worker(proc, conn)
+        worker = _Worker(proc, conn, slot)
         with self._cond:
             self._all.add(worker)
         return worker
+
+
+def _affinity(reference: Any) -> int:
+    try:
+        return hash(reference)
+    except TypeError:  # a dict or list reference (countdown, code)
+        return hash(repr(reference))
 
 
 def _check_timeout(value: Any, field: str) -> float:

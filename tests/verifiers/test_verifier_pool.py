@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -36,6 +38,10 @@ class _Probe(Verifier):
         if self.mode == "blocked":  # stuck where no signal gets through: must be killed
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
             time.sleep(120)
+        if self.mode == "importing":  # interrupted while a module is half imported
+            sys.modules["_pool_probe_half_imported"] = types.ModuleType("_pool_probe_half_imported")
+            while True:
+                pass
         if self.mode == "exit":
             os._exit(3)
         if self.mode == "raise":
@@ -100,6 +106,26 @@ def test_python_loop_times_out_softly_and_the_worker_survives(pool):
     assert verdicts[0] == Verdict(0.0, False, "timeout")
     assert verdicts[1].passed
     assert pool.restarts == restarts and set(pool.worker_pids()) == before
+
+
+def test_a_timeout_during_an_import_retires_the_worker(pool):
+    before, restarts = set(pool.worker_pids()), pool.restarts
+    verdict = pool.verify_many([("pool_probe", {"mode": "importing"}, "", None)])[0]
+    assert verdict == Verdict(0.0, False, "timeout")
+    assert pool.restarts == restarts + 1
+    assert len(before - set(pool.worker_pids())) == 1
+    assert _pids(pool) <= set(pool.worker_pids())
+
+
+def test_loading_a_verifier_does_not_count_against_the_first_items_time():
+    # No preload: the first math item makes the worker import sympy and math-verify
+    # (seconds), yet the item gets its full 0.5 s for the verification itself.
+    with VerifierPool(workers=1, timeout_s=0.5, preload=()) as fresh:
+        verdicts = fresh.verify_many(
+            [("math", {}, f"<answer>{i}/4</answer>", "0.25") for i in (1, 2)]
+        )
+        assert [v.reason for v in verdicts] == ["ok", "mismatch"]
+        assert fresh.restarts == 0
 
 
 def test_uninterruptible_hang_is_killed_and_the_worker_replaced(pool):
