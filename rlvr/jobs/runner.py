@@ -47,6 +47,16 @@ _RAY_ACTIVE = ("PENDING", "RUNNING")
 _RAY_TO_STATUS = {"SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "cancelled"}
 
 
+def _transient(exc: Exception) -> bool:
+    """A Ray error worth retrying: no answer, or a 5xx ("No available agent ... try again")."""
+    import requests
+
+    text = str(exc)
+    return (
+        isinstance(exc, requests.RequestException) or "status code 5" in text or "try again" in text
+    )
+
+
 class RayUnavailableError(RuntimeError):
     """The Ray cluster cannot be reached (or the local head would not start)."""
 
@@ -82,6 +92,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the service dies, even by SIGKILL, so a
+    crashed service never leaves its Ray head behind (Linux's PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 class LocalRayHead:
@@ -147,7 +166,12 @@ class LocalRayHead:
         env.pop("RAY_AUTH_TOKEN", None)
         log_file = open(self._dir / "ray-start.log", "wb")  # noqa: SIM115 - lives with the head
         self._proc = subprocess.Popen(
-            cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.gcs_address = f"127.0.0.1:{gcs_port}"
         self.address = f"http://127.0.0.1:{dash_port}"
@@ -383,11 +407,16 @@ class JobRunner:
                 metadata={"rlvr_job_id": job.id, "rlvr_name": job.name},
             )
         except Exception as exc:
-            if "already" in str(exc).lower():  # submitted before a crash: adopt it
+            text = str(exc)
+            if "already" in text.lower():  # submitted before a crash: adopt it
                 log.info("job %s was already submitted as %s", job.id, submission_id)
+            elif _transient(exc) and time.time() - job.updated_at < self.dispatch_timeout_s:
+                # e.g. a fresh head whose job agent has not registered yet: next tick
+                log.info("Ray cannot take job %s yet (%s); retrying", job.id, text[:200])
+                return
             else:
                 self.store.set_status(
-                    job.id, "failed", error=f"Ray refused the job ({submission_id}): {exc}"
+                    job.id, "failed", error=f"Ray refused the job ({submission_id}): {text}"
                 )
                 return
         self.store.set_dispatch(job.id, submission_id=submission_id, ray_status="PENDING")
