@@ -56,6 +56,8 @@ from verifiers.registry import _BUILTINS, _resolve
 _KILL_GRACE_S = 0.25
 # How far down the queue a worker looks for an item whose reference it likely has cached.
 _AFFINITY_SCAN = 256
+# Workers dying in a row before they are ready that make verify_many raise.
+_MAX_FAILED_STARTS = 3
 
 _in_worker = False  # set by verifiers._worker in worker processes
 
@@ -142,6 +144,7 @@ class VerifierPool:
         self._req_ids = itertools.count()
         self._instances: dict[tuple[str, str], Verifier] = {}
         self.restarts = 0  # workers killed (timeout) or lost (crash) and replaced
+        self._failed_starts = 0  # workers in a row that died before they were ready
         for slot in range(workers):
             self._idle.append(self._spawn(slot))
 
@@ -158,11 +161,12 @@ class VerifierPool:
 
         Never raises for a hung or crashed item: a timeout gives
         ``Verdict(0.0, False, "timeout")``, a crash ``Verdict(0.0, False, "error",
-        {"error": ...})``, and the worker is killed and replaced. Raises only for caller
+        {"error": ...})``, and the worker is killed and replaced. Raises for caller
         errors: an unknown verifier name (``UnknownVerifierError``, before anything
         runs), bad options (``TypeError``/``ValueError``), a malformed reference
         (``ReferenceError``; checked up front where the verifier can, else after the
-        batch has finished).
+        batch has finished); and ``RuntimeError`` when workers cannot start at all
+        (several in a row die before they are ready), rather than scoring everything 0.
         """
         timeout = self.timeout_s if timeout_s is None else _check_timeout(timeout_s, "timeout_s")
         requests = [self._prepare(i, item) for i, item in enumerate(items)]
@@ -284,9 +288,12 @@ class VerifierPool:
                 )
                 del inflight[worker]
                 self._replace(worker)
+                if not worker.ready:
+                    self._failed_start(f"exited with code {code}")
                 continue
             if message[0] == "ready":
                 worker.ready = True
+                self._failed_starts = 0
                 job.setup_deadline = time.monotonic() + self._startup_timeout_s  # now loading
             elif message[0] == "started" and message[1] == job.req_id:
                 worker.loaded.add(job.key)
@@ -314,10 +321,26 @@ class VerifierPool:
                     "error",
                     {"error": f"verifier worker did not {phase} within {self._startup_timeout_s}s"},
                 )
+                if not worker.ready:
+                    del inflight[worker]
+                    self._replace(worker)
+                    self._failed_start(f"did not start within {self._startup_timeout_s}s")
+                    continue
             else:
                 continue
             del inflight[worker]
             self._replace(worker)
+
+    def _failed_start(self, what: str) -> None:
+        # One worker dying at start is bad luck; several in a row is a broken environment
+        # (a preload that fails to import, no memory): every item would come back as an
+        # error, i.e. a silent reward of 0. Fail loudly instead.
+        self._failed_starts += 1
+        if self._failed_starts >= _MAX_FAILED_STARTS:
+            raise RuntimeError(
+                f"verifier workers cannot start: {self._failed_starts} in a row died before "
+                f"they were ready (last one {what}); their stderr says why"
+            )
 
     def _checkout(self, block: bool) -> _Worker | None:
         with self._cond:

@@ -219,6 +219,16 @@ def test_a_verifier_printing_does_not_write_to_the_callers_stdout(pool, capfd):
     assert "probe says hi" not in captured.out
 
 
+def test_workers_that_cannot_start_make_the_pool_fail_loudly():
+    broken = VerifierPool(workers=1, preload=("no_such_module_for_the_pool_test",))
+    with broken, pytest.raises(RuntimeError, match="verifier workers cannot start: 3 in a row"):
+        broken.verify_many([PID] * 5)
+
+
+def test_an_empty_batch_is_an_empty_list(pool):
+    assert pool.verify_many([]) == []
+
+
 def test_a_closed_pool_refuses_work():
     p = VerifierPool(workers=1, preload=())
     pids = p.worker_pids()
