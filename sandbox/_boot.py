@@ -1,8 +1,7 @@
 """The first Python code that runs inside a sandbox, before the untrusted program.
 
 Passed as ``python3 -I -S -c <this file's text> MODE CPU_S AS_BYTES NPROC FSIZE NOFILE``.
-It sets the per-process rlimits (which the program can then only lower), forks off the
-program under a minimal init (MODE ``local``: see ``_become_init``), restores
+It sets the per-process rlimits (which the program can then only lower), restores
 ``exit()``/``quit()`` (``-S`` skips ``site``, which defines them), and runs
 ``/work/main.py`` as ``__main__``. MODE ``docker`` first unpacks the program, its files and
 its stdin from a ``marshal``-encoded payload on stdin (``docker exec`` has no other way in).
@@ -11,28 +10,6 @@ Only builtin modules are imported: this runs on every execution and its cost is 
 """
 
 import sys
-
-
-def _become_init():
-    """Fork: the program runs in the child; this process stays pid 1 of the namespace.
-
-    It reaps orphans until the program exits, then exits the same way (128 + N for a
-    signal), and the kernel kills whatever the program left in the namespace. (bubblewrap
-    runs with ``--as-pid-1`` so that its outer process exits only after this one: the
-    program itself as pid 1 would ignore default-action signals, SIGXCPU included.)
-    """
-    import os
-    import signal
-
-    child = os.fork()
-    if child == 0:
-        return
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # init ignores it; no KeyboardInterrupt here
-    while True:
-        pid, status = os.wait()
-        if pid == child:
-            code = os.waitstatus_to_exitcode(status)
-            os._exit(code if code >= 0 else 128 - code)
 
 
 def _boot():
@@ -61,7 +38,9 @@ def _boot():
         os.close(fd)
         sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     for which, soft, hard in (
-        (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # SIGXCPU at soft, SIGKILL at hard
+        # SIGKILL at the limit. (Locally the program is pid 1 of its namespace and would
+        # ignore the SIGXCPU a lower soft limit sends.)
+        (resource.RLIMIT_CPU, cpu_s, cpu_s),
         (resource.RLIMIT_AS, as_bytes, as_bytes),
         (resource.RLIMIT_NPROC, nproc, nproc),
         (resource.RLIMIT_FSIZE, fsize, fsize),
@@ -72,8 +51,6 @@ def _boot():
         if ceiling != resource.RLIM_INFINITY:
             soft, hard = min(soft, ceiling), min(hard, ceiling)
         resource.setrlimit(which, (soft, hard))
-    if mode == "local":
-        _become_init()
     builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
     builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
     sys.argv = ["/work/main.py"]

@@ -100,6 +100,11 @@ class RunSpec:
     files: dict[str, str] | None = None
 
 
+def cpu_rlimit(limits: Limits) -> int:
+    """RLIMIT_CPU for ``limits.cpu_s``: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(limits.cpu_s))
+
+
 def check_run_args(code: object, stdin: object, limits: object, files: object) -> None:
     """Raise ``TypeError``/``ValueError`` naming the bad argument of a run, and the fix."""
     if not isinstance(code, str):

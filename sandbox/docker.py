@@ -30,7 +30,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sandbox.base import MAIN_FILE, Limits, RunResult, Sandbox, SandboxError, SandboxUnavailable
+from sandbox.base import (
+    MAIN_FILE,
+    Limits,
+    RunResult,
+    Sandbox,
+    SandboxError,
+    SandboxUnavailable,
+    cpu_rlimit,
+)
 
 _BOOT = (Path(__file__).parent / "_boot.py").read_text()
 LABEL = "rlvr.sandbox"
@@ -89,7 +97,7 @@ def exec_command(python: str, limits: Limits) -> list[str]:
         "-c",
         _BOOT,
         "docker",
-        str(max(1, round(limits.cpu_s))),
+        str(cpu_rlimit(limits)),
         str(int(limits.memory_mb) << 20),
         str(1 << 20),  # RLIMIT_NPROC counts the uid engine-wide; pids_limit bounds the run
         str(int(limits.disk_mb) << 20),
@@ -275,7 +283,8 @@ class DockerSandbox(Sandbox):
             exit_code=exit_code,
             stdout=bytes(demux.out[1]).decode(errors="replace"),
             stderr=err.decode(errors="replace"),
-            timed_out=timed_out or exit_code == 128 + 24,  # SIGXCPU
+            # 137 without an OOM kill: RLIMIT_CPU's SIGKILL (the wall clock is ours, above).
+            timed_out=timed_out or (exit_code == 128 + 9 and not oom),
             oom=oom,
             duration_s=time.monotonic() - start,
             truncated=demux.truncated,

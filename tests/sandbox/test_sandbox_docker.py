@@ -36,7 +36,7 @@ def test_exec_command_passes_the_limits_to_the_boot_script():
     cmd = exec_command("python3", Limits(cpu_s=3.4, memory_mb=100, disk_mb=5, open_files=32))
     assert cmd[:5] == ["python3", "-I", "-S", "-c", _BOOT]
     mode, cpu, mem, _nproc, fsize, nofile = cmd[5:]
-    assert (mode, cpu, mem, fsize, nofile) == ("docker", "3", str(100 << 20), str(5 << 20), "32")
+    assert (mode, cpu, mem, fsize, nofile) == ("docker", "4", str(100 << 20), str(5 << 20), "32")
 
 
 def _frame(stream: int, data: bytes) -> bytes:

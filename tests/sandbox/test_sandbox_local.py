@@ -56,8 +56,18 @@ def test_environment_is_cleared(local_sb):
 
 
 def test_signal_death_is_reported_shell_style(local_sb):
-    r = local_sb.run_python("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)")
-    assert r.exit_code == 128 + signal.SIGTERM and not r.timed_out
+    r = local_sb.run_python("import ctypes\nctypes.string_at(0)")  # SIGSEGV
+    assert r.exit_code == 128 + signal.SIGSEGV and not r.timed_out
+
+
+def test_child_killed_by_a_signal_is_seen_by_the_program(local_sb):
+    # The program is pid 1 of its namespace; its children get ordinary signal semantics.
+    r = local_sb.run_python(
+        "import subprocess, sys\n"
+        "kill_self = 'import os, signal; os.kill(os.getpid(), signal.SIGTERM)'\n"
+        "print(subprocess.run([sys.executable, '-c', kill_self]).returncode)"
+    )
+    assert r.stdout.strip() == str(-signal.SIGTERM), r
 
 
 def test_invalid_utf8_output_is_replaced_not_fatal(local_sb):
