@@ -63,7 +63,7 @@ def get_sandbox(backend: str = "auto", **options: Any) -> Sandbox:
     if options:
         return _build(backend, options)
     with _shared_lock:
-        if backend not in _shared:
+        if backend not in _shared or _shared[backend].closed:
             _shared[backend] = _build(backend, {})
         return _shared[backend]
 

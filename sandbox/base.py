@@ -148,8 +148,14 @@ class Sandbox(ABC):
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         self.concurrency = concurrency
+        self._closed = False
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (runs then raise :class:`SandboxError`)."""
+        return self._closed
 
     def run_python(
         self,
@@ -166,6 +172,8 @@ class Sandbox(ABC):
         """
         limits = Limits() if limits is None else limits
         check_run_args(code, stdin, limits, files)
+        if self._closed:
+            raise SandboxError(f"this {self.backend} sandbox is closed")
         return self._run(code, stdin, limits, files or {})
 
     def run_many(self, specs: Iterable[RunSpec]) -> list[RunResult]:
@@ -175,6 +183,8 @@ class Sandbox(ABC):
             if not isinstance(spec, RunSpec):
                 raise TypeError(f"run_many: item {i} must be a sandbox.RunSpec, got {spec!r}")
             check_run_args(spec.code, spec.stdin, spec.limits, spec.files)
+        if self._closed:
+            raise SandboxError(f"this {self.backend} sandbox is closed")
         if len(specs) == 1:
             s = specs[0]
             return [self._run(s.code, s.stdin, s.limits, s.files or {})]

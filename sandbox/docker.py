@@ -187,7 +187,6 @@ class DockerSandbox(Sandbox):
         self._all: set[Any] = set()
         self._lock = threading.Lock()
         self._reaper = ThreadPoolExecutor(2, thread_name_prefix="sandbox-docker-rm")
-        self._closed = False
         for _ in range(concurrency):  # warm for the default limits
             self._idle[self._profile(Limits())].put(self._start(Limits()))
 

@@ -178,7 +178,6 @@ class LocalSandbox(Sandbox):
         for k in range(concurrency):
             uid = uid_base + k if self._root else None
             self._free.put(_Slot(k, uid, slot_cgroups[k] if slot_cgroups else None))
-        self._closed = False
         self._close_lock = threading.Lock()
         if slot_cgroups:
             self._finalizer = weakref.finalize(self, _cgroup.remove_slot_cgroups, slot_cgroups)
@@ -253,7 +252,13 @@ class LocalSandbox(Sandbox):
         return argv, env
 
     def _run(self, code: str, stdin: str, limits: Limits, files: dict[str, str]) -> RunResult:
-        slot = self._free.get()
+        while True:  # wait for a free slot, but not on a sandbox closed meanwhile
+            try:
+                slot = self._free.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if self._closed:
+                    raise SandboxError("this local sandbox is closed") from None
         try:
             return self._run_in_slot(slot, code, stdin, limits, files)
         finally:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import sandbox
-from sandbox import Limits, RunSpec, SandboxUnavailable, get_sandbox
+from sandbox import Limits, RunSpec, SandboxError, SandboxUnavailable, get_sandbox
 from sandbox.local import LocalSandbox
 
 
@@ -150,12 +150,21 @@ def test_run_python_from_many_threads_waits_for_slots(uid_base):
     assert out == {i: f"{i * 2}\n" for i in range(8)}
 
 
-def test_close_removes_the_slot_cgroups(uid_base):
+def test_close_removes_the_slot_cgroups_and_refuses_runs(uid_base):
     sb = LocalSandbox(concurrency=2, uid_base=uid_base())
     dirs = [d for s in list(sb._free.queue) if s.cgroup for d in s.cgroup.dirs.values()]
     assert sb.run_python("print(1)").stdout == "1\n"
     sb.close()
     assert all(not os.path.exists(d) for d in dirs)
+    with pytest.raises(SandboxError, match="closed"):
+        sb.run_python("print(1)")
+
+
+def test_a_closed_shared_sandbox_is_replaced():
+    sb = get_sandbox("local")
+    sb.close()
+    again = get_sandbox("local")
+    assert again is not sb and again.run_python("print(2)").stdout == "2\n"
 
 
 # ------------------------------------------------------------------------- bad input
