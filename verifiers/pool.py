@@ -107,7 +107,8 @@ class VerifierPool:
 
     Args:
         workers: number of worker processes (each one core when busy).
-        timeout_s: default per-item limit, counted from when a ready worker gets the item.
+        timeout_s: default per-item limit, counted from when a ready worker (with the
+            verifier loaded) gets the item.
         memory_mb: address-space limit of each worker (``RLIMIT_AS``), so a runaway
             expression raises ``MemoryError`` instead of swapping the machine; ``None``
             for no limit.
@@ -392,7 +393,8 @@ class VerifierPool:
             os.path.abspath(p) if p else os.getcwd() for p in sys.path
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "verifiers._worker", str(child_sock.fileno())],
+            # -P: no cwd in front of sys.path; the worker's path is exactly the caller's.
+            [sys.executable, "-P", "-m", "verifiers._worker", str(child_sock.fileno())],
             pass_fds=(child_sock.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=2,  # a verifier's print() must not corrupt the caller's stdout
@@ -432,6 +434,8 @@ def shared_pool() -> VerifierPool:
 
     Its size is ``RLVR_VERIFIER_WORKERS`` or ``min(2, cpu_count)``. Closed at exit.
     """
+    if _in_worker:
+        raise RuntimeError("verifiers run in-process inside a pool worker: no nested pools")
     global _shared
     with _shared_lock:
         # A forked child must not share its parent's workers.
