@@ -174,6 +174,8 @@ class LocalSandbox(Sandbox):
         # The uids runs execute as (None: not root, runs keep this process's uid).
         self.uids = range(uid_base, uid_base + concurrency) if self._root else None
         self._system_args = self._mount_args()
+        self._mount_proc = True
+        self.isolation["proc"] = "own pid namespace"
         self._free: queue.Queue[_Slot] = queue.Queue()
         for k in range(concurrency):
             uid = uid_base + k if self._root else None
@@ -202,14 +204,29 @@ class LocalSandbox(Sandbox):
         return args
 
     def _self_test(self) -> None:
-        r = self._run("print('ok')", "", Limits(wall_s=10), {})
-        if r.stdout.strip() != "ok":
+        """Run one program now, so that a machine that cannot sandbox says so at once.
+
+        Inside a container whose ``/proc`` is masked (Docker's default) the kernel refuses a
+        fresh procfs; runs then get no ``/proc`` at all rather than the host's.
+        """
+        while True:
+            try:
+                r = self._run("print('ok')", "", Limits(wall_s=10), {})
+                if r.stdout.strip() == "ok":
+                    return
+                error = f"exit {r.exit_code}: {r.stderr.strip()[:500]}"
+            except SandboxError as exc:
+                error = str(exc)
+            if self._mount_proc and "mount proc" in error:
+                log.warning("sandbox: cannot mount a private /proc here; runs get none (%s)", error)
+                self._mount_proc = False
+                self.isolation["proc"] = "none (masked /proc; see docs/sandbox.md)"
+                continue
             raise SandboxUnavailable(
-                f"the bubblewrap sandbox does not work here (exit {r.exit_code}): "
-                f"{r.stderr.strip()[:500]}. Unprivileged user namespaces must be enabled "
-                "(sysctl kernel.unprivileged_userns_clone=1); inside Docker the worker needs "
-                "--security-opt seccomp=unconfined --security-opt apparmor=unconfined "
-                "(see docs/sandbox.md)"
+                f"the bubblewrap sandbox does not work here ({error}). Unprivileged user "
+                "namespaces must be enabled (sysctl user.max_user_namespaces > 0); inside "
+                "Docker the container needs --security-opt seccomp=unconfined "
+                "--security-opt apparmor=unconfined (see docs/sandbox.md)"
             )
 
     # ------------------------------------------------------------------------- one run
@@ -226,7 +243,9 @@ class LocalSandbox(Sandbox):
         argv += [self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
         argv += ["--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
         argv += ["--hostname", "sandbox"]
-        argv += [*self._system_args, "--proc", "/proc", "--dev", "/dev"]
+        argv += [*self._system_args, "--dev", "/dev"]
+        if self._mount_proc:
+            argv += ["--proc", "/proc"]
         for mountpoint in ("/dev/shm", "/tmp", "/work"):
             argv += ["--size", str(disk), "--tmpfs", mountpoint]
         for d in sorted({os.path.dirname(n) for n in fds.files} - {""}):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +244,33 @@ def test_missing_bubblewrap_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
         LocalSandbox()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+def test_masked_proc_falls_back_to_no_proc(tmp_path, uid_base):
+    # Docker masks parts of /proc; the kernel then refuses a fresh procfs in a user namespace.
+    # Reproduce that with an over-mounted /proc file, as a container engine does.
+    script = tmp_path / "masked.py"
+    script.write_text(
+        "from sandbox.local import LocalSandbox\n"
+        f"sb = LocalSandbox(concurrency=1, uid_base={uid_base()})\n"
+        "print(sb.isolation['proc'])\n"
+        "print(sb.run_python(\"import os; print(os.path.exists('/proc/self'))\").stdout.strip())\n"
+        "sb.close()\n"
+    )
+    r = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --bind /dev/null /proc/version && exec "{sys.executable}" "{script}"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert r.stdout.splitlines() == ["none (masked /proc; see docs/sandbox.md)", "False"], r.stderr
