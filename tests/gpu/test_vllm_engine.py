@@ -94,8 +94,9 @@ def test_engine_samples_groups_with_logprobs_matching_the_learner_at_temperature
     processed = _mean_abs_diff(cs, prompts, learner, TEMPERATURE)
     raw = _mean_abs_diff(cs, prompts, learner, 1.0)
     print(f"mean |engine - learner| logprob: at T={TEMPERATURE} {processed:.4f}, at T=1 {raw:.4f}")
-    assert processed < 0.08  # the training-inference mismatch is small ...
-    assert raw > 0.15  # ... and the engine reports the tempered distribution, not the raw one
+    # Seen on an H100 (2026-11-23): 0.0022 at T=0.6, 0.167 against the untempered distribution.
+    assert processed < 0.02  # the training-inference mismatch is small ...
+    assert raw > 10 * processed  # ... and the logprobs are the tempered ones, not the raw ones
 
     # Seeded: the same samples again (prefix-cache hits change the arithmetic slightly, so a
     # rare near-tie may flip one sample).
@@ -138,7 +139,8 @@ def test_weight_update_switches_the_engine_to_the_learners_weights_and_clears_th
         f"greedy agreement {sum(agree) / len(agree):.3f}"
     )
     # Stale KV blocks of the prompts (computed by A) would make B's outputs differ.
-    assert mismatch_after < 0.08
+    # Seen on an H100: 1.33 before, 0.0046 after, agreement 1.0.
+    assert mismatch_after < 0.03
     assert mismatch_before > 0.3
     assert sum(agree) / len(agree) > 0.9
 
