@@ -28,7 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-from verifiers import ReferenceError, VerifierPool
+# Run as a script, this file's folder (bench/) comes first on sys.path, where
+# bench/verifiers.py would shadow the verifiers package (in pool workers too).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from verifiers import ReferenceError, VerifierPool  # noqa: E402
 
 # compare_strings(...) keyword -> MathVerifier option
 _OPTION_NAMES = {
