@@ -36,6 +36,7 @@ Grading happens outside the process that ran the program (see ``sandbox/harness.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 import secrets
@@ -346,6 +347,7 @@ class CodeVerifier(Verifier):
     ) -> None:
         if not (isinstance(timeout_s, int | float) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        Limits(memory_mb=memory_mb)  # raises, naming the field, for a bad value
         self._sandbox = sandbox
         self._backend = backend
         self.timeout_s = float(timeout_s)
@@ -360,6 +362,10 @@ class CodeVerifier(Verifier):
     # ----------------------------------------------------------------- reference checks
 
     def check_reference(self, reference: Any) -> None:
+        self._plan(reference)
+
+    def _plan(self, reference: Any) -> _Plan | None:
+        """Validate ``reference``; the function-test plan, or ``None`` for stdin/stdout."""
         if not isinstance(reference, dict):
             raise ReferenceError(
                 "code reference must be a dict: "
@@ -382,7 +388,8 @@ class CodeVerifier(Verifier):
             tol = reference.get("float_tol")
             if tol is not None and not (isinstance(tol, int | float) and tol >= 0):
                 raise ReferenceError(f"reference float_tol must be a number >= 0, got {tol!r}")
-        elif "test_code" in reference:
+            return None
+        if "test_code" in reference:
             if not isinstance(reference["test_code"], str):
                 raise ReferenceError("reference 'test_code' must be a string of Python asserts")
             entry = reference.get("entry_point")
@@ -391,11 +398,10 @@ class CodeVerifier(Verifier):
                     "reference needs 'entry_point': the name of the function the tests call, "
                     f"got {entry!r}"
                 )
-            plan_function_tests(reference["test_code"], entry)
-        else:
-            raise ReferenceError(
-                "code reference needs 'tests' (stdin/stdout cases) or 'test_code' + 'entry_point'"
-            )
+            return plan_function_tests(reference["test_code"], entry)
+        raise ReferenceError(
+            "code reference needs 'tests' (stdin/stdout cases) or 'test_code' + 'entry_point'"
+        )
 
     # ------------------------------------------------------------------------ verify
 
@@ -406,12 +412,9 @@ class CodeVerifier(Verifier):
         """Score many completions; all their sandbox runs share the sandbox's concurrency."""
         jobs = []
         for completion, reference in items:
-            self.check_reference(reference)
+            plan = self._plan(reference)
             program = extract_program(completion) if isinstance(completion, str) else None
-            job = _Job(program, reference)
-            if "test_code" in reference:
-                job.plan = plan_function_tests(reference["test_code"], reference["entry_point"])
-            jobs.append(job)
+            jobs.append(_Job(program, reference, plan))
         try:
             self._run_phase(jobs, self._first_runs)
             self._run_phase(jobs, self._replay_runs)
@@ -451,8 +454,6 @@ class CodeVerifier(Verifier):
         yield spec, lambda r: self._grade_record(job, r)
 
     def _harness_spec(self, job: _Job, steps, mode: str = "record", values=None) -> str:
-        import json
-
         spec = {
             "nonce": job.nonce,
             "mode": mode,
