@@ -244,18 +244,27 @@ def run_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_spec_text() -> tuple[str, str]:
-    """examples/arithmetic.yaml from the checkout, else the JobSpec defaults."""
+def _demo_spec_text(path: str | None = None, max_steps: int | None = None) -> tuple[str, str]:
+    """The demo's spec: ``path``, else examples/arithmetic.yaml of the checkout, else the
+    JobSpec defaults; ``max_steps`` shortens it."""
     import yaml
 
     from rlvr.api.routes.system import examples_dir
     from rlvr.config import JobSpec
 
-    path = examples_dir() / "arithmetic.yaml"
-    if path.is_file():
-        return path.read_text(), str(path)
-    spec = JobSpec(name="arithmetic-demo").model_dump(mode="json")
-    return yaml.safe_dump(spec, sort_keys=False), "JobSpec defaults"
+    source = Path(path) if path else examples_dir() / "arithmetic.yaml"
+    if path and not source.is_file():
+        raise UsageError(f"no spec file {path!r}")
+    if source.is_file():
+        text, origin = source.read_text(), str(source)
+    else:
+        spec = JobSpec(name="arithmetic-demo").model_dump(mode="json")
+        text, origin = yaml.safe_dump(spec, sort_keys=False), "JobSpec defaults"
+    if max_steps is not None:
+        data = yaml.safe_load(text)
+        data.setdefault("algorithm", {})["max_steps"] = max_steps
+        text, origin = yaml.safe_dump(data, sort_keys=False), f"{origin}, max_steps={max_steps}"
+    return text, origin
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -270,7 +279,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"rlvr service: {url}   dashboard: {url}/   API docs: {url}/docs", flush=True)
     try:
         client = _Client(url, settings.api_token)
-        text, origin = _demo_spec_text()
+        text, origin = _demo_spec_text(args.spec, args.max_steps)
         out = client.request(
             "POST", "/v1/jobs", content=text.encode(), headers={"Content-Type": "application/yaml"}
         )
@@ -340,6 +349,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="serve + submit the arithmetic demo + follow it")
     p.add_argument("--port", type=int, default=None, help="default $RLVR_PORT or 8000 (or free)")
+    p.add_argument("--spec", default=None, help="default: examples/arithmetic.yaml")
+    p.add_argument("--max-steps", type=int, default=None, help="shorten the demo job")
     p.add_argument(
         "--keep-serving",
         action=argparse.BooleanOptionalAction,

@@ -205,3 +205,26 @@ def test_restarting_the_service_mid_job_loses_nothing(tmp_path, ray_head, model_
         assert all(d["status"] != "failed" for k, d in events if k == "status")
     finally:
         second.stop()
+
+
+def test_rlvr_demo_serves_submits_follows_and_prints_the_dashboard_url(
+    tmp_path, ray_head, model_root, tiny_spec
+):
+    spec = tmp_path / "demo.yaml"
+    spec.write_text(yaml.safe_dump(demo_spec(tiny_spec, max_steps=10)))
+    env = Service(tmp_path, ray_head, model_root).env | {"RLVR_HOME": str(tmp_path / "home")}
+    out = subprocess.run(
+        [sys.executable, "-m", "rlvr", "demo", "--spec", str(spec), "--max-steps", "3",
+         "--port", str(free_port()), "--no-keep-serving"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("rlvr service: http://127.0.0.1:") for line in lines)
+    assert [line.split()[1] for line in lines if line.startswith("step ") and "reward" in line] == [
+        "1/3", "2/3", "3/3",
+    ]  # fmt: skip
+    assert any(" succeeded at step 3: reward " in line for line in lines)
+    assert any(
+        line.startswith("dashboard: http://127.0.0.1:") and "#/jobs/" in line for line in lines
+    )
