@@ -63,7 +63,13 @@ class SlotCgroup:
             swap = os.path.join(mem, "memory.swap.max")
             if os.path.exists(swap):
                 _write(swap, "0")
-        _write(os.path.join(pid_dir, "pids.max"), str(pids))
+        if self.has_pids:
+            _write(os.path.join(pid_dir, "pids.max"), str(pids))
+
+    @property
+    def has_pids(self) -> bool:
+        """Whether the pids controller is on (v2 may delegate memory alone; RLIMIT_NPROC then)."""
+        return os.path.exists(os.path.join(self.dirs["pids"], "pids.max"))
 
     def oom_kills(self) -> int:
         """How many processes the kernel has OOM-killed in this cgroup so far."""
@@ -72,7 +78,7 @@ class SlotCgroup:
         return int(m.group(1)) if m else 0
 
     def pids(self) -> list[int]:
-        """Every process in the slot now (pids controller's view)."""
+        """Every process in the slot now."""
         text = _read(os.path.join(self.dirs["pids"], "cgroup.procs"))
         return [int(p) for p in text.split()]
 
@@ -107,6 +113,28 @@ def _remove_stale(parent: str) -> None:
                 _remove_tree(e.path)
 
 
+def _v2_parent(own: str) -> str | None:
+    """Where slot cgroups can go on cgroup v2: a cgroup that hands the memory controller down.
+
+    v2 forbids processes in a cgroup whose controllers are enabled for children, so our own
+    cgroup qualifies only if something already enabled them there; else its parent (our
+    cgroup is then a leaf, the slots its siblings). pids is enabled there too if it can be
+    (a cgroup without processes of its own); without it RLIMIT_NPROC still bounds a run.
+    """
+    for candidate in (own, os.path.dirname(own.rstrip("/"))):
+        try:
+            enabled = _read(os.path.join(candidate, "cgroup.subtree_control")).split()
+        except OSError:
+            continue
+        if "memory" not in enabled:
+            continue
+        if "pids" not in enabled and not _read(os.path.join(candidate, "cgroup.procs")).split():
+            with contextlib.suppress(OSError):
+                _write(os.path.join(candidate, "cgroup.subtree_control"), "+pids")
+        return candidate
+    return None
+
+
 def make_slot_cgroups(n: int) -> tuple[list[SlotCgroup] | None, str]:
     """``n`` slot cgroups and ``"cgroup v1"``/``"cgroup v2"``, or ``None`` and why not."""
     own = _own_cgroups()
@@ -116,7 +144,12 @@ def make_slot_cgroups(n: int) -> tuple[list[SlotCgroup] | None, str]:
         parents = {c: os.path.join(_ROOT, c, own[c].lstrip("/")) for c in ("memory", "pids")}
     elif "" in own and os.path.exists(os.path.join(_ROOT, "cgroup.controllers")):
         version = 2
-        parent = os.path.join(_ROOT, own[""].lstrip("/"))
+        parent = _v2_parent(os.path.join(_ROOT, own[""].lstrip("/")))
+        if parent is None:
+            return None, (
+                "cgroup v2: the memory controller is not delegated next to this process's "
+                "cgroup (neither it nor its parent has it in cgroup.subtree_control)"
+            )
         parents = {"memory": parent, "pids": parent}
     else:
         return None, "no memory/pids cgroup controllers found"
@@ -126,8 +159,10 @@ def make_slot_cgroups(n: int) -> tuple[list[SlotCgroup] | None, str]:
             _remove_stale(parent)
             os.mkdir(os.path.join(parent, name))
             made.append(os.path.join(parent, name))
-            if version == 2:  # the new dir must hand memory and pids down to its slots
-                _write(os.path.join(parent, name, "cgroup.subtree_control"), "+memory +pids")
+            if version == 2:  # the new dir must hand memory (and pids) down to its slots
+                available = _read(os.path.join(parent, name, "cgroup.controllers")).split()
+                wanted = [f"+{c}" for c in ("memory", "pids") if c in available]
+                _write(os.path.join(parent, name, "cgroup.subtree_control"), " ".join(wanted))
         slots = []
         for k in range(n):
             dirs = {c: os.path.join(p, name, f"slot-{k}") for c, p in parents.items()}
@@ -139,7 +174,8 @@ def make_slot_cgroups(n: int) -> tuple[list[SlotCgroup] | None, str]:
         for d in made:
             with contextlib.suppress(OSError):
                 _remove_tree(d)
-        return None, f"cgroup v{version} tree not writable here ({exc.strerror}: {exc.filename})"
+        where = exc.filename or "a limit file"
+        return None, f"cgroup v{version} tree not writable here ({exc.strerror}: {where})"
     return slots, f"cgroup v{version}"
 
 
