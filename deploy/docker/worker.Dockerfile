@@ -40,7 +40,9 @@ COPY pyproject.toml README.md ./
 COPY rlvr ./rlvr
 COPY verifiers ./verifiers
 COPY sandbox ./sandbox
-RUN uv pip install --python /opt/venv ".[vllm]"
+# a+rX: the sandbox only runs programs with an interpreter that every uid may execute.
+RUN uv pip install --python /opt/venv ".[vllm]" \
+    && chmod -R a+rX /opt/python /opt/venv
 
 FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION}
 # bubblewrap: the code verifier's sandbox. wget: KubeRay's liveness/readiness probes call it.

@@ -135,6 +135,28 @@ def test_api_image_healthcheck_asks_healthz_on_rlvr_port(validate, status, healt
     assert (result.returncode == 0) is healthy
 
 
+def test_api_image_healthcheck_passes_against_the_real_service(validate, tmp_path):
+    # The service under uvicorn, configured the way the image configures it (all interfaces,
+    # RLVR_PORT), with the Ray runner off: /healthz must answer without a cluster.
+    from rlvr.api.app import create_app
+    from rlvr.api.server import BackgroundServer, free_port
+
+    settings = Settings(
+        host="0.0.0.0",
+        port=free_port(),
+        db_url=f"sqlite:///{tmp_path / 'rlvr.db'}",
+        runs_dir=tmp_path / "runs",
+    )
+    app = create_app(settings, start_runner=False)
+    command = _healthcheck_command(validate)
+    with BackgroundServer(app, host=settings.host, port=settings.port):
+        env = {**os.environ, "RLVR_PORT": str(settings.port)}
+        result = subprocess.run(
+            [sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=30
+        )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_image_runs_as_a_non_root_user(validate, name):
     user = _last(_final_stage(validate, name), "USER").split(":")[0]
