@@ -108,7 +108,7 @@ def _load_builtin(source: str) -> list[PromptRecord]:
     try:
         problems = _GENERATORS[name](**params)
     except ValueError as exc:  # a bound the generator checks (digits, numbers, ...)
-        field = next((k for k in params if str(exc).startswith(k)), None)
+        field = next((k for k in params if str(exc).startswith(k + " ")), None)
         raise DataError(source, None, field, str(exc)) from None
     tag = f"{name}-s{params['seed']}"
     return [p.to_record(f"{tag}-{i}") for i, p in enumerate(problems)]

@@ -24,6 +24,7 @@ cache.
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import operator
 import random
@@ -36,7 +37,7 @@ from typing import Any
 
 from rlvr.data import arithmetic, countdown
 from rlvr.data.records import WARM_START_VALID_BUCKET, PromptRecord, split_bucket
-from rlvr.data.templates import build_messages
+from rlvr.data.templates import build_messages, render_prompt
 
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 MARKUP_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -72,15 +73,15 @@ class TinyRecipe:
     seed: int = 0
     warm_start: bool = True
     vocab_size: int = 384  # BPE target; the embedding is padded to a multiple of 64
-    shape: ModelShape = ModelShape(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384)
+    shape: ModelShape = ModelShape(hidden=128, layers=2, heads=4, kv_heads=2, intermediate=384)
     task_params: dict[str, Any] = field(default_factory=dict)  # for the data generator
     lr: float = 2e-3
-    batch_size: int = 32
+    batch_size: int = 16
     max_steps: int = 1500
     eval_every: int = 25
-    min_steps: int = 50
-    target_accuracy: float = 0.57  # stop once validation accuracy reaches this
-    valid_size: int = 160
+    eval_below_loss: float = 0.3  # accuracy is ~0 before the loss gets here: skip those evals
+    accuracy_band: tuple[float, float] = (0.52, 0.60)  # stop when validation accuracy lands here
+    valid_size: int = 256
     max_new_tokens: int = 64
 
 
@@ -95,7 +96,7 @@ def default_recipe(task: str, *, size: str = "cpu", seed: int = 0, warm_start: b
         kw["task_params"] = {"digits": 2, "ops": "+"}
     else:
         kw["task_params"] = {"numbers": 3, "max_number": 20, "max_target": 100}
-        kw["target_accuracy"] = 0.35  # a search problem: a tiny model stays weaker here
+        kw["accuracy_band"] = (0.25, 0.45)  # a search problem: a tiny model stays weaker here
     if size == "gpu":
         kw["shape"] = ModelShape(hidden=512, layers=8, heads=8, kv_heads=4, intermediate=1536)
         kw["lr"] = 5e-4
@@ -230,6 +231,7 @@ def greedy_completions(
                 padding_side="left",
                 add_special_tokens=False,
             )
+            enc = {k: v.to(model.device) for k, v in enc.items()}
             gen = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
@@ -291,9 +293,8 @@ def greedy_accuracy(
     model, tokenizer, task: str, records: Sequence[PromptRecord], *, max_new_tokens: int = 64
 ) -> float:
     """Fraction of ``records`` answered exactly right by greedy decoding (``think`` template)."""
-    completions = greedy_completions(
-        model, tokenizer, [_chat_text(r.prompt) for r in records], max_new_tokens=max_new_tokens
-    )
+    prompts = [render_prompt(tokenizer, r, "think") for r in records]
+    completions = greedy_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     right = sum(
         _is_correct(task, c, r.reference) for c, r in zip(completions, records, strict=True)
     )
@@ -305,51 +306,77 @@ def _log(task: str, msg: str) -> None:
 
 
 def _warm_start(model, tokenizer, recipe: TinyRecipe, train: list, valid: list) -> dict[str, Any]:
-    """Supervised fine-tune on worked solutions until validation accuracy hits the target."""
+    """Supervised fine-tune on worked solutions, stopped when validation accuracy is in band.
+
+    Accuracy can jump past the band between two evaluations; then training goes back to
+    the last evaluated state (below the band) and goes on evaluating twice as often, so it
+    lands in the band instead of overshooting it. Deterministic in ``recipe.seed``.
+    """
     import torch
 
     t0 = time.monotonic()
     rng = random.Random(recipe.seed)
-    examples = [_encode_example(tokenizer, _chat_text(p.prompt()), p.completion()) for p in train]
+    device = next(model.parameters()).device
+    examples = [
+        _encode_example(tokenizer, render_prompt(tokenizer, p.prompt(), "think"), p.completion())
+        for p in train
+    ]
     valid_records = [p.to_record(str(i)) for i, p in enumerate(valid)]
+    low, high = recipe.accuracy_band
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0, betas=(0.9, 0.98))
     warmup = min(50, recipe.max_steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    for group in opt.param_groups:
+        group["lr"] = recipe.lr / warmup
+    below: tuple[dict, dict, int] | None = None  # (weights, optimizer, step) of the last eval < low
     order: list[int] = []
     history: list[tuple[int, float]] = []
-    step, acc, loss_ema = 0, 0.0, None
+    every, step, acc, loss_ema = recipe.eval_every, 0, 0.0, float("inf")
     model.train()
     while step < recipe.max_steps:
-        if len(order) < recipe.batch_size:
+        if len(order) < recipe.batch_size:  # epochs in a seeded random order
             fresh = list(range(len(examples)))
             rng.shuffle(fresh)
             order += fresh
         batch, order = order[: recipe.batch_size], order[recipe.batch_size :]
         input_ids, mask, labels = _sft_batch([examples[i] for i in batch], tokenizer.pad_token_id)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss = model(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+        ).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
         step += 1
-        loss_ema = loss.item() if loss_ema is None else 0.9 * loss_ema + 0.1 * loss.item()
-        if step % recipe.eval_every == 0 or step == recipe.max_steps:
-            acc = greedy_accuracy(
-                model, tokenizer, recipe.task, valid_records, max_new_tokens=recipe.max_new_tokens
-            )
-            history.append((step, acc))
-            _log(
-                recipe.task,
-                f"warm start step {step}/{recipe.max_steps}: loss {loss_ema:.3f}, "
-                f"valid accuracy {acc:.1%} ({time.monotonic() - t0:.0f}s)",
-            )
-            if step >= recipe.min_steps and acc >= recipe.target_accuracy:
-                break
+        for group in opt.param_groups:  # linear warmup, then constant
+            group["lr"] = recipe.lr * min(1.0, (step + 1) / warmup)
+        loss_ema = loss.item() if loss_ema == float("inf") else 0.9 * loss_ema + 0.1 * loss.item()
+        if step % every or loss_ema > recipe.eval_below_loss:
+            continue
+        acc = greedy_accuracy(
+            model, tokenizer, recipe.task, valid_records, max_new_tokens=recipe.max_new_tokens
+        )
+        history.append((step, acc))
+        _log(
+            recipe.task,
+            f"warm start step {step}: loss {loss_ema:.3f}, validation accuracy {acc:.1%} "
+            f"({time.monotonic() - t0:.0f}s)",
+        )
+        if low <= acc <= high:
+            break
+        if acc < low:
+            below = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), step)
+        elif below is not None and every > 1:  # overshot: back to the last state below the band
+            model.load_state_dict(below[0])
+            opt.load_state_dict(below[1])
+            every = max(1, every // 2)
+            _log(recipe.task, f"past the band: back to step {below[2]}, evaluating every {every}")
+        else:
+            break
     return {
         "steps": step,
         "valid_accuracy": acc,
         "valid_size": len(valid_records),
+        "accuracy_band": [low, high],
         "train_problems": len(examples),
         "history": history,
         "seconds": round(time.monotonic() - t0, 1),
@@ -395,9 +422,16 @@ def build_from_recipe(recipe: TinyRecipe, out_dir: Path) -> Path:
     )
     report: dict[str, Any] = {"parameters": n_params}
     if recipe.warm_start:
-        device = "cuda" if recipe.size == "gpu" and torch.cuda.is_available() else "cpu"
-        model.to(device)
-        report["warm_start"] = _warm_start(model, tokenizer, recipe, train, valid)
+        model.to("cuda" if recipe.size == "gpu" and torch.cuda.is_available() else "cpu")
+        # One thread: these matrices are too small to split well, and on a busy machine a
+        # second thread spin-waits (measured 5x the CPU time for the same work). The result
+        # does not depend on the thread count.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            report["warm_start"] = _warm_start(model, tokenizer, recipe, train, valid)
+        finally:
+            torch.set_num_threads(threads)
         model.to("cpu")
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
