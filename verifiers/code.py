@@ -24,8 +24,8 @@ Grading happens outside the process that ran the program (see ``sandbox/harness.
 - function tests: every assert statement (or statement block ending in one) that calls the
   entry point is a case. For ``assert f(args) == <literal>``-shaped cases (also ``!=``,
   ``is None/True/False``, ``not f(..)``, ``and``/``or`` of those) only ``f(args)`` runs in
-  the sandbox, its return value comes back as plain data, and the comparison happens here:
-  the expected value never enters the sandbox. Other cases (``math.isclose(f(x), 1.5)``,
+  the sandbox (with only the setup those calls need), its return value comes back as plain
+  data, and the comparison happens here: the expected value never enters the sandbox. Other cases (``math.isclose(f(x), 1.5)``,
   loops...) run in the program's sandbox only to *record* what ``f`` returned; a second
   sandbox run without the program replays those values to the original statements and
   reports pass/fail. (In that second group the test's own constants sit next to the
@@ -115,14 +115,57 @@ class _Case:
 
 @dataclass
 class _Plan:
-    steps: list[tuple[str, object]] = field(
-        default_factory=list
-    )  # ("setup", src) | ("case", _Case)
+    """Setup statements and cases in test order: ``("setup", source)`` / ``("case", _Case)``."""
+
+    steps: list[tuple[str, Any]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # names bound to the program's function
 
     @property
     def cases(self) -> list[_Case]:
         return [c for kind, c in self.steps if kind == "case"]
+
+    def record_steps(self) -> list[tuple[str, str]]:
+        """The steps of the recording run: each case's record source, and only the setup
+        that those need (imports, and statements defining a name they use, transitively).
+        A test's ``expected = ...`` or reference helper stays out of the program's sandbox.
+        """
+        needed: set[str] = set()
+        for case in self.cases:
+            needed |= _loaded_names(case.record_source)
+        setups = [src for kind, src in self.steps if kind == "setup"]
+        keep = [False] * len(setups)
+        changed = True
+        while changed:
+            changed = False
+            for i, src in enumerate(setups):
+                tree = ast.parse(src)
+                is_import = all(isinstance(n, ast.Import | ast.ImportFrom) for n in tree.body)
+                if not keep[i] and (is_import or _bound_names(tree) & needed):
+                    keep[i], changed = True, True
+                    needed |= _loaded_names(src)
+        kept = iter(keep)
+        return [
+            (kind, c.record_source if kind == "case" else c)
+            for kind, c in self.steps
+            if kind == "case" or next(kept)
+        ]
+
+
+def _loaded_names(source: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Names a statement binds: assignment targets, defs, classes, imports."""
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.add(n.id)
+        elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(n.name)
+        elif isinstance(n, ast.Import | ast.ImportFrom):
+            out.update((a.asname or a.name).split(".")[0] for a in n.names)
+    return out
 
 
 def _calls_candidate(node: ast.AST, names: set[str]) -> bool:
@@ -445,7 +488,7 @@ class CodeVerifier(Verifier):
                 yield spec, lambda r, i=i, t=test: self._grade_stdio(job, i, t, r)
             return
         job.nonce = secrets.token_hex(8)
-        steps = [(k, c.record_source if k == "case" else c) for k, c in job.plan.steps]
+        steps = job.plan.record_steps()
         spec = RunSpec(
             _HARNESS_SOURCE,
             limits=self._limits(job, steps=len(steps) + 1),

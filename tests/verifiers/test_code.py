@@ -80,10 +80,32 @@ def test_humaneval_check_body_becomes_cases_and_setup():
 
 def test_expected_values_stay_out_of_the_recording_run():
     plan = plan_function_tests(
-        "assert f([1, 2]) == [987654, 123456]\nassert abs(f(3) - 0.5551) < 1e-3\n", "f"
+        "import math\nEXPECTED = {3: 'secret-31337'}\ndef _reference(x):\n    return 'secret-42'\n"
+        "def make(n):\n    return list(range(n))\ndata = make(3)\n"
+        "assert f([1, 2]) == [987654, 123456]\nassert abs(f(3) - 0.5551) < 1e-3\n"
+        "assert f(data) == EXPECTED[3]\nassert math.isclose(f(2), _reference(2))\n",
+        "f",
     )
-    recorded = "\n".join(c.record_source for c in plan.cases)
-    assert "987654" not in recorded and "0.5551" not in recorded
+    recorded = repr(plan.record_steps())
+    for secret in ("987654", "0.5551", "secret-31337", "secret-42", "EXPECTED", "_reference"):
+        assert secret not in recorded
+    assert "def make" in recorded and "data = make(3)" in recorded  # inputs do go in
+
+
+def test_a_program_cannot_find_a_reference_helper(verifier):
+    ref = {
+        "test_code": "def _reference(x):\n    return x * 7 + 3\n"
+        "assert triple_ish(2) == _reference(2)\nassert triple_ish(5) == _reference(5)\n",
+        "entry_point": "triple_ish",
+    }
+    thief = (
+        "import gc\ndef triple_ish(x):\n"
+        "    for o in gc.get_objects():\n"
+        "        if callable(o) and getattr(o, '__name__', '') == '_reference':\n"
+        "            return o(x)\n    return None"
+    )
+    assert verifier.verify(fenced(thief), ref).score == 0.0
+    assert verifier.verify(fenced("def triple_ish(x):\n    return 7 * x + 3"), ref).score == 1.0
 
 
 def test_short_circuit_and_conditional_calls_are_not_cut_into_holes():
