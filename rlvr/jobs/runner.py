@@ -8,8 +8,9 @@ does everything that talks to Ray, once a second while there is work:
    ``ID-r<attempt>``, since Ray never reuses a submission id);
 2. reconcile: every job that may still run in Ray is compared with ``list_jobs()``: Ray's
    terminal states are copied into the store when the driver could not write them (killed,
-   out of memory), a ``cancelled`` job whose Ray job still runs is stopped, and a job Ray
-   has never heard of (the cluster was restarted) is marked failed as an orphan.
+   out of memory), a ``cancelled`` job's driver that has not stopped by itself within
+   ``stop_grace_s`` is stopped with ``stop_job``, and a job Ray has never heard of (the
+   cluster was restarted) is marked failed as an orphan.
 
 Because dispatch and reconcile work from the store alone, a service restart loses nothing:
 the first tick after start is the reconciliation.
@@ -246,6 +247,8 @@ class JobRunner:
         poll_s: seconds between ticks while there is work.
         http_timeout_s: timeout of every Jobs API request.
         dispatch_timeout_s: a queued job that cannot be submitted (Ray down) this long fails.
+        stop_grace_s: a cancelled job's driver gets this long to stop by itself (it polls the
+            store and checkpoints) before ``stop_job``; also Ray's SIGTERM-to-SIGKILL wait.
         local_head: options for the owned head (``num_cpus``, ``object_store_mb``).
     """
 
@@ -260,6 +263,7 @@ class JobRunner:
         poll_s: float = 1.0,
         http_timeout_s: float = 15.0,
         dispatch_timeout_s: float = 300.0,
+        stop_grace_s: float = 30.0,
         local_head: dict[str, Any] | None = None,
     ):
         self.store = store
@@ -270,6 +274,7 @@ class JobRunner:
         self.poll_s = poll_s
         self.http_timeout_s = http_timeout_s
         self.dispatch_timeout_s = dispatch_timeout_s
+        self.stop_grace_s = stop_grace_s
         self._head_options = local_head or {}
         self._head: LocalRayHead | None = None
         self._client: Any = None
@@ -403,7 +408,13 @@ class JobRunner:
             client.submit_job(
                 entrypoint=shlex.join(cmd),
                 submission_id=submission_id,
-                runtime_env={"env_vars": {"RLVR_DB_URL": self.db_url}},
+                runtime_env={
+                    "env_vars": {
+                        "RLVR_DB_URL": self.db_url,
+                        # after stop_job's SIGTERM, time to checkpoint before SIGKILL
+                        "RAY_JOB_STOP_WAIT_TIME_S": str(int(self.stop_grace_s)),
+                    }
+                },
                 metadata={"rlvr_job_id": job.id, "rlvr_name": job.name},
             )
         except Exception as exc:
@@ -437,10 +448,15 @@ class JobRunner:
             self.store.set_dispatch(job.id, ray_status=ray_status)
         if ray_status in _RAY_ACTIVE:
             if job.status == "cancelled":
-                try:
-                    client.stop_job(job.submission_id)
-                except Exception as exc:
-                    log.warning("could not stop Ray job %s: %s", job.submission_id, exc)
+                # The driver sees `cancelled` in the store and stops at the next step with a
+                # checkpoint; Ray's stop_job (SIGTERM to the driver *and* its children, such
+                # as reward workers) is the fallback for one that does not.
+                waited = time.time() - (job.finished_at or 0.0)
+                if ray_status == "PENDING" or waited > self.stop_grace_s:
+                    try:
+                        client.stop_job(job.submission_id)
+                    except Exception as exc:
+                        log.warning("could not stop Ray job %s: %s", job.submission_id, exc)
             elif ray_status == "RUNNING" and job.status == "queued":
                 self.store.set_status(job.id, "running")
             return

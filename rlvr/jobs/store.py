@@ -396,9 +396,11 @@ class JobStore:
                 return False
             if attempt is not None and attempt != row.attempt:
                 return False
-            if row.status == status and step is None and error is None:
-                return False
             now = time.time()
+            if row.status == status:  # e.g. the runner and the driver both saying `running`
+                if step is not None and step > (row.step or 0):
+                    row.step, row.updated_at = step, now
+                return False
             row.status = status
             row.updated_at = now
             if step is not None:

@@ -51,14 +51,14 @@ def test_the_jobs_api_refuses_a_client_without_the_token(ray_head):
 
 
 def test_a_failing_driver_is_recorded_with_its_error(store, runner, tmp_path):
-    # Past the API's validation (which would refuse it): the data file does not exist.
-    spec = JobSpec(name="broken", data={"train": str(tmp_path / "missing.jsonl"), "eval": None})
+    # Past the API's validation (which would refuse it): the model does not exist.
+    spec = JobSpec(name="broken", model={"path": str(tmp_path / "no-such-model")})
     job = store.create_job(spec, run_dir=str(tmp_path / "run"))
     runner.start()
     done = wait_for(lambda: (j := store.get_job(job.id)).terminal and j, 120, "the job to fail")
     assert done.status == "failed"
     assert done.submission_id == job.id  # one Ray job per training job, same id
-    assert "Error" in done.error  # the exception, as the trainer or the driver reported it
+    assert "no-such-model" in done.error  # the exception, as the trainer reported it
     wait_for(lambda: store.get_job(job.id).ray_status == "FAILED", 30, "Ray to report FAILED")
     logs = runner.logs(store.get_job(job.id))
     assert "broken" in logs or "Traceback" in logs
@@ -95,3 +95,22 @@ def test_an_unresponsive_cluster_times_out_and_fails_queued_jobs(store, tmp_path
     with pytest.raises(RayUnavailableError):
         runner.client()
     silent.close()
+
+
+def test_a_cancelled_driver_that_does_not_stop_in_time_is_stopped_by_ray(
+    store, ray_head, tiny_spec, trainer, tmp_path
+):
+    runner = JobRunner(
+        store, db_url=store.url, ray_address=ray_head.address, ray_token=ray_head.token,
+        driver_python=sys.executable, poll_s=0.5, stop_grace_s=0.0,  # no grace: stop_job now
+    )  # fmt: skip
+    spec = JobSpec.model_validate(tiny_spec(name="stubborn", max_steps=2000, every=1000))
+    job = store.create_job(spec, run_dir=str(tmp_path / "run"))
+    runner.start()
+    try:
+        wait_for(lambda: store.get_job(job.id).step >= 1, 120, "the first step")
+        store.set_status(job.id, "cancelled", error="cancelled by request")
+        wait_for(lambda: store.get_job(job.id).ray_status == "STOPPED", 60, "Ray's STOPPED")
+        assert store.get_job(job.id).status == "cancelled"
+    finally:
+        runner.stop()
