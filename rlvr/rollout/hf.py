@@ -21,14 +21,15 @@ vocabulary); :class:`_SampledLogprobs` keeps one step's log-softmax and gathers 
 token's logprob at the next step. To be sure it sees the *final* distribution, the
 temperature and top-p warpers are ours too and ``generate`` itself is given none.
 
-CPU threads: one engine decodes with ``num_threads`` intra-op threads (default 1). On a
-shared machine more threads than free cores makes every step wait on the slowest thread;
-measured on 2 shared cores, 1 thread was >10x faster than 2.
+CPU threads: one engine decodes with ``num_threads`` intra-op threads (:func:`cpu_threads`:
+1 on small machines). On a shared machine more threads than free cores makes every step
+wait on the slowest thread; measured on 2 shared cores, 1 thread was >10x faster than 2.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +60,19 @@ def load_tokenizer(path: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(str(path))
 
 
+def cpu_threads() -> int:
+    """Torch intra-op threads for CPU work: ``$RLVR_TORCH_THREADS``, else 1 on small machines.
+
+    On a few shared cores, more threads than free cores makes every op wait for the slowest
+    thread: a learner update measured 3-8x slower with 2 threads than with 1 on 2 busy cores.
+    """
+    env = os.environ.get("RLVR_TORCH_THREADS")
+    if env:
+        return max(1, int(env))
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 4 else cores // 2
+
+
 def _control_tokens(tokenizer: Any) -> frozenset[str]:
     """Special tokens to strip from completion text: all of them except the think/answer markup."""
     special = set(getattr(tokenizer, "all_special_tokens", ()))
@@ -82,14 +96,15 @@ class HFEngineConfig:
         model: a local HF model directory (or hub id where a hub is reachable).
         dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``.
         device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
-        num_threads: torch intra-op threads for decoding (see the module docstring).
+        num_threads: torch intra-op threads for decoding (see the module docstring); 0 =
+            ``$RLVR_TORCH_THREADS``, else 1 on machines with <= 4 cores.
         max_batch_rows: sequences decoded together; larger calls are split into chunks.
     """
 
     model: str
     dtype: str = "auto"
     device: str = "cpu"
-    num_threads: int = 1
+    num_threads: int = 0  # 0: $RLVR_TORCH_THREADS, else 1 on small machines
     max_batch_rows: int = 256
 
     def __post_init__(self) -> None:
@@ -99,8 +114,8 @@ class HFEngineConfig:
             raise ValueError(
                 f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
             )
-        if self.num_threads < 1 or self.max_batch_rows < 1:
-            raise ValueError("num_threads and max_batch_rows must be >= 1")
+        if self.num_threads < 0 or self.max_batch_rows < 1:
+            raise ValueError("num_threads must be >= 0 and max_batch_rows >= 1")
 
 
 class _SampledLogprobs:
@@ -154,7 +169,7 @@ class HFEngine:
     def __init__(self, config: HFEngineConfig) -> None:
         from transformers import AutoModelForCausalLM, GenerationConfig
 
-        torch.set_num_threads(config.num_threads)
+        torch.set_num_threads(config.num_threads or cpu_threads())
         self.config = config
         device = config.device
         if device == "auto":

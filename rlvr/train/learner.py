@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from rlvr.rollout.base import Completion
+from rlvr.rollout.hf import cpu_threads
 from rlvr.train.algorithms import k3_kl, policy_loss
 
 MODULE_ID = "policy"
@@ -195,6 +196,11 @@ class PolicyLearner(_import_torch_learner()):
     """GRPO-family updates (see the module docstring). Hyperparameters come from
     ``config.learner_config_dict`` (a :class:`LearnerConfig` as a dict)."""
 
+    def build(self) -> None:
+        super().build()
+        if self._device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
+
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         hp = self.config.learner_config_dict
         module = self._module[module_id]
@@ -327,7 +333,7 @@ class PolicyLearner(_import_torch_learner()):
                 for k in _TOKEN_STATS:
                     sums[k] += float(stats[k]) * n_tok
                 if epoch == 0:  # rollout engine vs learner on the same policy: k3 KL
-                    mis = k3_kl(old_lp, m["rollout_logprobs"])
+                    mis = k3_kl(old_lp.double(), m["rollout_logprobs"].double())  # >= 0 in fp64
                     sums["mismatch_kl"] += float((mis * mask).sum())
             grad_norm = torch.nn.utils.clip_grad_norm_(params, hp["max_grad_norm"])
             if torch.isfinite(grad_norm):
