@@ -167,7 +167,7 @@ class HFEngine:
     """
 
     def __init__(self, config: HFEngineConfig) -> None:
-        from transformers import AutoModelForCausalLM, GenerationConfig
+        from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(config.num_threads or cpu_threads())
         self.config = config
@@ -196,9 +196,11 @@ class HFEngine:
         self.pad_id = pad if pad is not None else self.eos_ids[0]
         # A clean generation config: a model directory's own defaults (top_k=50,
         # repetition_penalty...) would add warpers after ours and change the distribution.
-        self._gen_config = GenerationConfig(
-            eos_token_id=self.eos_ids, pad_token_id=self.pad_id, bos_token_id=None
-        )
+        self._gen_defaults = {
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.pad_id,
+            "bos_token_id": None,
+        }
         self._strip = _control_tokens(self.tokenizer)
         self._version = 0
 
@@ -246,7 +248,7 @@ class HFEngine:
     def _generate_chunk(
         self, prompts: list[list[int]], sampling: SamplingConfig, offset: int
     ) -> list[Completion]:
-        from transformers import LogitsProcessorList
+        from transformers import GenerationConfig, LogitsProcessorList
 
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -256,18 +258,19 @@ class HFEngine:
             mask[i, width - len(p) :] = 1
         greedy = sampling.temperature == 0
         recorder = _SampledLogprobs(sampling.temperature, sampling.top_p)
-        kwargs: dict[str, Any] = {}
-        if sampling.stop:
-            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        seqs = self.model.generate(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            generation_config=self._gen_config,
+        gen_config = GenerationConfig(
+            **self._gen_defaults,
             do_sample=not greedy,
             num_return_sequences=1 if greedy else sampling.n,
             max_new_tokens=sampling.max_new_tokens,
+            stop_strings=list(sampling.stop) or None,
+        )
+        seqs = self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            generation_config=gen_config,
             logits_processor=LogitsProcessorList([recorder]),
-            **kwargs,
+            tokenizer=self.tokenizer if sampling.stop else None,
         )
         new = seqs[:, width:].cpu()
         logprobs = recorder.finish(seqs[:, -1]).cpu() if new.shape[1] else torch.zeros(len(seqs), 0)

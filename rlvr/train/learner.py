@@ -431,7 +431,8 @@ class LearnerConfig:
             temperature=spec.rollout.temperature or 1.0,
             gen_budget=spec.rollout.max_new_tokens,
             num_learners=a.num_learners,
-            num_gpus_per_learner=1.0 if a.num_learners > 0 and torch.cuda.is_available() else 0.0,
+            # The local learner (num_learners=0) uses the driver's GPU when it sees one.
+            num_gpus_per_learner=1.0 if torch.cuda.is_available() else 0.0,
             seed=a.seed,
         )
         kw.update(overrides)

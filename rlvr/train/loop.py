@@ -233,11 +233,17 @@ class _Trainer:
         log.info("model %s; starting %d rollout replica(s)", policy_path, spec.rollout.replicas)
         self.rollout = create_rollout(spec, str(policy_path), num_cpus=actor_cpus)
         try:
+            overrides: dict[str, Any] = {"num_cpus_per_learner": actor_cpus}
+            gpus = float(ray.cluster_resources().get("GPU", 0))
+            if a.num_learners > 0 and gpus > 0:
+                # A GPU each when the cluster has one per learner beside the engines, else
+                # the learners share half of the GPUs (vLLM takes the other half).
+                whole = gpus >= a.num_learners + spec.rollout.replicas
+                overrides["num_gpus_per_learner"] = (
+                    1.0 if whole else round(gpus * 0.5 / a.num_learners, 3)
+                )
             config = LearnerConfig.from_spec(
-                spec,
-                str(policy_path),
-                ref_model_path=str(self.model_path),
-                num_cpus_per_learner=actor_cpus,
+                spec, str(policy_path), ref_model_path=str(self.model_path), **overrides
             )
             if a.num_learners > a.prompts_per_step * a.group_size:
                 raise ValueError(

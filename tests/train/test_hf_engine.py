@@ -145,3 +145,24 @@ def test_rollout_spreads_prompts_over_replicas_and_syncs_weights(ray_cluster, ra
         assert flat == pytest.approx([lp for c in expected for lp in c.logprobs], abs=1e-5)
     finally:
         rollout.shutdown()
+
+
+@pytest.mark.gpu
+def test_engine_on_cuda_in_bf16_records_the_sampled_tokens_logprobs(random_model_dir):
+    eng = HFEngine(HFEngineConfig(model=str(random_model_dir), device="cuda", dtype="auto"))
+    assert eng.model.dtype == torch.bfloat16
+    prompts = _prompts(eng, 4)
+    out = eng.generate(prompts, SamplingConfig(n=4, max_new_tokens=24, temperature=0.8, seed=0))
+    assert len(out) == 16
+    for c in out:
+        ids = torch.tensor([prompts[c.prompt_index] + c.token_ids], device="cuda")
+        with torch.no_grad():
+            logits = (
+                eng.model(input_ids=ids).logits[0, len(prompts[c.prompt_index]) - 1 : -1].float()
+                / 0.8
+            )
+        expected = (
+            torch.log_softmax(logits, -1).gather(-1, ids[0, -len(c.token_ids) :, None]).squeeze(-1)
+        )
+        # bf16 batched vs single-sequence forward: small numeric differences only
+        assert (torch.tensor(c.logprobs, device="cuda") - expected).abs().mean() < 0.05
