@@ -214,10 +214,16 @@ class LocalRayHead:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout_s)
         if proc is not None:
-            # whatever the head left in its session (same process group)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+            # whatever the head left in its session (same process group), until it is gone
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    break
+                time.sleep(0.1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

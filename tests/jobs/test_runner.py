@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -114,3 +115,29 @@ def test_a_cancelled_driver_that_does_not_stop_in_time_is_stopped_by_ray(
         assert store.get_job(job.id).status == "cancelled"
     finally:
         runner.stop()
+
+
+def test_without_an_address_the_runner_owns_a_head_and_takes_it_down_on_stop(
+    store, tiny_spec, trainer, tmp_path
+):
+    runner = JobRunner(
+        store, db_url=store.url, driver_python=sys.executable, poll_s=0.5,
+        local_head={"num_cpus": 2, "object_store_mb": 256},
+    )  # fmt: skip
+    spec = JobSpec.model_validate(tiny_spec(name="owned", max_steps=2000, every=1000))
+    job = store.create_job(spec, run_dir=str(tmp_path / "run"))
+    runner.start()
+    try:
+        try:
+            wait_for(lambda: store.get_job(job.id).step >= 1, 180, "the first step")
+        except AssertionError:
+            raise AssertionError(f"{store.get_job(job.id)}\n{runner.state()}") from None
+        state = runner.state()
+        assert state.owned and state.connected and state.address.startswith("http://127.0.0.1:")
+        head_pid = runner._head._proc.pid
+    finally:
+        runner.stop()
+    after = store.get_job(job.id)
+    assert after.status == "failed" and "the service stopped" in after.error
+    with pytest.raises(ProcessLookupError):
+        os.killpg(head_pid, 0)  # the head's whole process group is gone
