@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -103,27 +105,42 @@ def test_builtin_query_keeps_plus_signs():
 
 
 # -- builtin:countdown -------------------------------------------------------------------------
+def _numbers_in(expression: str) -> list[int]:
+    return [int(t) for t in re.findall(r"\d+", expression)]
+
+
 def test_countdown_problems_are_solvable_with_the_given_solution():
     records = load_prompts("builtin:countdown?n=200&seed=2&numbers=4&max_number=30")
     problems = countdown.generate(200, seed=2, numbers=4, max_number=30)
     for rec, p in zip(records, problems, strict=True):
         assert rec.reference == {"numbers": list(p.numbers), "target": p.target}
         assert len(p.numbers) == 4 and all(1 <= x <= 30 for x in p.numbers)
-        assert 1 <= p.target <= 100
-        # the expression uses every number exactly once and hits the target
+        assert 1 <= p.target <= 100 and p.target not in p.numbers
+        # the expression uses each number at most once and hits the target
         assert eval(p.expression, {"__builtins__": {}}) == p.target  # noqa: S307 - our own digits and ops
-        digits = sorted(
-            int(t)
-            for t in p.expression.replace("(", " ")
-            .replace(")", " ")
-            .replace("+", " ")
-            .replace("-", " ")
-            .replace("*", " ")
-            .replace("/", " ")
-            .split()
-        )
-        assert digits == sorted(p.numbers)
+        assert not Counter(_numbers_in(p.expression)) - Counter(p.numbers)
         assert p.completion().endswith(f"<answer>{p.expression}</answer>")
+        assert p.steps[-1].endswith(f"={p.target}")
+
+
+def test_countdown_solution_is_canonical_fewest_steps_first():
+    # 8+2 = 10 reaches the target in one step, though the problem was made with three numbers
+    assert countdown.canonical_solution((2, 5, 8), 10) == (["8+2=10"], "8+2")
+    # the search tries + before * before - before /, larger number first
+    assert countdown.canonical_solution((3, 4, 2), 14) == (["4+3=7", "7*2=14"], "(4+3)*2")
+    assert countdown.canonical_solution((9, 4, 1), 5) == (["9-4=5"], "9-4")
+    assert countdown.canonical_solution((7, 5), 100) is None
+    # the same numbers in any order give the same solution
+    assert countdown.canonical_solution((2, 4, 3), 14) == countdown.canonical_solution(
+        (3, 4, 2), 14
+    )
+
+
+def test_countdown_asks_for_fewer_when_the_space_runs_out():
+    with pytest.raises(DataError, match="found only .* distinct problems") as info:
+        load_prompts("builtin:countdown?n=5000&max_number=5")
+    assert "raise max_number" in str(info.value)
+    assert len(countdown.generate(5000, max_number=5, allow_fewer=True)) < 5000
 
 
 # -- files ---------------------------------------------------------------------------------------
