@@ -298,15 +298,18 @@ class LocalSandbox(Sandbox):
         try:
             argv, env = self._argv(slot, limits, fds)
             start = time.monotonic()
-            proc = subprocess.Popen(
-                argv,
-                stdin=fds.stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=fds.passed(),
-                env=env,
-                start_new_session=True,
-            )
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=fds.stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=fds.passed(),
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:  # e.g. EAGAIN: this machine is out of processes
+                raise SandboxError(f"cannot start the sandbox: {exc}") from exc
             try:
                 fds.close_passed()  # the child has its copies; ours would keep pipes open
                 out, err, timed_out, truncated = _collect(proc, limits, start)
