@@ -150,6 +150,13 @@ class LocalRayHead:
             "--include-dashboard", "true",
             "--temp-dir", str(self._dir / "t"),
             "--disable-usage-stats",
+            # Ray's fixed defaults (agent 52365, client 10001) would collide with any other
+            # Ray on this machine, leaving the Jobs API without an agent: take free ports.
+            "--dashboard-agent-listen-port", str(_free_port()),
+            "--dashboard-agent-grpc-port", str(_free_port()),
+            "--runtime-env-agent-port", str(_free_port()),
+            "--metrics-export-port", str(_free_port()),
+            "--ray-client-server-port", str(_free_port()),
         ]  # fmt: skip
         if self.num_cpus is not None:
             cmd += ["--num-cpus", str(self.num_cpus)]
@@ -207,26 +214,40 @@ class LocalRayHead:
         path = self._dir / "ray-start.log" if self._dir else None
         return path.read_text(errors="replace")[-n:] if path and path.exists() else ""
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM to the head's whole process group (GCS, raylet, dashboard, drivers all
+        at once), SIGKILL whatever is left after ``timeout_s``; returns once it is gone."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout_s)
         if proc is not None:
-            # whatever the head left in its session (same process group), until it is gone
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while live_group_members(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    break
+            while live_group_members(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of process group ``pgid`` that still run (zombies awaiting a reaper excluded)."""
+    import psutil  # a Ray dependency
+
+    out = []
+    for p in psutil.process_iter(["pid", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(p.info["pid"]) == pgid:
+                out.append(p.info["pid"])
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return out
 
 
 @dataclass
