@@ -55,7 +55,10 @@ def _measure(task: str, heldout: int, seed: int) -> dict:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path).eval()
     torch.set_num_threads(1)
-    records = load_prompts(f"builtin:{task}?n={heldout}&seed=7&split=test")
+    # held-out problems from the distribution the model was warm-started on
+    params = "".join(f"&{k}={v}" for k, v in meta["recipe"]["task_params"].items())
+    source = f"builtin:{task}?n={heldout}&seed=7&split=test{params}"
+    records = load_prompts(source)
     prompts = [render_prompt(tok, r, "think") for r in records]
     greedy = greedy_completions(model, tok, prompts)
     correct = [_is_correct(task, c, r.reference) for c, r in zip(greedy, records, strict=True)]
@@ -68,6 +71,7 @@ def _measure(task: str, heldout: int, seed: int) -> dict:
         "valid_accuracy": meta["report"].get("warm_start", {}).get("valid_accuracy"),
         "heldout_greedy_accuracy": sum(correct) / len(correct),
         "heldout_n": len(records),
+        "heldout_source": source,
         "format_ok": sum(bool(_FORMAT_RE.match(c)) for c in greedy) / len(greedy),
     }
     torch.manual_seed(0)

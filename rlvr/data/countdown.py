@@ -129,8 +129,6 @@ def _one(rng: random.Random, count: int, max_number: int, max_target: int, ops: 
     target, expression = pool[0]
     if not 1 <= target <= max_target or target in numbers:
         return None  # out of range, or trivially one of the inputs
-    if count <= _CANONICAL_UP_TO:
-        steps, expression = canonical_solution(numbers, target, ops)
     return CountdownProblem(numbers, target, tuple(steps), expression)
 
 
@@ -168,6 +166,9 @@ def generate(
         p = _one(rng, numbers, max_number, max_target, ops)
         if p is not None and p.key not in seen and in_split(p.key, split):
             seen.add(p.key)
+            if numbers <= _CANONICAL_UP_TO:  # the worked solution: the canonical one
+                steps, expression = canonical_solution(p.numbers, p.target, ops)
+                p = CountdownProblem(p.numbers, p.target, tuple(steps), expression)
             out.append(p)
             stalled = 0
         else:

@@ -141,6 +141,7 @@ def _resolve_tiny(spec: str, cache_dir: Path) -> Path:
         try:
             tiny.build_from_recipe(recipe, tmp)
             os.rename(tmp, final)  # atomic: readers see a complete directory or none
+            print(f"[rlvr.models] {spec} is at {final}", file=sys.stderr, flush=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return final

@@ -114,7 +114,7 @@ def test_sampled_groups_give_grpo_a_signal(arithmetic_model):
 
     model, tokenizer, records, prompts, _ = arithmetic_model
     torch.manual_seed(0)
-    enc = tokenizer(prompts[:32], return_tensors="pt", padding=True, padding_side="left")
+    enc = tokenizer(prompts[:24], return_tensors="pt", padding=True, padding_side="left")
     with torch.no_grad():
         out = model.generate(
             **enc, do_sample=True, temperature=1.0, max_new_tokens=64, num_return_sequences=8
@@ -124,3 +124,19 @@ def test_sampled_groups_give_grpo_a_signal(arithmetic_model):
     groups = [right[i : i + 8] for i in range(0, len(right), 8)]
     mixed = sum(0 < sum(g) < 8 for g in groups)
     assert mixed >= 0.5 * len(groups), groups
+
+
+def test_countdown_recipe_builds_a_model_that_reads_its_prompts(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recipe = dataclasses.replace(
+        default_recipe("countdown"), max_steps=10, eval_every=10, eval_below_loss=1e9, valid_size=8
+    )
+    path = build_from_recipe(recipe, tmp_path / "cd")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    AutoModelForCausalLM.from_pretrained(path)
+    record = load_prompts("builtin:countdown?n=1&ops=+-")[0]
+    text = render_prompt(tokenizer, record, "think")
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    train, _ = _problems(recipe)
+    assert all(set(re.findall(r"[-+*/]", p.expression)) <= {"+", "-"} for p in train)
