@@ -17,8 +17,6 @@ from rlvr.api.settings import Settings
 from rlvr.jobs.runner import JobRunner
 from rlvr.jobs.store import JobStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("trainer")]
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -62,8 +60,9 @@ def page():
         browser.close()
 
 
+@pytest.mark.slow
 def test_dashboard_lists_the_job_draws_a_growing_reward_curve_and_shows_samples(
-    server, page, tiny_spec
+    server, page, tiny_spec, trainer
 ):
     page.goto(server.url + "/")
     page.wait_for_selector("#example-select option", state="attached")  # examples from the API
@@ -93,3 +92,26 @@ def test_dashboard_lists_the_job_draws_a_growing_reward_curve_and_shows_samples(
     assert page.evaluate(REWARD_POINTS) == 40
     if SCREENSHOT:
         page.screenshot(path=SCREENSHOT, full_page=True)
+
+
+@pytest.fixture
+def secured_server(tmp_path):
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'rlvr.db'}", api_token="s3cret",
+                        runs_dir=tmp_path / "runs")  # fmt: skip
+    with BackgroundServer(create_app(settings, start_runner=False)) as srv:
+        yield srv
+
+
+def test_dashboard_asks_for_the_token_and_then_uses_it(secured_server, page):
+    asked = []
+
+    def answer(dialog):
+        asked.append(dialog.message)
+        dialog.accept("s3cret")
+
+    page.on("dialog", answer)
+    page.goto(secured_server.url + "/")
+    page.wait_for_selector("#jobs-empty:not([hidden])", timeout=30_000)  # the list loaded
+    assert asked and "RLVR_API_TOKEN" in asked[0]
+    assert page.evaluate("localStorage.getItem('rlvr-token')") == "s3cret"
+    page.wait_for_selector("#example-select option", state="attached", timeout=30_000)
