@@ -68,14 +68,12 @@ class RunSummary:
 
 # -- data --------------------------------------------------------------------------------------
 def _resolve_model(path: str) -> Path:
+    from rlvr.models import resolve_model
+
     try:
-        from rlvr.models import resolve_model
-    except ImportError:  # the tiny-model builder is not installed: directories only
-        p = Path(path).expanduser()
-        if not p.is_dir():
-            raise ValueError(f"model.path: {path!r} is not a model directory") from None
-        return p
-    return Path(resolve_model(path))
+        return Path(resolve_model(path))
+    except LookupError as exc:  # ModelNotFoundError: say which field
+        raise ValueError(f"model.path: {exc}") from exc
 
 
 @dataclass
@@ -254,6 +252,8 @@ class _Trainer:
             self.rewards = RewardPool(spec.reward)
         except BaseException:
             self.rollout.shutdown()
+            if hasattr(self, "learner"):
+                self.learner.shutdown()
             raise
         if ckpt is not None:
             self.learner.load_optimizer(ckpt[1])
