@@ -1,5 +1,6 @@
-"""The dashboard in headless Chromium against a real service, Ray cluster and trainer:
-submit through the form, see the job listed, watch the reward chart grow, read a sample."""
+"""The dashboard in headless Chromium. Against a real service, Ray cluster and trainer:
+submit through the form, see the job listed, watch the reward chart grow, read a sample.
+Against a token-protected service: the dashboard asks for the token and uses it."""
 
 from __future__ import annotations
 
