@@ -10,8 +10,11 @@ Each configuration runs in a fresh process (torch's thread pool is per process):
 * rollout: 16 prompts x 8 samples x up to 64 new tokens (temperature 0.7), tokens/s;
 * learn: one GRPO update (forward + backward + AdamW) on that batch, seconds.
 
-    .venv/bin/python bench/cpu_threads.py [--threads 1 2] [--repeats 3]
+    .venv/bin/python bench/cpu_threads.py [--threads 1 2] [--busy 0 1] [--repeats 3]
                                           [--out bench/results/cpu_threads.json]
+
+``--busy N`` runs each configuration again next to N busy-loop processes: what other
+work on a small shared machine does to each choice.
 
 Prints a table (median of the repeats) and writes JSON, with the load average, since
 other processes change these numbers a lot.
@@ -81,6 +84,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(root / "bench" / "results" / "cpu_threads.json"))
+    parser.add_argument(
+        "--busy",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="also run with this many competing busy-loop processes (0 = none)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -91,21 +101,37 @@ def main() -> int:
 
     resolve_model("tiny:arithmetic")  # build once, outside the timing
     rows = []
-    for threads in args.threads:
-        load = os.getloadavg()[0]
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", str(threads), "--repeats", str(args.repeats)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        row["load_avg_before"] = load
-        rows.append(row)
-    print("threads | rollout tok/s (median) | learn s (median) | load avg before")
+    for busy in args.busy:
+        # Competing CPU-bound processes (what other jobs on a shared machine look like).
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+        try:
+            for threads in args.threads:
+                load = os.getloadavg()[0]
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        str(threads),
+                        "--repeats",
+                        str(args.repeats),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                row["busy_processes"] = busy
+                row["load_avg_before"] = load
+                rows.append(row)
+        finally:
+            for h in hogs:
+                h.kill()
+                h.wait()
+    print("busy procs | threads | rollout tok/s (median) | learn s (median) | load avg before")
     for r in rows:
         print(
-            f"{r['threads']} | {statistics.median(r['rollout_tok_s']):.0f} | "
+            f"{r['busy_processes']} | {r['threads']} | {statistics.median(r['rollout_tok_s']):.0f} | "
             f"{statistics.median(r['learn_s']):.2f} | {r['load_avg_before']:.1f}"
         )
     result = {

@@ -23,7 +23,7 @@ temperature and top-p warpers are ours too and ``generate`` itself is given none
 
 CPU threads: one engine decodes with ``num_threads`` intra-op threads (:func:`cpu_threads`:
 1 on small machines). On a shared machine more threads than free cores makes every step
-wait on the slowest thread; measured on 2 shared cores, 1 thread was >10x faster than 2.
+wait on the slowest thread (``bench/cpu_threads.py``).
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ def load_tokenizer(path: str | Path) -> Any:
 def cpu_threads() -> int:
     """Torch intra-op threads for CPU work: ``$RLVR_TORCH_THREADS``, else 1 on small machines.
 
-    On a few shared cores, more threads than free cores makes every op wait for the slowest
-    thread: a learner update measured 3-8x slower with 2 threads than with 1 on 2 busy cores.
+    Measured on 2 cores (``bench/cpu_threads.py``, tiny model): with the machine otherwise
+    idle, 2 threads decode 1.3x and update 1.5x faster than 1; next to one busy process,
+    2 threads are 2.4x / 2.1x *slower* while 1 thread barely notices. One thread bounds
+    the worst case on small shared machines; set ``RLVR_TORCH_THREADS=2`` on a dedicated one.
     """
     env = os.environ.get("RLVR_TORCH_THREADS")
     if env:
