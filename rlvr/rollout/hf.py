@@ -170,7 +170,9 @@ class HFEngine:
 
     def __init__(self, config: HFEngineConfig) -> None:
         from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars in the job's log
         torch.set_num_threads(config.num_threads or cpu_threads())
         self.config = config
         device = config.device

@@ -115,6 +115,9 @@ def _use_bf16(device: torch.device, dtype: str) -> bool:
 
 def _load_lm(path: str, dtype: str) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" / "Writing model shards" bars
 
     # Master weights stay fp32 (AdamW on bf16 weights loses small updates); bf16 comes from
     # autocast in the learner. "bfloat16" on CPU is honoured literally for memory's sake.
@@ -125,8 +128,15 @@ def _load_lm(path: str, dtype: str) -> torch.nn.Module:
 
 
 def _import_rllib():
-    # RLlib is imported lazily: `import rlvr.train` must not pay for it.
+    import logging
+
     from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+    # RLModule.__init__ itself builds a legacy RLModuleConfig and warns that it is
+    # deprecated, on every construction (Ray 2.60); nothing in our call is deprecated.
+    logging.getLogger("ray._common.deprecation").addFilter(
+        lambda record: "RLModule(config=" not in record.getMessage()
+    )
 
     return TorchRLModule
 
