@@ -78,6 +78,9 @@ def _precheck(spec: Any) -> None:
     from rlvr.data import DataError, validate_source
     from verifiers import get_verifier
 
+    if spec.model.lora is not None:
+        raise UsageError("model.lora: LoRA training is not supported yet; remove model.lora")
+
     for i, v in enumerate(spec.reward.verifiers):
         try:
             get_verifier(v.name, **v.options)

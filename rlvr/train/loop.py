@@ -203,6 +203,11 @@ class _Trainer:
         self.spec = spec
         self.run_dir = run_dir
         a = spec.algorithm
+        if spec.model.lora is not None:
+            raise ValueError(
+                "model.lora: LoRA training is not supported by this trainer yet; "
+                "remove model.lora to train the full model"
+            )
         self.model_path = _resolve_model(spec.model.path)
         self.start_step = 0
         policy_path = self.model_path
