@@ -364,7 +364,8 @@ class PolicyLearner(_import_torch_learner()):
         log((MODULE_ID, "sum", "learners"), 1.0, reduce="sum")
         log((MODULE_ID, "sum", "skipped_steps"), float(skipped), reduce="sum")
         log((MODULE_ID, "sum", "lr"), float(optimizer.param_groups[0]["lr"]), reduce="sum")
-        return {}, {MODULE_ID: torch.zeros(())}, {}
+        # RLlib logs this as the module's total_loss (token-weighted mean over the update).
+        return {}, {MODULE_ID: torch.tensor(sums["loss"] / max(tokens_seen, 1.0))}, {}
 
     # helpers called through LearnerGroup.foreach_learner -----------------------------------
     def hf_model(self) -> torch.nn.Module:
