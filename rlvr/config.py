@@ -62,7 +62,10 @@ class VerifierRef(_Strict):
 
 class RewardSpec(_Strict):
     verifiers: list[VerifierRef] = Field(
-        default_factory=lambda: [VerifierRef(name="math"), VerifierRef(name="think_format", weight=0.1)],
+        default_factory=lambda: [
+            VerifierRef(name="math"),
+            VerifierRef(name="think_format", weight=0.1),
+        ],
         min_length=1,
     )
     timeout_s: float = Field(10.0, gt=0, le=600)  # per completion, per verifier
@@ -145,7 +148,9 @@ class JobSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
         if self.algorithm.clip_low >= 1.0:
-            raise ValueError("algorithm.clip_low must be < 1 (the ratio's lower bound is 1 - clip_low)")
+            raise ValueError(
+                "algorithm.clip_low must be < 1 (the ratio's lower bound is 1 - clip_low)"
+            )
         return self
 
     # -- loading ---------------------------------------------------------------------

@@ -49,7 +49,9 @@ class RolloutBatch:
 
 
 class RolloutEngine(Protocol):
-    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig) -> list[Completion]:
+    def generate(
+        self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
+    ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt."""
 
     def load_weights(self, state: dict[str, Any], version: int) -> None:
