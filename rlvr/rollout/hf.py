@@ -38,8 +38,14 @@ from typing import Any
 
 import torch
 
+from rlvr.rollout._common import (
+    MARKUP_TOKENS,
+    split_evenly,
+    strip_tokens,
+    validate_request,
+    wait_all,
+)
 from rlvr.rollout.base import Completion, SamplingConfig
-from rlvr.rollout.vllm import MARKUP_TOKENS, split_evenly, strip_tokens, validate_request
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -323,15 +329,6 @@ class HFEngine:
 
 
 # -- the driver side -----------------------------------------------------------------------
-def _wait(refs: list, timeout_s: float, what: str) -> list:
-    import ray
-
-    try:
-        return ray.get(refs, timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError as e:
-        raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s") from e
-
-
 class HFRollout:
     """``replicas`` HF engine actors behind the :class:`~rlvr.rollout.base.RolloutEngine` API.
 
@@ -367,7 +364,7 @@ class HFRollout:
             for _ in range(replicas)
         ]
         try:
-            self.infos = _wait(
+            self.infos = wait_all(
                 [e.info.remote() for e in self.engines], start_timeout_s, "HF engine start"
             )
         except BaseException:
@@ -385,14 +382,14 @@ class HFRollout:
             for engine, (a, b) in zip(self.engines, spans, strict=True)
             if b > a
         ]
-        return [c for part in _wait(refs, self.call_timeout_s, "HF generate") for c in part]
+        return [c for part in wait_all(refs, self.call_timeout_s, "HF generate") for c in part]
 
     def load_weights(self, state: Mapping[str, Any], version: int) -> None:
         """Replace every replica's weights: one ``ray.put``, one ObjectRef to every replica."""
         import ray
 
         ref = ray.put(dict(state))
-        _wait(
+        wait_all(
             [e.load_weights.remote(ref, version) for e in self.engines],
             self.call_timeout_s,
             "loading weights into the HF engines",
@@ -400,7 +397,9 @@ class HFRollout:
 
     def weights_version(self) -> int:
         """The version every replica has loaded (the lowest, should they ever differ)."""
-        return min(_wait([e.weights_version.remote() for e in self.engines], 60, "weights_version"))
+        return min(
+            wait_all([e.weights_version.remote() for e in self.engines], 60, "weights_version")
+        )
 
     def shutdown(self) -> None:
         """Kill the engine actors."""

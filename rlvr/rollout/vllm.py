@@ -38,6 +38,13 @@ from typing import Any
 
 import torch
 
+from rlvr.rollout._common import (
+    MARKUP_TOKENS,
+    split_evenly,
+    strip_tokens,
+    validate_request,
+    wait_all,
+)
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.weight_sync import (
     WeightLayout,
@@ -45,9 +52,6 @@ from rlvr.rollout.weight_sync import (
     pack_weights,
     unpack_weights,
 )
-
-# Special tokens kept in Completion.text: verifiers read the reasoning/answer markup.
-MARKUP_TOKENS = frozenset({"<think>", "</think>", "<answer>", "</answer>"})
 
 # Set in every engine actor before vLLM is imported (see the module docstring).
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
@@ -136,31 +140,6 @@ class VllmEngineConfig:
 
 
 # -- pure request/response logic (tested on CPU) ----------------------------------------------
-def validate_request(prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingConfig) -> None:
-    """Raise ValueError naming the bad field (before anything reaches an engine)."""
-    if sampling.n < 1:
-        raise ValueError(f"sampling.n must be >= 1 (completions per prompt), got {sampling.n}")
-    if sampling.max_new_tokens < 1:
-        raise ValueError(f"sampling.max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
-    if sampling.temperature < 0:
-        raise ValueError(
-            f"sampling.temperature must be >= 0 (0 = greedy), got {sampling.temperature}"
-        )
-    if not 0 < sampling.top_p <= 1:
-        raise ValueError(f"sampling.top_p must be in (0, 1], got {sampling.top_p}")
-    if any(not isinstance(s, str) or not s for s in sampling.stop):
-        raise ValueError(f"sampling.stop must be non-empty strings, got {sampling.stop!r}")
-    for i, ids in enumerate(prompt_token_ids):
-        if len(ids) == 0:
-            raise ValueError(
-                f"prompt {i} has no tokens (an empty prompt cannot be decoded; did the "
-                "tokenizer drop every character of it?)"
-            )
-        bad = [t for t in ids if not isinstance(t, int) or t < 0]
-        if bad:
-            raise ValueError(f"prompt {i} has invalid token ids {bad[:5]} (need ints >= 0)")
-
-
 def sampling_params_kwargs(
     sampling: SamplingConfig, num_prompts: int, prompt_offset: int = 0, ignore_eos: bool = False
 ) -> list[dict[str, Any]]:
@@ -194,19 +173,6 @@ def sampling_params_kwargs(
     ]
 
 
-def split_evenly(num_items: int, num_parts: int) -> list[tuple[int, int]]:
-    """Contiguous ``[start, end)`` slices of sizes differing by at most one (empty ones kept)."""
-    if num_parts < 1:
-        raise ValueError(f"num_parts must be >= 1, got {num_parts}")
-    q, r = divmod(num_items, num_parts)
-    spans, start = [], 0
-    for p in range(num_parts):
-        end = start + q + (1 if p < r else 0)
-        spans.append((start, end))
-        start = end
-    return spans
-
-
 def sampled_logprobs(token_ids: Sequence[int], logprobs: Any) -> list[float]:
     """The logprob of each sampled token from vLLM's per-position logprobs.
 
@@ -236,14 +202,6 @@ def sampled_logprobs(token_ids: Sequence[int], logprobs: Any) -> list[float]:
             raise RuntimeError(f"no logprob for sampled token {tok} at position {pos}")
         out.append(float(entry[tok].logprob))
     return out
-
-
-def strip_tokens(text: str, tokens: frozenset[str] | set[str]) -> str:
-    """``text`` without any occurrence of ``tokens`` (control tokens such as ``<|im_end|>``)."""
-    for t in sorted(tokens, key=len, reverse=True):  # longest first: no partial leftovers
-        if t:
-            text = text.replace(t, "")
-    return text
 
 
 def completions_from_outputs(
@@ -421,15 +379,6 @@ class VllmEngine:
 
 
 # -- the driver side ---------------------------------------------------------------------------
-def _wait(refs: list, timeout_s: float, what: str) -> list:
-    import ray
-
-    try:
-        return ray.get(refs, timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError as e:
-        raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s") from e
-
-
 class VllmRollout:
     """``replicas`` vLLM engine actors behind the :class:`~rlvr.rollout.base.RolloutEngine` API.
 
@@ -510,11 +459,11 @@ class VllmRollout:
                     )
                 self.engines.append(actor_cls.options(**options).remote(config))
                 if one_by_one:
-                    infos += _wait(
+                    infos += wait_all(
                         [self.engines[-1].info.remote()], start_timeout_s, "vLLM engine start"
                     )
             if not one_by_one:
-                infos = _wait(
+                infos = wait_all(
                     [e.info.remote() for e in self.engines], start_timeout_s, "vLLM engine start"
                 )
         except BaseException:
@@ -548,7 +497,7 @@ class VllmRollout:
             )
             if b > a
         ]
-        results = _wait(refs, self.call_timeout_s, "vLLM generate")
+        results = wait_all(refs, self.call_timeout_s, "vLLM generate")
         return [c for part in results for c in part]
 
     def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
@@ -560,7 +509,7 @@ class VllmRollout:
 
         buffer, layout = pack_weights(state, device="cpu")
         ref = ray.put({"layout": layout.to_dict(), "data": buffer.numpy()})
-        _wait(
+        wait_all(
             [e.load_packed.remote(ref, version) for e in self.engines],
             self.call_timeout_s,
             "loading weights into the vLLM engines",
@@ -568,7 +517,9 @@ class VllmRollout:
 
     def weights_version(self) -> int:
         """The version every replica has loaded (the lowest, should they ever differ)."""
-        return min(_wait([e.weights_version.remote() for e in self.engines], 60, "weights_version"))
+        return min(
+            wait_all([e.weights_version.remote() for e in self.engines], 60, "weights_version")
+        )
 
     def shutdown(self) -> None:
         """Kill the engine actors and release their placement group."""
