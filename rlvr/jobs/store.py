@@ -12,7 +12,13 @@ Three rules keep the data right across crashes and resumes:
 * a terminal status (``succeeded``, ``failed``, ``cancelled``) is sticky: a late write from a
   dying driver cannot revive or relabel a job; only :meth:`JobStore.reopen` (resume) does;
 * every change a watcher cares about appends a row to ``events``, whose autoincrement id
-  is the cursor of the Server-Sent Events stream (``Last-Event-ID``).
+  is the cursor of the Server-Sent Events stream (``Last-Event-ID``). Writers of one job take
+  turns (a lock on its ``jobs`` row), so its events become visible in id order and a cursor
+  never passes an event that is yet to commit (PostgreSQL hands out ids at insert time).
+
+On PostgreSQL (``postgresql+psycopg://user:password@host:5432/db``) connections time out
+after 10 s, lock waits after 30 s (SQLite's busy timeout), and a session left idle inside a
+transaction (a stopped process) is closed by the server after 60 s, releasing its locks.
 
     >>> store = JobStore("sqlite:///:memory:")
     >>> job = store.create_job(JobSpec(name="demo"), run_dir="/tmp/runs/demo")
@@ -44,11 +50,14 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     inspect,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -61,8 +70,20 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE = frozenset({"queued", "running"})
 
 
+# INTEGER columns (steps, event ids) are 32-bit on PostgreSQL, which refuses a larger
+# parameter outright even in a comparison.
+_INT_MAX = 2**31 - 1
+_METRIC_NAME_MAX = 128  # metrics.name is VARCHAR(128), enforced by PostgreSQL
+_SCHEMA_LOCK_KEY = 0x726C7672  # pg_advisory_xact_lock key ("rlvr") for creating the schema
+
+
 class SchemaVersionError(RuntimeError):
     """The database was created by an rlvr with a different schema."""
+
+
+class StoreUnavailableError(ValueError):
+    """The database URL cannot be opened: malformed, its driver is not installed, or the
+    server refuses or does not answer. A ``ValueError``: a bad ``RLVR_DB_URL`` is bad input."""
 
 
 # -- tables ----------------------------------------------------------------------------
@@ -190,6 +211,25 @@ def _job_record(row: _Job) -> JobRecord:
     )
 
 
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; a crashed driver's log tail may. Shown as U+FFFD."""
+    return value.replace("\x00", "\ufffd")
+
+
+def _clamp(n: int) -> int:
+    """A bound compared with an INTEGER column, held within that column's range (every
+    stored value is, so results do not change; PostgreSQL would refuse the parameter)."""
+    return max(-_INT_MAX - 1, min(_INT_MAX, int(n)))
+
+
+def _step(step: Any) -> int:
+    """A step to store: a plain int (numpy scalars too) within the INTEGER column's range."""
+    value = int(step)
+    if not -_INT_MAX - 1 <= value <= _INT_MAX:
+        raise ValueError(f"step {value} is out of range: steps are 32-bit integers")
+    return value
+
+
 def _finite(value: Any) -> float | None:
     """JSON and Postgres both choke on NaN/inf: store them as NULL (a gap in the chart)."""
     x = float(value)
@@ -225,10 +265,19 @@ def new_job_id(name: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, a busy timeout and their directory."""
+    """An engine for ``url``. SQLite files get WAL, a busy timeout and their directory;
+    PostgreSQL goes through psycopg 3 (also for a plain ``postgresql://``) with timeouts."""
     parsed = make_url(url)
+    if parsed.drivername == "postgresql":  # SQLAlchemy's default would be psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, future=True)
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in (
+            "psycopg",
+            "psycopg2",
+        ):
+            connect_args = _postgres_connect_args(parsed.query)
+        return create_engine(parsed, pool_pre_ping=True, future=True, connect_args=connect_args)
     database = parsed.database or ""
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False}}
     if database in ("", ":memory:"):
@@ -249,6 +298,19 @@ def make_engine(url: str) -> Engine:
         cur.close()
 
     return engine
+
+
+def _postgres_connect_args(query: Any) -> dict[str, Any]:
+    """libpq settings so that no call waits forever (the URL's own settings win)."""
+    args: dict[str, Any] = {}
+    if "connect_timeout" not in query:
+        args["connect_timeout"] = 10
+    if "options" not in query:
+        args["options"] = (
+            "-c lock_timeout=30s "  # like SQLite's busy timeout
+            "-c idle_in_transaction_session_timeout=60s"  # a stopped process frees its locks
+        )
+    return args
 
 
 def _upsert(session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
@@ -283,41 +345,71 @@ class JobStore:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = make_engine(url)
-        self._session = sessionmaker(self.engine, expire_on_commit=False)
-        self._create_or_check_schema()
+        try:
+            self.engine = make_engine(url)
+            self._session = sessionmaker(self.engine, expire_on_commit=False)
+            self._create_or_check_schema()
+        except (ArgumentError, OperationalError, InterfaceError, ImportError, OSError) as exc:
+            raise StoreUnavailableError(self._unavailable(exc)) from None
 
     # -- schema ------------------------------------------------------------------------
     def _create_or_check_schema(self) -> None:
-        tables = set(inspect(self.engine).get_table_names())
+        with self.engine.connect() as conn:
+            if self._schema_is_there(conn):  # the usual case: no lock needed
+                return
+        # Services and drivers may start together: one creates, the others wait and check.
+        with self.engine.connect() as conn:
+            dialect = conn.dialect.name
+            if dialect == "postgresql":  # DDL is transactional there: all or nothing
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            elif dialect == "sqlite":  # the write lock now, not at the first CREATE
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if not self._schema_is_there(conn):
+                _Base.metadata.create_all(conn)
+                conn.execute(insert(_Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            conn.commit()
+
+    def _schema_is_there(self, conn: Connection) -> bool:
+        """Whether this rlvr's schema exists; raises if another one does."""
+        tables = set(inspect(conn).get_table_names())
         if _Meta.__tablename__ in tables:
-            with self._session() as s:
-                row = s.get(_Meta, "schema_version")
-            found = int(row.value) if row else None
+            value = conn.scalar(select(_Meta.value).where(_Meta.key == "schema_version"))
+            found = int(value) if value is not None else None
             if found != SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"the job database at {self._safe_url()} has schema version {found}, "
                     f"this rlvr needs {SCHEMA_VERSION}: point RLVR_DB_URL at a new database "
                     "or migrate this one"
                 )
-            return
+            return True
         if tables & {"jobs", "metrics", "samples", "events", "checkpoints"}:
             raise SchemaVersionError(
                 f"the database at {self._safe_url()} has tables named like rlvr's but no "
                 "rlvr_meta version row: point RLVR_DB_URL at a database of its own"
             )
-        _Base.metadata.create_all(self.engine)
-        with self._session.begin() as s:
-            # Two processes may create the schema at once: the loser's insert is harmless.
-            _upsert(
-                s,
-                _Meta.__table__,
-                [{"key": "schema_version", "value": str(SCHEMA_VERSION)}],
-                ["key"],
-            )
+        return False
 
     def _safe_url(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "(an unparsable URL)"
+
+    def _unavailable(self, exc: Exception) -> str:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        try:
+            password = make_url(self.url).password
+        except ArgumentError:
+            password = None
+        if password and len(str(password)) >= 4:  # (a shorter one would mangle the text)
+            cause = cause.replace(str(password), "***")
+        hint = (
+            "set RLVR_DB_URL to a SQLAlchemy URL, e.g. sqlite:///path/to/rlvr.db or "
+            "postgresql+psycopg://user:password@host:5432/rlvr"
+        )
+        if isinstance(exc, ImportError | ArgumentError) and "postgres" in self.url:
+            hint += " (psycopg 3 is the driver installed with rlvr: postgresql+psycopg://)"
+        return f"cannot open the job database {self._safe_url()}: {cause}; {hint}"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -361,7 +453,9 @@ class JobStore:
             count = count.where(_Job.status == status)
         with self._session() as s:
             rows = s.scalars(
-                query.order_by(_Job.created_at.desc(), _Job.id).limit(limit).offset(offset)
+                query.order_by(_Job.created_at.desc(), _Job.id)
+                .limit(_clamp(max(limit, 0)))
+                .offset(_clamp(max(offset, 0)))
             ).all()
             total = s.scalar(count) or 0
         return [_job_record(r) for r in rows], int(total)
@@ -399,14 +493,15 @@ class JobStore:
             now = time.time()
             if row.status == status:  # e.g. the runner and the driver both saying `running`
                 if step is not None and step > (row.step or 0):
-                    row.step, row.updated_at = step, now
+                    row.step, row.updated_at = _step(step), now
                 return False
             row.status = status
             row.updated_at = now
             if step is not None:
+                step = _step(step)
                 row.step = max(row.step or 0, step) if status == "running" else step
             if error is not None:
-                row.error = error[-20_000:]
+                row.error = _text(error[-20_000:])
             if status == "running" and row.started_at is None:
                 row.started_at = now
             if status in TERMINAL:
@@ -461,48 +556,65 @@ class JobStore:
 
     # -- what a run reports ------------------------------------------------------------
     def record_metrics(self, job_id: str, step: int, values: dict[str, float]) -> None:
-        """Upsert one step's metrics (a replayed step overwrites, never duplicates)."""
+        """Upsert one step's metrics (a replayed step overwrites, never duplicates).
+
+        Non-numbers are dropped, NaN/inf stored as gaps; a name longer than 128 characters
+        is a ``ValueError`` (nothing of the step is written)."""
+        step = _step(step)
         rows = [
-            {"job_id": job_id, "step": int(step), "name": str(k), "value": _finite(v)}
+            {"job_id": job_id, "step": step, "name": _text(str(k)), "value": _finite(v)}
             for k, v in values.items()
             if _is_number(v)
         ]
+        for r in rows:
+            if len(r["name"]) > _METRIC_NAME_MAX:
+                raise ValueError(
+                    f"metric name {r['name'][:40]!r}... is {len(r['name'])} characters; "
+                    f"the job store keeps names of at most {_METRIC_NAME_MAX}"
+                )
         clean = {r["name"]: r["value"] for r in rows}
         with self._session.begin() as s:
+            self._lock_job(s, job_id)
             _upsert(s, _Metric.__table__, rows, ["job_id", "step", "name"])
             s.execute(
                 update(_Job)
                 .where(_Job.id == job_id, _Job.step < step)
-                .values(step=int(step), updated_at=time.time())
+                .values(step=step, updated_at=time.time())
             )
-            self._add_event(s, job_id, "metrics", {"step": int(step), "values": clean})
+            self._add_event(s, job_id, "metrics", {"step": step, "values": clean})
 
     def record_samples(self, job_id: str, step: int, rows: Iterable[dict[str, Any]]) -> None:
+        step = _step(step)
         rows = list(rows)
         data = [
-            {"job_id": job_id, "step": int(step), "idx": i, "row_json": _dumps(r)}
+            {"job_id": job_id, "step": step, "idx": i, "row_json": _dumps(r)}
             for i, r in enumerate(rows)
         ]
         with self._session.begin() as s:
+            self._lock_job(s, job_id)
             # A replayed step may log fewer samples than the first time: replace them all.
             s.execute(delete(_Sample).where(_Sample.job_id == job_id, _Sample.step == step))
             if data:
                 s.execute(_Sample.__table__.insert(), data)
-            self._add_event(s, job_id, "samples", {"step": int(step), "count": len(data)})
+            self._add_event(s, job_id, "samples", {"step": step, "count": len(data)})
 
     def record_checkpoint(self, job_id: str, step: int, path: str) -> None:
-        row = {"job_id": job_id, "step": int(step), "path": str(path), "created_at": time.time()}
+        step, path = _step(step), _text(str(path))
+        row = {"job_id": job_id, "step": step, "path": path, "created_at": time.time()}
         with self._session.begin() as s:
+            self._lock_job(s, job_id)
             _upsert(s, _Checkpoint.__table__, [row], ["job_id", "step"])
-            self._add_event(s, job_id, "checkpoint", {"step": int(step), "path": str(path)})
+            self._add_event(s, job_id, "checkpoint", {"step": step, "path": path})
 
     def truncate_after(self, job_id: str, step: int) -> None:
         """Forget metrics and samples after ``step`` (a resume from that step's checkpoint)."""
+        step = _step(step)
         with self._session.begin() as s:
+            self._lock_job(s, job_id)
             s.execute(delete(_Metric).where(_Metric.job_id == job_id, _Metric.step > step))
             s.execute(delete(_Sample).where(_Sample.job_id == job_id, _Sample.step > step))
-            s.execute(update(_Job).where(_Job.id == job_id).values(step=int(step)))
-            self._add_event(s, job_id, "truncate", {"step": int(step)})
+            s.execute(update(_Job).where(_Job.id == job_id).values(step=step))
+            self._add_event(s, job_id, "truncate", {"step": step})
 
     # -- reading -----------------------------------------------------------------------
     def metric_series(
@@ -518,7 +630,7 @@ class JobStore:
         if names:
             query = query.where(_Metric.name.in_(names))
         if since_step is not None:
-            query = query.where(_Metric.step > since_step)
+            query = query.where(_Metric.step > _clamp(since_step))
         out: dict[str, list[tuple[int, float | None]]] = {}
         with self._session() as s:
             for name, step, value in s.execute(query.order_by(_Metric.name, _Metric.step)):
@@ -547,8 +659,9 @@ class JobStore:
         """Sample rows (newest step first), each with its ``step``."""
         query = select(_Sample).where(_Sample.job_id == job_id)
         if step is not None:
-            query = query.where(_Sample.step == step)
-        query = query.order_by(_Sample.step.desc(), _Sample.idx).limit(limit).offset(offset)
+            query = query.where(_Sample.step == _clamp(step))
+        query = query.order_by(_Sample.step.desc(), _Sample.idx)
+        query = query.limit(_clamp(max(limit, 0))).offset(_clamp(max(offset, 0)))
         with self._session() as s:
             rows = s.scalars(query).all()
         out = []
@@ -571,9 +684,9 @@ class JobStore:
     ) -> list[EventRecord]:
         query = (
             select(_Event)
-            .where(_Event.job_id == job_id, _Event.id > after_id)
+            .where(_Event.job_id == job_id, _Event.id > _clamp(after_id))
             .order_by(_Event.id)
-            .limit(limit)
+            .limit(_clamp(max(limit, 0)))
         )
         with self._session() as s:
             return [
@@ -591,6 +704,12 @@ class JobStore:
         return {st: int(counts.get(st, 0)) for st in STATUSES}
 
     # -- internals ---------------------------------------------------------------------
+    @staticmethod
+    def _lock_job(s: Session, job_id: str) -> None:
+        """Take the job's row lock (PostgreSQL; SQLite has one writer anyway) before anything
+        that appends an event, so a job's events commit in the order of their ids."""
+        s.execute(select(_Job.id).where(_Job.id == job_id).with_for_update())
+
     @staticmethod
     def _add_event(s: Session, job_id: str, kind: str, payload: dict[str, Any]) -> None:
         s.add(_Event(job_id=job_id, ts=time.time(), kind=kind, payload_json=_dumps(payload)))

@@ -1,20 +1,37 @@
-"""The job store on a real SQLite file: upserts, sticky statuses, events, schema versions."""
+"""The job store on a real SQLite file and on a real PostgreSQL server: upserts, sticky
+statuses, events, schema versions, concurrent writers.
+
+Every test taking ``db_url`` or ``store`` runs once per backend; the PostgreSQL runs use a
+fresh database on the throwaway server of ``tests/jobs/conftest.py`` (skipped, with the
+reason, where its binaries are not installed).
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
 
 from rlvr.config import JobSpec
-from rlvr.jobs.store import SCHEMA_VERSION, JobStore, SchemaVersionError
+from rlvr.jobs.store import SCHEMA_VERSION, JobStore, SchemaVersionError, StoreUnavailableError
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'rlvr.db'}"
+    return request.getfixturevalue("postgres_db_url")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(f"sqlite:///{tmp_path / 'rlvr.db'}")
+def store(db_url: str):
+    store = JobStore(db_url)
+    yield store
+    store.close()
 
 
 def new_job(store: JobStore, name: str = "t") -> str:
@@ -35,12 +52,35 @@ def test_replayed_steps_are_stored_once(store):
     store.record_metrics(job, 1, {"reward/mean": 0.7})
     series = store.metric_series(job)
     assert series == {"loss": [(1, 2.0)], "reward/mean": [(1, 0.7)]}
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM metrics")).scalar() == 2
 
 
 def test_non_finite_values_become_gaps_and_non_numbers_are_dropped(store):
     job = new_job(store)
     store.record_metrics(job, 1, {"kl": float("nan"), "loss": float("inf"), "note": "x", "ok": 1})
     assert store.metric_series(job) == {"kl": [(1, None)], "loss": [(1, None)], "ok": [(1, 1.0)]}
+
+
+def test_numpy_steps_and_values_are_stored_as_plain_numbers(store):
+    np = pytest.importorskip("numpy")
+    job = new_job(store)
+    store.record_metrics(job, np.int64(3), {"reward/mean": np.float32(0.5), "n": np.int64(7)})
+    store.record_samples(job, np.int64(3), [{"reward": np.float64(1.0)}])
+    store.record_checkpoint(job, np.int64(3), "/ckpt/step_3")
+    assert store.metric_series(job) == {"n": [(3, 7.0)], "reward/mean": [(3, 0.5)]}
+    assert store.samples(job) == [{"reward": 1.0, "step": 3}]
+    assert store.get_job(job).step == 3
+
+
+def test_metric_series_filters_by_name_and_since_step(store):
+    job = new_job(store)
+    for step in range(1, 5):
+        store.record_metrics(job, step, {"reward/mean": step / 10, "loss": 1.0 / step})
+    assert store.metric_series(job, names=["loss"], since_step=2) == {
+        "loss": [(3, 1 / 3), (4, 0.25)]
+    }
+    assert store.metric_series(job, since_step=2**62) == {}
 
 
 def test_truncate_after_drops_later_steps_for_a_resume(store):
@@ -83,6 +123,35 @@ def test_reopen_refuses_running_jobs(store):
         store.reopen(job)
 
 
+def test_an_error_with_nul_characters_is_kept_readable(store):
+    # A crashed driver's log tail may hold anything; PostgreSQL text cannot hold NUL.
+    job = new_job(store)
+    assert store.set_status(job, "failed", error="Traceback\x00 boom")
+    assert store.get_job(job).error == "Traceback\ufffd boom"
+    assert store.events_after(job)[-1].payload["error"] == "Traceback\ufffd boom"
+
+
+def test_an_overlong_metric_name_is_refused_by_name(store):
+    job = new_job(store)
+    with pytest.raises(ValueError, match="reward/xxx.*128"):
+        store.record_metrics(job, 1, {"reward/" + "x" * 200: 1.0, "ok": 1.0})
+    assert store.metric_series(job) == {}  # nothing of that step was half-written
+
+
+def test_jobs_list_newest_first_and_count_by_status(store):
+    a, b, c = new_job(store, "a"), new_job(store, "b"), new_job(store, "c")
+    store.set_status(b, "running")
+    page, total = store.list_jobs(limit=2)
+    assert total == 3 and [j.id for j in page] == [c, b]
+    assert [j.id for j in store.list_jobs(status="queued")[0]] == [c, a]
+    assert store.count_by_status() == {
+        "queued": 2, "running": 1, "succeeded": 0, "failed": 0, "cancelled": 0,
+    }  # fmt: skip
+    store.set_dispatch(a, submission_id=a, ray_status="RUNNING")
+    store.set_status(a, "cancelled")
+    assert {j.id for j in store.jobs_for_runner()} == {a, b, c}  # a's Ray job may still run
+
+
 def test_events_are_an_ordered_cursor(store):
     job = new_job(store)
     store.set_status(job, "running")
@@ -92,23 +161,126 @@ def test_events_are_an_ordered_cursor(store):
     assert [e.kind for e in events] == ["status", "status", "metrics", "checkpoint"]
     assert [e.kind for e in store.events_after(job, events[1].id)] == ["metrics", "checkpoint"]
     assert store.last_event_id(job) == events[-1].id
+    assert store.events_after(job, 2**62) == []
+
+
+def test_a_watcher_never_misses_an_event_that_commits_late(store):
+    """Two writers of one job (say a dying driver and its resume) write at once, the first
+    slow to commit. A watcher reading in between must not move its cursor past the slow
+    event's id before that event is visible: on PostgreSQL ids come from a sequence at
+    insert, so a later writer's event could commit first unless writers of a job take turns."""
+    job = new_job(store)
+    slow_writer_at_commit, let_commit = threading.Event(), threading.Event()
+
+    def hold_commit(conn):
+        if threading.current_thread().name == "slow-writer":
+            slow_writer_at_commit.set()
+            let_commit.wait(timeout=30)
+
+    event.listen(store.engine, "commit", hold_commit)
+    slow = threading.Thread(
+        target=store.record_checkpoint, args=(job, 1, "/ckpt/1"), name="slow-writer", daemon=True
+    )
+    fast = threading.Thread(
+        target=store.record_samples, args=(job, 1, [{"prompt": "p"}]), name="fast", daemon=True
+    )
+    slow.start()
+    assert slow_writer_at_commit.wait(timeout=30)
+    fast.start()
+    fast.join(timeout=1)  # finishes here only where writers of one job do not take turns
+
+    seen = store.events_after(job)
+    cursor = seen[-1].id
+    let_commit.set()
+    slow.join(timeout=60)
+    fast.join(timeout=60)
+    event.remove(store.engine, "commit", hold_commit)
+    assert not slow.is_alive() and not fast.is_alive()
+    seen += store.events_after(job, cursor)
+    assert [e.kind for e in seen] == ["status", "checkpoint", "samples"]
+    assert [e.id for e in seen] == [e.id for e in store.events_after(job)]
 
 
 def test_samples_of_a_replayed_step_replace_the_old_ones(store):
     job = new_job(store)
     store.record_samples(job, 2, [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}])
-    store.record_samples(job, 2, [{"prompt": "d"}])
-    assert [r["prompt"] for r in store.samples(job)] == ["d"]
+    store.record_samples(job, 2, [{"prompt": "d\x00", "nan": float("nan")}])
+    assert store.samples(job) == [{"prompt": "d\x00", "nan": None, "step": 2}]
 
 
-def test_a_database_of_another_schema_version_is_refused(tmp_path):
-    url = f"sqlite:///{tmp_path / 'rlvr.db'}"
-    JobStore(url).close()
-    store = JobStore(url)  # same version: fine
+def test_a_database_of_another_schema_version_is_refused(db_url):
+    JobStore(db_url).close()
+    store = JobStore(db_url)  # same version: fine
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE rlvr_meta SET value = :v"), {"v": str(SCHEMA_VERSION + 1)})
-    with pytest.raises(SchemaVersionError, match="RLVR_DB_URL"):
+    store.close()
+    with pytest.raises(SchemaVersionError, match="RLVR_DB_URL") as refused:
+        JobStore(db_url)
+    password = make_url(db_url).password
+    assert not password or password not in str(refused.value)
+
+
+def test_a_database_with_foreign_tables_of_the_same_names_is_refused(db_url):
+    store = JobStore(db_url)
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE rlvr_meta"))
+    store.close()
+    with pytest.raises(SchemaVersionError, match="no rlvr_meta version row"):
+        JobStore(db_url)
+
+
+def test_services_starting_together_create_the_schema_once(db_url):
+    opened, errors = [], []
+    start = threading.Barrier(6)
+
+    def open_store():
+        start.wait(timeout=30)
+        try:
+            opened.append(JobStore(db_url))
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and len(opened) == 6
+    job = new_job(opened[0])
+    assert opened[-1].get_job(job) is not None
+    for store in opened:
+        store.close()
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password(tmp_path):
+    closed_port = _closed_port()
+    url = f"postgresql+psycopg://rlvr:hunter2@127.0.0.1:{closed_port}/rlvr"
+    with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{closed_port}.*RLVR_DB_URL") as e:
         JobStore(url)
+    assert "hunter2" not in str(e.value)
+    assert isinstance(e.value, ValueError)  # the CLI shows it as a usage error (exit 2)
+    with pytest.raises(StoreUnavailableError, match="postgresql\\+psycopg://"):
+        JobStore("postgresql+nosuchdriver://u:p@127.0.0.1/db")
+    with pytest.raises(StoreUnavailableError, match="RLVR_DB_URL"):
+        JobStore("not a url")
+
+
+def test_postgres_sessions_time_out_instead_of_waiting_forever(postgres_db_url):
+    plain = make_url(postgres_db_url).set(drivername="postgresql")  # psycopg 3, not psycopg2
+    store = JobStore(plain.render_as_string(hide_password=False))
+    assert store.engine.dialect.driver == "psycopg"
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SHOW lock_timeout")).scalar() == "30s"
+        assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "1min"
+    store.close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
 
 
 def _write_metrics(url: str, job_id: str, steps: int) -> None:
@@ -117,15 +289,16 @@ def _write_metrics(url: str, job_id: str, steps: int) -> None:
         store.record_metrics(job_id, step, {"reward/mean": step, "loss": -step})
 
 
-def test_another_process_writes_while_this_one_reads(tmp_path):
-    url = f"sqlite:///{tmp_path / 'rlvr.db'}"
-    store = JobStore(url)
+def test_another_process_writes_while_this_one_reads(store, db_url):
     job = new_job(store)
-    writer = mp.get_context("spawn").Process(target=_write_metrics, args=(url, job, 200))
+    writer = mp.get_context("spawn").Process(target=_write_metrics, args=(db_url, job, 200))
     writer.start()
     seen = 0
-    while writer.is_alive():  # reads never fail while the writer holds the file (WAL)
+    while writer.is_alive():  # reads never fail while the other process writes
         seen = max(seen, len(store.metric_series(job).get("loss", [])))
     writer.join(timeout=60)
     assert writer.exitcode == 0
     assert len(store.metric_series(job)["loss"]) == 200
+    assert store.get_job(job).step == 200
+    steps = [e.payload["step"] for e in store.events_after(job, limit=1000) if e.kind == "metrics"]
+    assert steps == list(range(1, 201))
