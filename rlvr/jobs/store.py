@@ -345,12 +345,19 @@ class JobStore:
 
     def __init__(self, url: str):
         self.url = url
-        try:
+        try:  # a malformed URL, a driver not installed, a directory that cannot be made
             self.engine = make_engine(url)
-            self._session = sessionmaker(self.engine, expire_on_commit=False)
-            self._create_or_check_schema()
-        except (ArgumentError, OperationalError, InterfaceError, ImportError, OSError) as exc:
+        except (ArgumentError, ImportError, OSError) as exc:
             raise StoreUnavailableError(self._unavailable(exc)) from None
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            self._create_or_check_schema()
+        except (OperationalError, InterfaceError) as exc:  # refused, unreachable, timed out
+            self.engine.dispose()
+            raise StoreUnavailableError(self._unavailable(exc)) from None
+        except SchemaVersionError:
+            self.engine.dispose()  # no pooled connection left behind
+            raise
 
     # -- schema ------------------------------------------------------------------------
     def _create_or_check_schema(self) -> None:

@@ -263,6 +263,9 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(tmp_path)
         JobStore("postgresql+nosuchdriver://u:p@127.0.0.1/db")
     with pytest.raises(StoreUnavailableError, match="RLVR_DB_URL"):
         JobStore("not a url")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(StoreUnavailableError, match="a-file"):
+        JobStore(f"sqlite:///{tmp_path / 'a-file' / 'rlvr.db'}")
 
 
 def test_postgres_sessions_time_out_instead_of_waiting_forever(postgres_db_url):
