@@ -445,6 +445,8 @@ class JobStore:
         return _job_record(row)
 
     def get_job(self, job_id: str) -> JobRecord | None:
+        if "\x00" in job_id:  # no id holds NUL (and PostgreSQL cannot even compare one)
+            return None
         with self._session() as s:
             row = s.get(_Job, job_id)
             return _job_record(row) if row else None
@@ -633,7 +635,7 @@ class JobStore:
     ) -> dict[str, list[tuple[int, float | None]]]:
         """``{name: [(step, value), ...]}`` ordered by step; ``since_step`` is exclusive."""
         query = select(_Metric.name, _Metric.step, _Metric.value).where(_Metric.job_id == job_id)
-        names = list(names or [])
+        names = [_text(n) for n in names or []]  # stored names had NUL replaced too
         if names:
             query = query.where(_Metric.name.in_(names))
         if since_step is not None:

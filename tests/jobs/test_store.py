@@ -131,6 +131,14 @@ def test_an_error_with_nul_characters_is_kept_readable(store):
     assert store.events_after(job)[-1].payload["error"] == "Traceback\ufffd boom"
 
 
+def test_a_nul_in_a_looked_up_id_or_name_finds_nothing_instead_of_failing(store):
+    # Both come from URLs (/v1/jobs/a%00b, ?names=); PostgreSQL refuses NUL in a parameter.
+    job = new_job(store)
+    store.record_metrics(job, 1, {"a\x00b": 1.0, "loss": 2.0})
+    assert store.get_job(job + "\x00") is None
+    assert store.metric_series(job, names=["a\x00b"]) == {"a\ufffdb": [(1, 1.0)]}
+
+
 def test_an_overlong_metric_name_is_refused_by_name(store):
     job = new_job(store)
     with pytest.raises(ValueError, match="reward/xxx.*128"):

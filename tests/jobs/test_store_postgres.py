@@ -93,6 +93,9 @@ def test_jobs_submitted_over_http_are_listed_followed_and_survive_a_restart(sett
         )
         assert http.get(f"/v1/jobs/{one}/samples", params={"step": huge}).json()["samples"] == []
         assert http.get("/v1/jobs", params={"offset": 10_000_000}).json()["jobs"] == []
+        assert http.get("/v1/jobs/a%00b").status_code == 404  # NUL: no such job, not a 500
+        nul = http.get(f"/v1/jobs/{one}/metrics", params={"names": "kl\x00"})
+        assert nul.status_code == 200 and nul.json()["series"] == {}
 
         detail = http.get(f"/v1/jobs/{one}").json()
         assert (detail["status"], detail["step"], detail["reward_mean"]) == ("succeeded", 3, 0.3)
