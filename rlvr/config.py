@@ -38,8 +38,11 @@ class ModelSpec(_Strict):
 
     path: str = Field("tiny:arithmetic", min_length=1)
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # Recompute each decoder layer's activations in the backward pass: less memory, slower.
     gradient_checkpointing: bool = False
     lora: LoraSpec | None = None
+    # The learner's attention kernel; flash_attention_2 needs the flash-attn package.
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 
 
 class DataSpec(_Strict):
@@ -94,6 +97,9 @@ class AlgorithmSpec(_Strict):
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal
     max_grad_norm: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(16, ge=1, le=65536)  # sequences per forward/backward
+    # Size micro-batches by padded tokens instead (sequences sorted by length, each micro-batch
+    # at most this many rows x columns); replaces micro_batch_size when set.
+    micro_batch_tokens: int | None = Field(None, ge=16, le=16_777_216)
     epochs_per_step: int = Field(1, ge=1, le=16)  # optimizer passes over each rollout batch
     num_learners: int = Field(0, ge=0, le=1024)  # 0: the learner lives in the driver's actor
     seed: int = 0

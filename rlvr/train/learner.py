@@ -5,9 +5,14 @@ Pieces, top to bottom:
 
 - :func:`make_train_batch` turns prompts + sampled completions into padded arrays (prompt
   left-padded, response right-padded, so every response starts at the same column).
-- :class:`CausalLMModule` is the ``TorchRLModule``: it wraps the HF model (and, with a KL
-  penalty, a frozen reference copy) and returns per-token logprobs and entropies of the
-  response tokens under the sampling temperature.
+- :func:`plan_micro_batches` splits a batch into micro-batches: runs of
+  ``micro_batch_size`` sequences, or (``micro_batch_tokens``) sequences sorted by length and
+  packed up to a budget of padded tokens. Each micro-batch is trimmed to its own longest
+  prompt and response, so short sequences do not pay for the batch's longest.
+- :class:`CausalLMModule` is the ``TorchRLModule``: it wraps the HF model (optionally with
+  LoRA adapters through ``peft``; with a KL penalty, a frozen reference: a copy of the
+  initial model, or under LoRA the same model with its adapters disabled) and returns
+  per-token logprobs and entropies of the response tokens under the sampling temperature.
 - :class:`PolicyLearner` is the ``TorchLearner``: one ``update`` = (optionally) a no-grad
   pass for the old logprobs, then for each epoch one optimizer step over the whole batch,
   accumulated over micro-batches (DDP ``no_sync`` on all but the last), gradient clipping,
@@ -22,6 +27,18 @@ scaled by its share of the whole batch (tokens for ``token_mean``, sequences oth
 by the number of learners (DDP averages gradients), so the summed gradient equals that of
 the loss over the full batch. ``seq_mean_token_sum_norm`` divides by the generation budget
 (``max_new_tokens``) as Dr. GRPO prescribes, not by the padded width.
+
+On a GPU: trainable weights stay fp32 and the forward runs under bf16 autocast; frozen
+weights (a LoRA base, the KL reference) are loaded in bf16. Attention uses
+``model.attn_implementation`` (``sdpa`` by default). ``model.gradient_checkpointing``
+recomputes each decoder layer's activations in the backward pass. Dropout stays off (the
+engine samples without it, and the importance ratios compare the two), LoRA dropout aside.
+
+LoRA (``model.lora``): only the adapters are trained and in the optimizer. Weights leave the
+learner merged (``W + scale * B @ A``, computed without touching the model): the engines
+and checkpoints get a plain HF model; the weight sync sends only the adapted layers (the
+rest never changes). A checkpoint also holds the adapter (``adapter/``) so that resume
+continues training it on top of the original base model.
 """
 
 from __future__ import annotations
@@ -42,6 +59,7 @@ from rlvr.train.algorithms import k3_kl, policy_loss
 
 MODULE_ID = "policy"
 OPTIMIZER_FILE = "optimizer.pt"
+ADAPTER_DIR = "adapter"  # in a LoRA run's checkpoints: the peft adapter, for resume
 
 # Sums logged per update; the driver divides by the matching weights (see _reduce).
 _TOKEN_STATS = ("loss", "pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean")
@@ -108,23 +126,193 @@ def _spans(n: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
+def plan_micro_batches(
+    prompt_lens: Sequence[int],
+    response_lens: Sequence[int],
+    *,
+    max_seqs: int,
+    max_tokens: int | None = None,
+) -> list[list[int]]:
+    """The rows of each micro-batch.
+
+    Without ``max_tokens``: consecutive runs of ``max_seqs`` rows, in batch order. With it:
+    rows sorted longest first (prompt + response, ties in batch order) and packed greedily
+    while ``rows x (longest prompt + longest response)`` stays within ``max_tokens``: the
+    padded size the forward pass computes once a micro-batch is trimmed to its own longest
+    prompt and response. A row longer than the budget gets a micro-batch of its own;
+    ``max_seqs`` does not apply.
+    """
+    n = len(prompt_lens)
+    if len(response_lens) != n:
+        raise ValueError(f"{n} prompt lengths but {len(response_lens)} response lengths")
+    if max_tokens is None:
+        if max_seqs < 1:
+            raise ValueError(f"max_seqs must be >= 1, got {max_seqs}")
+        return [list(range(s, min(s + max_seqs, n))) for s in range(0, n, max_seqs)]
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    order = sorted(range(n), key=lambda i: -(prompt_lens[i] + max(response_lens[i], 1)))
+    plan: list[list[int]] = []
+    rows: list[int] = []
+    p_max = r_max = 0
+    for i in order:
+        p, r = max(p_max, prompt_lens[i]), max(r_max, response_lens[i], 1)
+        if rows and (len(rows) + 1) * (p + r) > max_tokens:
+            plan.append(rows)
+            rows, p, r = [], prompt_lens[i], max(response_lens[i], 1)
+        rows.append(i)
+        p_max, r_max = p, r
+    if rows:
+        plan.append(rows)
+    return plan
+
+
+def _row_lengths(batch: dict[str, torch.Tensor]) -> tuple[list[int], list[int]]:
+    """(prompt tokens, response tokens) of every row of a :func:`make_train_batch` batch."""
+    r = batch["response_mask"].shape[1]
+    prompt = batch["attention_mask"][:, :-r].sum(-1) if r else batch["attention_mask"].sum(-1)
+    response = batch["response_mask"].sum(-1)
+    return prompt.long().tolist(), response.long().tolist()
+
+
+def _micro_batch(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+    """``rows`` of the batch, trimmed to their own longest prompt and response.
+
+    The columns dropped are padding in every one of these rows (masked out, position ids
+    count real tokens only), so logprobs are unchanged; the forward pass gets cheaper.
+    """
+    first = next(iter(batch.values()))
+    index = torch.as_tensor(rows, dtype=torch.long, device=first.device)
+    m = {k: v.index_select(0, index) for k, v in batch.items()}
+    r_pad = m["response_mask"].shape[1]
+    p_pad = m["input_ids"].shape[1] - r_pad
+    plens, rlens = _row_lengths(m)
+    p, r = max(plens), max(max(rlens), 1)
+    for k in ("input_ids", "attention_mask"):
+        m[k] = m[k][:, p_pad - p : p_pad + r]
+    for k in ("response_mask", "rollout_logprobs"):
+        m[k] = m[k][:, :r]
+    return m
+
+
 # -- the RLModule ----------------------------------------------------------------------------
 def _use_bf16(device: torch.device, dtype: str) -> bool:
     return device.type == "cuda" and dtype in ("auto", "bfloat16")
 
 
-def _load_lm(path: str, dtype: str) -> torch.nn.Module:
+def _load_lm(
+    path: str, dtype: str, attn_implementation: str = "sdpa", frozen: bool = False
+) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" / "Writing model shards" bars
 
-    # Master weights stay fp32 (AdamW on bf16 weights loses small updates); bf16 comes from
-    # autocast in the learner. "bfloat16" on CPU is honoured literally for memory's sake.
-    torch_dtype = (
-        torch.bfloat16 if dtype == "bfloat16" and not torch.cuda.is_available() else torch.float32
+    # Trained weights stay fp32 (AdamW on bf16 weights loses small updates); bf16 comes from
+    # autocast in the learner. Frozen weights have no optimizer: bf16 on a GPU halves their
+    # memory. "bfloat16" on CPU is honoured literally for memory's sake.
+    cuda = torch.cuda.is_available()
+    bf16 = (dtype == "bfloat16" and not cuda) or (frozen and cuda and dtype != "float32")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch.bfloat16 if bf16 else torch.float32,
+            attn_implementation=attn_implementation,
+        )
+    except ImportError as exc:  # e.g. flash_attention_2 without the flash-attn package
+        raise ValueError(
+            f"model.attn_implementation={attn_implementation!r} cannot be used here ({exc}); "
+            "use sdpa"
+        ) from exc
+
+
+def _with_lora(lm: torch.nn.Module, lora: dict[str, Any], adapter_path: str | None):
+    """``lm`` with trainable LoRA adapters (a peft model; the base weights are frozen).
+
+    ``adapter_path``: continue training a saved adapter (a checkpoint's ``adapter/``).
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter_path:
+        return PeftModel.from_pretrained(lm, adapter_path, is_trainable=True)
+    config = LoraConfig(
+        r=int(lora["rank"]),
+        lora_alpha=float(lora["alpha"]),
+        lora_dropout=float(lora["dropout"]),
+        target_modules=list(lora["target_modules"]),
+        task_type="CAUSAL_LM",
     )
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    try:
+        return get_peft_model(lm, config)
+    except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+        raise ValueError(
+            f"model.lora.target_modules={list(lora['target_modules'])}: {exc} "
+            "(name linear layers of this model, e.g. q_proj, k_proj, v_proj, o_proj)"
+        ) from exc
+
+
+def is_peft_model(lm: torch.nn.Module) -> bool:
+    return hasattr(lm, "peft_config") and hasattr(lm, "get_base_model")
+
+
+@torch.no_grad()
+def merged_state_dict(lm: torch.nn.Module, adapted_only: bool = False) -> dict[str, torch.Tensor]:
+    """A peft LoRA model's weights as the plain HF model's state dict, adapters merged in
+    (``W + scale * B @ A`` in ``W``'s dtype), computed without modifying the model.
+
+    ``adapted_only``: just the weights the adapters change (what a weight sync must send).
+    Weights tied to an adapted one (``lm_head`` = ``embed_tokens``) get the merged value.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    base = lm.get_base_model()
+    deltas = {
+        f"{name}.weight": sum(module.get_delta_weight(a) for a in module.active_adapters)
+        for name, module in base.named_modules()
+        if isinstance(module, LoraLayer)
+    }
+    state = {
+        k.replace(".base_layer.", "."): v
+        for k, v in base.state_dict().items()
+        if ".lora_" not in k  # lora_A / lora_B / lora_embedding_* / lora_magnitude_vector
+    }
+    merged = {k: (state[k] + d).to(state[k].dtype) for k, d in deltas.items()}
+    by_storage = {state[k].data_ptr(): v for k, v in merged.items()}
+    out = {}
+    for k, v in state.items():
+        if k in merged or v.data_ptr() in by_storage:
+            out[k] = merged.get(k, by_storage.get(v.data_ptr()))
+        elif not adapted_only:
+            out[k] = v
+    return out
+
+
+def _set_train_modes(lm: torch.nn.Module) -> None:
+    """Dropout off, activation checkpointing on where enabled, LoRA dropout as configured.
+
+    The learner's logprobs are compared with the engine's, which samples without dropout,
+    so the model runs in eval mode. transformers checkpoints a decoder layer only while that
+    layer is in training mode: those layers alone are marked training (their children,
+    where dropout lives, stay in eval). LoRA's own dropout (``model.lora.dropout``) is what
+    the user asked for: it runs in training mode.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    lm.eval()
+    for name, module in lm.named_modules():
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+            module.training = True
+        elif name.rsplit(".", 2)[-2:-1] == ["lora_dropout"]:
+            module.train()
+
+
+def _enable_activation_checkpointing(lm: torch.nn.Module) -> None:
+    # Non-reentrant: gradients reach the adapters even when the layer inputs (frozen
+    # embeddings under LoRA) do not require grad. transformers >= 5.2x renamed the method.
+    enable = (
+        getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
+    )
+    enable({"use_reentrant": False})
 
 
 def _import_rllib():
@@ -144,21 +332,28 @@ def _import_rllib():
 class CausalLMModule(_import_rllib()):
     """An HF causal LM as an RLlib ``TorchRLModule``.
 
-    ``model_config``: ``path`` (HF directory), ``dtype``, ``temperature`` (logits are divided
-    by it, so logprobs match the sampling distribution), ``ref_path`` (a frozen reference
-    model for the KL penalty, or None), ``gradient_checkpointing``.
+    ``model_config``: ``path`` (HF directory), ``dtype``, ``attn_implementation``,
+    ``temperature`` (logits are divided by it, so logprobs match the sampling distribution),
+    ``ref_path`` (a frozen reference model for the KL penalty, or None),
+    ``gradient_checkpointing``, ``lora`` (a :class:`rlvr.config.LoraSpec` as a dict, or None)
+    and ``lora_adapter_path`` (an adapter to continue training).
     """
 
     def setup(self) -> None:
         cfg = self.model_config
-        self.lm = _load_lm(cfg["path"], cfg.get("dtype", "auto"))
+        dtype, attn = cfg.get("dtype", "auto"), cfg.get("attn_implementation", "sdpa")
+        lora = cfg.get("lora")
+        self.lm = _load_lm(cfg["path"], dtype, attn, frozen=bool(lora))
         if cfg.get("gradient_checkpointing"):
-            self.lm.gradient_checkpointing_enable()
+            _enable_activation_checkpointing(self.lm)
+        if lora:
+            self.lm = _with_lora(self.lm, lora, cfg.get("lora_adapter_path"))
         self.ref_lm = None
-        if cfg.get("ref_path"):
-            self.ref_lm = _load_lm(cfg["ref_path"], cfg.get("dtype", "auto"))
+        if cfg.get("ref_path") and not lora:  # under LoRA the reference is the bare base
+            self.ref_lm = _load_lm(cfg["ref_path"], dtype, attn, frozen=True)
             self.ref_lm.requires_grad_(False)
             self.ref_lm.eval()
+        self.kl_to_base = bool(lora) and bool(cfg.get("ref_path"))
         self.temperature = float(cfg.get("temperature") or 1.0)
 
     def _token_logprobs(
@@ -169,18 +364,27 @@ class CausalLMModule(_import_rllib()):
         # Left padding: positions count real tokens only (as generate does).
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         logits = lm(
-            input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=r + 1
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            logits_to_keep=r + 1,
+            use_cache=False,  # no KV cache to build in a training forward
         ).logits
         logits = logits[:, :-1].float() / self.temperature  # position t predicts token t+1
-        logp_all = torch.log_softmax(logits, dim=-1)
-        logp = logp_all.gather(-1, ids[:, -r:].unsqueeze(-1)).squeeze(-1)
+        # log p(token) = logit - logsumexp: unlike log_softmax, no second [B, T, vocab]
+        # tensor is kept for the backward pass (it dominates memory with a 150k vocabulary).
+        lse = torch.logsumexp(logits, dim=-1)
+        logp = logits.gather(-1, ids[:, -r:].unsqueeze(-1)).squeeze(-1) - lse
         entropy = None
         if with_entropy:
-            with torch.no_grad():
-                entropy = -(logp_all.exp() * logp_all).sum(-1)
+            with torch.no_grad():  # H = logsumexp - sum(p * logit)
+                p_logit = torch.softmax(logits, dim=-1).mul_(logits)
+                entropy = lse - p_logit.sum(-1)
+                del p_logit
         return logp, entropy
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        _set_train_modes(self.lm)  # every call: whatever set the modes last (RLlib, a user)
         logp, entropy = self._token_logprobs(self.lm, batch, with_entropy=True)
         out = {"logprobs": logp, "entropy": entropy}
         if self.ref_lm is not None:
@@ -188,6 +392,9 @@ class CausalLMModule(_import_rllib()):
                 out["ref_logprobs"], _ = self._token_logprobs(
                     self.ref_lm, batch, with_entropy=False
                 )
+        elif self.kl_to_base:
+            with torch.no_grad(), self.lm.disable_adapter():
+                out["ref_logprobs"], _ = self._token_logprobs(self.lm, batch, with_entropy=False)
         return out
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -286,8 +493,14 @@ class PolicyLearner(_import_torch_learner()):
         optimizer = next(iter(self._named_optimizers.values()))
         params = [p for group in optimizer.param_groups for p in group["params"]]
         b = len(data["advantages"])
-        mbs = hp["micro_batch_size"]
-        micro = [_slice_batch(data, s, min(s + mbs, b)) for s in range(0, b, mbs)]
+        prompt_lens, response_lens = _row_lengths(data)
+        plan = plan_micro_batches(
+            prompt_lens,
+            response_lens,
+            max_seqs=hp["micro_batch_size"],
+            max_tokens=hp.get("micro_batch_tokens"),
+        )
+        micro = [_micro_batch(data, rows) for rows in plan]
         # Exact normalisation over the whole (all-learner) batch; see the module docstring.
         shards = int(info.get("num_shards", 1))
         total_tokens = float(
@@ -315,7 +528,10 @@ class PolicyLearner(_import_torch_learner()):
             with torch.no_grad(), self._autocast():
                 old = [module.forward_train(m)["logprobs"].float() for m in micro]
 
-        sums: dict[str, float] = dict.fromkeys((*_TOKEN_STATS, "mismatch_kl", "grad_norm"), 0.0)
+        sums: dict[str, float] = dict.fromkeys(
+            (*_TOKEN_STATS, "mismatch_kl", "grad_norm", "input_tokens", "padded_tokens"), 0.0
+        )
+        sums["batch_loss"] = 0.0
         tokens_seen = 0.0
         skipped = 0
         for epoch in range(hp["epochs_per_step"]):
@@ -335,10 +551,16 @@ class PolicyLearner(_import_torch_learner()):
                     loss = self.compute_loss_for_module(
                         module_id=MODULE_ID, config=None, batch=m, fwd_out=out
                     )
-                    (loss * weight(m)).backward()
+                    share = weight(m)
+                    (loss * share).backward()
+                # The objective's value over the whole batch (as backpropagated; summed over
+                # learners, shares add to 1), not a mean of micro-batch losses.
+                sums["batch_loss"] += float(loss.detach()) * share / shards
                 stats, old_lp = self._last_stats
                 n_tok = float(m["response_mask"].sum())
                 tokens_seen += n_tok
+                sums["input_tokens"] += float(m["attention_mask"].sum())  # prompt + response
+                sums["padded_tokens"] += float(m["attention_mask"].numel())
                 mask = m["response_mask"]
                 for k in _TOKEN_STATS:
                     sums[k] += float(stats[k]) * n_tok
@@ -358,27 +580,41 @@ class PolicyLearner(_import_torch_learner()):
         for k in _TOKEN_STATS:
             log((MODULE_ID, "sum", k), sums[k], reduce="sum")
         log((MODULE_ID, "sum", "mismatch_kl"), sums["mismatch_kl"], reduce="sum")
+        log((MODULE_ID, "sum", "batch_loss"), sums["batch_loss"] / epochs, reduce="sum")
+        log((MODULE_ID, "sum", "input_tokens"), sums["input_tokens"], reduce="sum")
+        log((MODULE_ID, "sum", "padded_tokens"), sums["padded_tokens"], reduce="sum")
         log((MODULE_ID, "sum", "tokens"), tokens_seen, reduce="sum")
         log((MODULE_ID, "sum", "first_epoch_tokens"), first_epoch_tokens, reduce="sum")
         log((MODULE_ID, "sum", "grad_norm"), sums["grad_norm"] / epochs, reduce="sum")
         log((MODULE_ID, "sum", "learners"), 1.0, reduce="sum")
         log((MODULE_ID, "sum", "skipped_steps"), float(skipped), reduce="sum")
         log((MODULE_ID, "sum", "lr"), float(optimizer.param_groups[0]["lr"]), reduce="sum")
-        # RLlib logs this as the module's total_loss (token-weighted mean over the update).
-        return {}, {MODULE_ID: torch.tensor(sums["loss"] / max(tokens_seen, 1.0))}, {}
+        # RLlib logs this as the module's total_loss (the batch loss, mean over epochs).
+        return {}, {MODULE_ID: torch.tensor(sums["batch_loss"] / epochs)}, {}
 
     # helpers called through LearnerGroup.foreach_learner -----------------------------------
     def hf_model(self) -> torch.nn.Module:
         module = self.module[MODULE_ID]
         return (module.unwrapped() if hasattr(module, "unwrapped") else module).lm
 
-    def policy_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.hf_model().state_dict().items()}
+    def policy_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+        """HF-named CPU tensors; under LoRA merged (``trainable_only``: the adapted layers)."""
+        lm = self.hf_model()
+        state = merged_state_dict(lm, trainable_only) if is_peft_model(lm) else lm.state_dict()
+        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
     def save_checkpoint(self, path: str) -> None:
         if self._learner_index != 0:  # every learner holds the same weights after a step
             return
-        self.hf_model().save_pretrained(path)
+        lm = self.hf_model()
+        if is_peft_model(lm):
+            # A plain HF model directory (merged weights) that engines and users load as is,
+            # plus the adapter itself, which resume continues to train.
+            # (save_pretrained drops tied keys from the dict it is given: pass a copy.)
+            lm.get_base_model().save_pretrained(path, state_dict=dict(merged_state_dict(lm)))
+            lm.save_pretrained(os.path.join(path, ADAPTER_DIR))
+        else:
+            lm.save_pretrained(path)
         optimizer = next(iter(self._named_optimizers.values()))
         torch.save(optimizer.state_dict(), os.path.join(path, OPTIMIZER_FILE))
 
@@ -396,14 +632,18 @@ class LearnerConfig:
     """Everything a learner needs; built from a JobSpec by :meth:`from_spec`."""
 
     model_path: str
-    ref_model_path: str | None = None  # set when kl_coef > 0
+    ref_model_path: str | None = None  # set when kl_coef > 0 (under LoRA: only a flag)
     dtype: str = "auto"
+    attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
+    lora: dict[str, Any] | None = None  # rank, alpha, dropout, target_modules (LoraSpec)
+    lora_adapter_path: str | None = None  # resume: the checkpoint's adapter/ (model_path = base)
     lr: float = 1e-5
     weight_decay: float = 0.0
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     micro_batch_size: int = 16
+    micro_batch_tokens: int | None = None  # set: micro-batches sized by padded tokens
     epochs_per_step: int = 1
     clip_low: float = 0.2
     clip_high: float = 0.28
@@ -427,12 +667,15 @@ class LearnerConfig:
             model_path=str(model_path),
             ref_model_path=str(ref_model_path) if a.kl_coef > 0 and ref_model_path else None,
             dtype=spec.model.dtype,
+            attn_implementation=spec.model.attn_implementation,
             gradient_checkpointing=spec.model.gradient_checkpointing,
+            lora=spec.model.lora.model_dump() if spec.model.lora is not None else None,
             lr=a.lr,
             weight_decay=a.weight_decay,
             warmup_steps=a.warmup_steps,
             max_grad_norm=a.max_grad_norm,
             micro_batch_size=a.micro_batch_size,
+            micro_batch_tokens=a.micro_batch_tokens,
             epochs_per_step=a.epochs_per_step,
             clip_low=a.clip_low,
             clip_high=a.clip_high,
@@ -460,10 +703,15 @@ def _reduce(results: list[dict[str, Any]]) -> dict[str, float]:
     tokens = max(sums["tokens"], 1.0)
     learners = max(sums["learners"], 1.0)
     out = {k: sums[k] / tokens for k in _TOKEN_STATS}
+    out["loss"] = sums["batch_loss"]  # exact under any micro-batching (see _update)
     out["mismatch/kl"] = sums["mismatch_kl"] / max(sums["first_epoch_tokens"], 1.0)
     out["grad_norm"] = sums["grad_norm"] / learners
     out["lr"] = sums["lr"] / learners
     out["learner/skipped_steps"] = sums["skipped_steps"]
+    # Real (prompt + response) tokens through forward + backward, all epochs; and the share
+    # of the computed positions that were padding.
+    out["learner/tokens"] = sums["input_tokens"]
+    out["learner/pad_frac"] = 1.0 - sums["input_tokens"] / max(sums["padded_tokens"], 1.0)
     return out
 
 
@@ -507,8 +755,11 @@ class Learner:
                 "path": config.model_path,
                 "ref_path": config.ref_model_path,
                 "dtype": config.dtype,
+                "attn_implementation": config.attn_implementation,
                 "temperature": config.temperature,
                 "gradient_checkpointing": config.gradient_checkpointing,
+                "lora": config.lora,
+                "lora_adapter_path": config.lora_adapter_path,
             },
         )
         algo_config = (
@@ -573,12 +824,19 @@ class Learner:
             results = self._on_learners(_update_shard, batch_ref=ref, timesteps=timesteps)
         return _reduce(results)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The policy's weights (HF parameter names, CPU tensors)."""
-        return self._on_learners(lambda learner: learner.policy_state_dict(), first_only=True)[0]
+    def state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+        """The policy's weights (HF parameter names, CPU tensors; LoRA adapters merged in).
+
+        ``trainable_only``: only the weights training can change: everything for full
+        fine-tuning, the adapted layers under LoRA (what a weight sync needs to send).
+        """
+        return self._on_learners(
+            lambda learner: learner.policy_state_dict(trainable_only), first_only=True
+        )[0]
 
     def save(self, path: str | Path) -> None:
-        """Write the policy as an HF model directory plus ``optimizer.pt`` into ``path``."""
+        """Write the policy as an HF model directory plus ``optimizer.pt`` into ``path``
+        (under LoRA: the merged model, plus the adapter in ``adapter/``)."""
         target = str(path)
         self._on_learners(lambda learner: learner.save_checkpoint(target), first_only=True)
 
@@ -593,9 +851,12 @@ class Learner:
 
 
 __all__ = [
+    "ADAPTER_DIR",
     "CausalLMModule",
     "Learner",
     "LearnerConfig",
     "PolicyLearner",
     "make_train_batch",
+    "merged_state_dict",
+    "plan_micro_batches",
 ]

@@ -48,7 +48,10 @@ log = logging.getLogger("rlvr.train")
 SAMPLES_PER_STEP = 4  # completions written to samples.jsonl per step (one per group)
 SPEC_FILE = "spec.json"
 CURVES_FILE = "curves.png"
-_LEARNER_KEYS = ("loss", "kl", "entropy", "clip_frac", "grad_norm", "lr", "mismatch/kl")
+_LEARNER_KEYS = (
+    *("loss", "kl", "entropy", "clip_frac", "grad_norm", "lr", "mismatch/kl"),
+    *("learner/tokens", "learner/pad_frac"),
+)
 
 
 @dataclass
@@ -198,16 +201,11 @@ class _Trainer:
     def __init__(self, spec: JobSpec, run_dir: Path, resume: bool, actor_cpus: float | None):
         from rlvr.rollout import create_rollout
         from rlvr.rollout.hf import load_tokenizer
-        from rlvr.train.learner import Learner, LearnerConfig
+        from rlvr.train.learner import ADAPTER_DIR, Learner, LearnerConfig
 
         self.spec = spec
         self.run_dir = run_dir
         a = spec.algorithm
-        if spec.model.lora is not None:
-            raise ValueError(
-                "model.lora: LoRA training is not supported by this trainer yet; "
-                "remove model.lora to train the full model"
-            )
         self.model_path = _resolve_model(spec.model.path)
         self.start_step = 0
         policy_path = self.model_path
@@ -245,8 +243,16 @@ class _Trainer:
                 overrides["num_gpus_per_learner"] = (
                     1.0 if whole else round(gpus * 0.5 / a.num_learners, 3)
                 )
+            if spec.model.lora is not None and ckpt is not None:
+                # LoRA resumes as base model + the checkpoint's adapter (its optimizer state
+                # is the adapter's; the KL reference stays the base). Engines load the merged
+                # checkpoint.
+                overrides["lora_adapter_path"] = str(ckpt[1] / ADAPTER_DIR)
+                learner_path = self.model_path
+            else:
+                learner_path = policy_path
             config = LearnerConfig.from_spec(
-                spec, str(policy_path), ref_model_path=str(self.model_path), **overrides
+                spec, str(learner_path), ref_model_path=str(self.model_path), **overrides
             )
             if a.num_learners > a.prompts_per_step * a.group_size:
                 raise ValueError(
@@ -342,10 +348,10 @@ class _Trainer:
             learned["lr"] = a.lr
         learn_s = time.perf_counter() - t0
 
-        # 5. weights to the engines
+        # 5. weights to the engines (under LoRA only the adapted layers change)
         t0 = time.perf_counter()
         if kept:
-            self.rollout.load_weights(self.learner.state_dict(), version=step)
+            self.rollout.load_weights(self.learner.state_dict(trainable_only=True), version=step)
         sync_s = time.perf_counter() - t0
 
         # 6. metrics
@@ -360,6 +366,7 @@ class _Trainer:
                 "time/learn_s": learn_s,
                 "time/sync_s": sync_s,
                 "throughput/rollout_tok_s": n_tokens / max(rollout_s, 1e-9),
+                "throughput/learn_tok_s": learned["learner/tokens"] / max(learn_s, 1e-9),
             }
         )
         metrics["time/step_s"] = time.perf_counter() - t_step
