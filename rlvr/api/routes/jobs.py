@@ -219,7 +219,7 @@ async def stream_events(
     of the job, as it is written. Each event's ``id`` is a cursor (``Last-Event-ID`` or
     ``?after=`` resumes after it); the stream ends once the job is finished."""
     cursor = after or 0
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
         cursor = max(cursor, int(last_event_id))
     while True:
         events = await run_in_threadpool(store.events_after, job.id, cursor)
