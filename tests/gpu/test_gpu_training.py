@@ -108,7 +108,7 @@ def test_learner_logprobs_match_the_vllm_engines_in_bf16(rollout, model_dir):
 
 
 def test_lora_weights_synced_into_vllm_make_it_sample_the_learners_policy(rollout, model_dir):
-    spec = _spec(lr=5e-3)
+    spec = _spec(lr=1e-3)
     spec.model.lora = {"rank": 16, "alpha": 32.0}
     prompts, pad = _prompts(model_dir, 16, seed=4)
     learner = _learner(spec, model_dir)
