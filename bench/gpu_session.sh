@@ -4,6 +4,7 @@
 #
 # Here (the CPU machine), once:
 #   bash bench/gpu_session.sh bundle        # .gpu/p1 ... .gpu/pN (~10 min the first time)
+# (The .gpu/p1 ... p4 built on 2026-11-23 already hold EXTRA_DEPS below: reuse them, N = 4.)
 #
 # Then the device calls, back to back (the machine stays warm ~30 s after a call; a cold
 # machine has lost /tmp/site and starts again from chunk 1). N = the last chunk (printed by
@@ -42,10 +43,12 @@ gpu_env() {
   export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 \
     VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ALLOW_INSECURE_SERIALIZATION=1 VLLM_LOGGING_LEVEL=WARNING \
     RLVR_HOME=/tmp/rlvr_home TOKENIZERS_PARALLELISM=false
-  if ! python3 -c "import ray, vllm, peft, math_verify" 2>/dev/null; then
+  if ! python3 -c "import ray, vllm, math_verify" 2>/dev/null; then
     echo "the bundle is not installed in /tmp/site (a fresh machine?): stage .gpu/p1 ... again"
     exit 3
   fi
+  python3 -c "import peft" 2>/dev/null \
+    || echo "peft is missing on this image: LoRA tests fail; add peft==0.21.2 to EXTRA_DEPS, rebuild"
 }
 
 last_chunk() { ls -d .gpu/p* 2>/dev/null | sed 's|.gpu/p||' | sort -n | tail -1; }
@@ -128,7 +131,7 @@ YAML
     exit "$rc"
     ;;
   *)
-    sed -n '2,25p' "$0"
+    sed -n '2,26p' "$0"
     exit 2
     ;;
 esac
