@@ -131,7 +131,7 @@ YAML
     exit "$rc"
     ;;
   *)
-    sed -n '2,26p' "$0"
+    sed -n '2,27p' "$0"
     exit 2
     ;;
 esac
