@@ -251,7 +251,7 @@ def _with_lora(lm: torch.nn.Module, lora: dict[str, Any], adapter_path: str | No
         ) from exc
 
 
-def is_peft_model(lm: torch.nn.Module) -> bool:
+def _is_peft_model(lm: torch.nn.Module) -> bool:
     return hasattr(lm, "peft_config") and hasattr(lm, "get_base_model")
 
 
@@ -600,14 +600,14 @@ class PolicyLearner(_import_torch_learner()):
     def policy_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:
         """HF-named CPU tensors; under LoRA merged (``trainable_only``: the adapted layers)."""
         lm = self.hf_model()
-        state = merged_state_dict(lm, trainable_only) if is_peft_model(lm) else lm.state_dict()
+        state = merged_state_dict(lm, trainable_only) if _is_peft_model(lm) else lm.state_dict()
         return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
     def save_checkpoint(self, path: str) -> None:
         if self._learner_index != 0:  # every learner holds the same weights after a step
             return
         lm = self.hf_model()
-        if is_peft_model(lm):
+        if _is_peft_model(lm):
             # A plain HF model directory (merged weights) that engines and users load as is,
             # plus the adapter itself, which resume continues to train.
             # (save_pretrained drops tied keys from the dict it is given: pass a copy.)

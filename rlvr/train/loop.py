@@ -48,10 +48,8 @@ log = logging.getLogger("rlvr.train")
 SAMPLES_PER_STEP = 4  # completions written to samples.jsonl per step (one per group)
 SPEC_FILE = "spec.json"
 CURVES_FILE = "curves.png"
-_LEARNER_KEYS = (
-    *("loss", "kl", "entropy", "clip_frac", "grad_norm", "lr", "mismatch/kl"),
-    *("learner/tokens", "learner/pad_frac"),
-)
+_LEARNER_KEYS = ("loss", "kl", "entropy", "clip_frac", "grad_norm", "lr", "mismatch/kl",
+                 "learner/tokens", "learner/pad_frac")  # fmt: skip
 
 
 @dataclass
