@@ -3,8 +3,9 @@
 Rlimits bound each *process*; a fork bomb of 64 processes of 512 MB each would still eat
 32 GB. A cgroup bounds the run as a whole. Each concurrent slot of a ``LocalSandbox`` owns
 one cgroup (v1: one per controller; v2: one with both), created below the cgroup this
-process lives in, named ``rlvr-sandbox-<pid>-<n>/slot-<k>``. A run joins its slot's cgroup
-before bubblewrap starts (see ``LocalSandbox``), so everything it forks is counted.
+process lives in, named ``rlvr-sandbox-<pid>-<n>/slot-<k>``. A run's sandboxed process is
+moved into its slot's cgroup before it execs the program (see ``LocalSandbox``), so
+everything the program forks is counted.
 
 Where the tree is not writable (no root, a read-only or undelegated cgroupfs, a v2 parent
 with processes in it) :func:`make_slot_cgroups` returns ``None`` with the reason, and the
@@ -43,6 +44,11 @@ class SlotCgroup:
     def procs_files(self) -> list[str]:
         """The ``cgroup.procs`` files a process writes its pid to, to join this slot."""
         return [os.path.join(d, "cgroup.procs") for d in dict.fromkeys(self.dirs.values())]
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` into this slot (its children will be born here)."""
+        for path in self.procs_files:
+            _write(path, str(pid))
 
     def set_limits(self, memory_bytes: int, pids: int) -> None:
         mem, pid_dir = self.dirs["memory"], self.dirs["pids"]

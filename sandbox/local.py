@@ -2,17 +2,24 @@
 
 One run, from the outside in::
 
-    /bin/sh -c 'join slot cgroups; exec "$@"'        (root; only where cgroups are writable)
-      setpriv --reuid U --regid U --clear-groups      (root only: U = uid_base + slot)
-        bwrap --unshare-all --as-pid-1 ...            (new user/pid/net/ipc/uts/cgroup ns)
-          python3 -I -S -c <_boot.py> ...             (pid 1: sets rlimits, runs /work/main.py)
+    setpriv --reuid U --regid U --clear-groups     (root only: U = uid_base + slot)
+      bwrap --unshare-all --as-pid-1 --args FD ..  (new user/pid/net/ipc/uts/cgroup ns)
+        python3 -I -S -c <_boot.py> ...            (pid 1: sets rlimits, runs main.py)
+
+The outer process joins the slot's cgroups before it can start anything: bubblewrap's
+first act is to read its remaining arguments (``--args FD``) to EOF, and the parent writes
+them (the one that places the program in ``/work``) only after it has moved the process
+into the slot's cgroups. Everything bubblewrap then forks is born there, and the sandbox's
+cgroup namespace is rooted at the slot. No shell, no race; a parent that dies before
+writing leaves bubblewrap with no program to run.
 
 Isolation: all namespaces unshared (the network namespace has only a loopback: no route
 out), read-only ``/usr`` and interpreter, a read-only root, private size-capped tmpfs
-``/work``, ``/tmp`` and ``/dev/shm``, a cleared environment, no capabilities, a new session,
-``--die-with-parent``, nested user namespaces disabled, a seccomp filter (``_seccomp.py``),
-rlimits (CPU, address space, processes, file size, open files), and per-slot cgroup memory
-and pids limits where the cgroup tree is writable.
+``/work``, ``/tmp`` and ``/dev/shm``, ``/dev/null``, ``/dev/zero`` and ``/dev/urandom`` as the
+only devices, a cleared environment, no capabilities, a new session, ``--die-with-parent``,
+nested user namespaces disabled, a seccomp filter (``_seccomp.py``), rlimits (CPU, address
+space, processes, file size, open files), and per-slot cgroup memory and pids limits where
+the cgroup tree is writable.
 
 Cleanup: the program is pid 1 of its own pid namespace (``--as-pid-1``). When it exits the
 kernel kills everything left in the namespace, daemons included, and the outer bubblewrap
@@ -24,11 +31,12 @@ kernel-forced ones (SIGSEGV, the RLIMIT_CPU SIGKILL) end it as usual. On a wall-
 timeout or an output overflow we SIGKILL it (and everything in the slot's cgroup) and wait
 until all is gone, so nothing a program started outlives ``run_python``.
 
-Costs: ``python3 -I -S`` alone takes ~10 ms of CPU; the sandbox adds ~8-10 ms (namespaces,
-mounts, the sh/setpriv/bwrap execs; measured with cpuacct on this 2-core machine). A
-trivial run's p50 was ~19 ms on a quiet core here and 21 ms on an idle 16-core machine.
-The interpreter must be a real binary readable by other users: a pyenv shim costs ~60 ms
-and an interpreter under ``/root`` (mode 0700) cannot be executed by the sandbox uid.
+Costs (CPU of a trivial run on this 2-core machine; docs/sandbox.md, "What a run costs"):
+the interpreter ~10 ms, bubblewrap's namespaces and mounts ~3-4 ms. Each bind mount makes
+bubblewrap parse the whole mount table again, so the sandbox has three device binds (not
+``--dev``'s six plus a devpts) and copies ``/etc/ld.so.cache`` instead of binding it. The
+interpreter must be a real binary readable by other users: a pyenv shim costs ~60 ms and an
+interpreter under ``/root`` (mode 0700) cannot be executed by the sandbox uid.
 """
 
 from __future__ import annotations
@@ -65,11 +73,14 @@ from sandbox.base import (
 log = logging.getLogger(__name__)
 
 _BOOT = (Path(__file__).parent / "_boot.py").read_text()
-_JOIN_CGROUPS = 'for f in $RLVR_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; exec "$@"'
 _CHILD_PID_RE = re.compile(rb'"child-pid"\s*:\s*(\d+)')
 # System directories the interpreter may need, bound read-only (symlinks recreated as such).
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Small system files: copied into the sandbox's root (cheaper than a bind mount, which costs
+# bubblewrap a parse of the whole mount table), or recreated if they are symlinks.
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+# The only device nodes a program gets (each is a bind mount, and each mount costs).
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
 _KILL_GRACE_S = 2.0  # how long teardown may take after a kill before we call it a failure
 _HEADROOM_MB = 32  # cgroup memory beyond memory_mb and the tmpfs: bubblewrap itself
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8"}
@@ -175,7 +186,7 @@ class LocalSandbox(Sandbox):
 
         # The uids runs execute as (None: not root, runs keep this process's uid).
         self.uids = range(uid_base, uid_base + concurrency) if self._root else None
-        self._system_args = self._mount_args()
+        self._system_args, self._copied_files = self._system_mounts()
         self._mount_proc = True
         self.isolation["proc"] = "own pid namespace"
         self._free: queue.Queue[_Slot] = queue.Queue()
@@ -189,21 +200,30 @@ class LocalSandbox(Sandbox):
 
     # ---------------------------------------------------------------- construction helpers
 
-    def _mount_args(self) -> list[str]:
+    def _system_mounts(self) -> tuple[list[str], list[str]]:
+        """bubblewrap arguments for the read-only system, and the files to copy per run."""
         args: list[str] = []
         for p in _SYSTEM_PATHS:
             if os.path.islink(p):
                 args += ["--symlink", os.readlink(p), p]
             elif os.path.isdir(p):
                 args += ["--ro-bind", p, p]
-        for p in _SYSTEM_FILES:
-            if os.path.exists(p):
-                args += ["--ro-bind", p, p]
         # An interpreter outside /usr (e.g. /opt/python3.12/bin/python3): bind its prefix.
         prefix = str(Path(self.python).parent.parent)
         if not any(prefix == p or prefix.startswith(p + "/") for p in _SYSTEM_PATHS):
             args += ["--ro-bind", prefix, prefix]
-        return args
+        copied = []
+        for p in _SYSTEM_FILES:
+            if os.path.islink(p):
+                args += ["--symlink", os.readlink(p), p]
+            elif os.path.isfile(p):
+                copied.append(p)
+        for dev in _DEVICES:
+            args += ["--dev-bind", dev, dev]
+        for i, name in enumerate(("stdin", "stdout", "stderr")):
+            args += ["--symlink", f"/proc/self/fd/{i}", f"/dev/{name}"]
+        args += ["--symlink", "/proc/self/fd", "/dev/fd"]
+        return args, copied
 
     def _self_test(self) -> None:
         """Run one program now, so that a machine that cannot sandbox says so at once.
@@ -233,19 +253,16 @@ class LocalSandbox(Sandbox):
 
     # ------------------------------------------------------------------------- one run
 
-    def _argv(self, slot: _Slot, limits: Limits, fds: _RunFds) -> tuple[list[str], dict[str, str]]:
+    def _argv(self, slot: _Slot, limits: Limits, fds: _RunFds) -> list[str]:
         disk = int(limits.disk_mb) << 20
         argv: list[str] = []
-        env: dict[str, str] = {}
-        if slot.cgroup is not None:
-            argv += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh"]
-            env["RLVR_CGROUP_PROCS"] = " ".join(slot.cgroup.procs_files)
         if slot.uid is not None:
             argv += [self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}", "--clear-groups"]
         argv += [self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
         argv += ["--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
-        argv += ["--hostname", "sandbox"]
-        argv += [*self._system_args, "--dev", "/dev"]
+        argv += ["--hostname", "sandbox", *self._system_args]
+        for path, fd in fds.system_files.items():
+            argv += ["--file", str(fd), path]
         if self._mount_proc:
             argv += ["--proc", "/proc"]
         for mountpoint in ("/dev/shm", "/tmp", "/work"):
@@ -254,9 +271,12 @@ class LocalSandbox(Sandbox):
             parts = d.split("/")
             for i in range(1, len(parts) + 1):
                 argv += ["--dir", "/work/" + "/".join(parts[:i])]
-        for name, fd in {MAIN_FILE: fds.code, **fds.files}.items():
+        for name, fd in fds.files.items():
             argv += ["--perms", "0644", "--file", str(fd), f"/work/{name}"]
-        argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/work", "--clearenv"]
+        # The program itself comes through this pipe, written once the outer process is in
+        # its cgroup: bubblewrap reads it to EOF before it does anything else.
+        argv += ["--args", str(fds.args_r)]
+        argv += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]
         for var, value in _ENV.items():
             argv += ["--setenv", var, value]
         argv += ["--json-status-fd", str(fds.status_w)]
@@ -270,7 +290,7 @@ class LocalSandbox(Sandbox):
             str(disk),
             str(int(limits.open_files)),
         ]
-        return argv, env
+        return argv
 
     def _run(self, code: str, stdin: str, limits: Limits, files: dict[str, str]) -> RunResult:
         while True:  # wait for a free slot, but not on a sandbox closed meanwhile
@@ -293,12 +313,12 @@ class LocalSandbox(Sandbox):
             tmpfs_mb = 3 * int(limits.disk_mb)  # tmpfs pages are charged to the writer's cgroup
             slot.cgroup.set_limits(
                 (int(limits.memory_mb) + tmpfs_mb + _HEADROOM_MB) << 20,
-                int(limits.pids) + 1,  # +1: the outer sh -> setpriv -> bwrap (one pid)
+                int(limits.pids) + 1,  # +1: the outer bubblewrap
             )
             oom_before = slot.cgroup.oom_kills()
-        fds = _RunFds(code, stdin, files, self._seccomp)
+        fds = _RunFds(code, stdin, files, self._seccomp, self._copied_files)
         try:
-            argv, env = self._argv(slot, limits, fds)
+            argv = self._argv(slot, limits, fds)
             start = time.monotonic()
             try:
                 proc = subprocess.Popen(
@@ -307,28 +327,31 @@ class LocalSandbox(Sandbox):
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     pass_fds=fds.passed(),
-                    env=env,
+                    env={},
                     start_new_session=True,
                 )
             except OSError as exc:  # e.g. EAGAIN: this machine is out of processes
                 raise SandboxError(f"cannot start the sandbox: {exc}") from exc
             try:
                 fds.close_passed()  # the child has its copies; ours would keep pipes open
+                if slot.cgroup is not None:
+                    _join_cgroup(proc.pid, slot)
+                fds.send_program()
                 out, err, timed_out, truncated = _collect(proc, limits, start)
             except BaseException:  # e.g. a caller's SIGALRM: never leave the run behind
                 _kill_and_reap(proc, slot, fds.read_status(block=False))
                 raise
             killed = timed_out or truncated
             if killed:
-                status = _kill_and_reap(proc, slot, fds.read_status(block=False))
+                _kill_and_reap(proc, slot, fds.read_status(block=False))
                 exit_code, cpu_s = -signal.SIGKILL, 0.0
             else:
                 exit_code, cpu_s = _reap(proc)
-                status = fds.read_status(block=True)  # bubblewrap, the only writer, is gone
+                fds.read_status(block=True)  # bubblewrap, the only writer, is gone
             duration = time.monotonic() - start
         finally:
             fds.close_all()
-        if not killed and not _CHILD_PID_RE.search(status):
+        if not killed and not _CHILD_PID_RE.search(fds.status):
             # bubblewrap never started the program: a setup failure, not the program's doing.
             raise SandboxError(
                 f"sandbox failed to start (exit {exit_code}): {err.decode(errors='replace')[:500]}"
@@ -360,14 +383,34 @@ class LocalSandbox(Sandbox):
             self._finalizer()
 
 
-class _RunFds:
-    """The file descriptors of one run: stdin, code and files as memfds, seccomp, status pipe.
+def _join_cgroup(pid: int, slot: _Slot) -> None:
+    """Move the run's outer process into the slot's cgroups, so that everything it will
+    start is counted there. It is still waiting for its arguments: it has started nothing.
 
-    memfds are created close-on-exec; ``Popen(pass_fds=...)`` hands exactly these to the
-    child, so a concurrent run in another thread never inherits them.
+    Raises :class:`SandboxError` if the process is gone or the cgroup refuses it.
+    """
+    try:
+        slot.cgroup.add(pid)
+    except OSError as exc:
+        raise SandboxError(f"cannot move the sandbox {pid} into its cgroup: {exc}") from exc
+
+
+class _RunFds:
+    """The file descriptors of one run: stdin, code and files as memfds, seccomp, the system
+    files to copy, the status pipe (bubblewrap -> us) and the arguments pipe (us -> it).
+
+    Everything is created close-on-exec; ``Popen(pass_fds=...)`` hands exactly the child's
+    ends to it, so a concurrent run in another thread never inherits them.
     """
 
-    def __init__(self, code: str, stdin: str, files: dict[str, str], seccomp: bytes | None):
+    def __init__(
+        self,
+        code: str,
+        stdin: str,
+        files: dict[str, str],
+        seccomp: bytes | None,
+        system_files: list[str],
+    ):
         self._all: list[int] = []
         self.stdin = self._memfd(stdin.encode())
         self.code = self._memfd(code.encode())
@@ -376,12 +419,20 @@ class _RunFds:
             for name, data in files.items()
         }
         self.seccomp = self._memfd(seccomp) if seccomp is not None else None
-        self.status_r, self.status_w = os.pipe()
-        self._all += [self.status_r, self.status_w]
+        self.system_files = {
+            p: self._keep(os.open(p, os.O_RDONLY | os.O_CLOEXEC)) for p in system_files
+        }
+        self.status_r, self.status_w = (self._keep(fd) for fd in os.pipe())
+        self.args_r, self.args_w = (self._keep(fd) for fd in os.pipe())
+        self._ours = {self.status_r, self.args_w}  # the parent's ends: kept after the spawn
+        self.status = b""  # what bubblewrap wrote on the status pipe so far
+
+    def _keep(self, fd: int) -> int:
+        self._all.append(fd)
+        return fd
 
     def _memfd(self, data: bytes) -> int:
-        fd = os.memfd_create("sandbox")
-        self._all.append(fd)
+        fd = self._keep(os.memfd_create("sandbox"))
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -389,30 +440,40 @@ class _RunFds:
         return fd
 
     def passed(self) -> list[int]:
-        fds = [self.code, self.status_w, *self.files.values()]
-        return fds + ([self.seccomp] if self.seccomp is not None else [])
+        return [fd for fd in self._all if fd not in self._ours and fd != self.stdin]
 
     def close_passed(self) -> None:
         for fd in self._all:
-            if fd != self.status_r:
+            if fd not in self._ours:
                 os.close(fd)
-        self._all = [self.status_r]
+        self._all = [fd for fd in self._all if fd in self._ours]
+
+    def send_program(self) -> None:
+        """Write the arguments that put the program in ``/work`` and close the pipe, which
+        lets bubblewrap go on. Without them (a parent that died first) nothing would run."""
+        args = ["--perms", "0644", "--file", str(self.code), f"/work/{MAIN_FILE}"]
+        with contextlib.suppress(OSError):  # EPIPE: bubblewrap has exited already
+            os.write(self.args_w, b"\0".join(a.encode() for a in args) + b"\0")  # < PIPE_BUF
+        os.close(self.args_w)
+        self._all.remove(self.args_w)
+        self._ours.discard(self.args_w)
 
     def read_status(self, block: bool) -> bytes:
-        """bubblewrap's JSON status lines; ``block=False``: only what is there now."""
+        """Read more of bubblewrap's JSON status lines (``block=False``: what is there now);
+        returns all of them so far (also in ``status``)."""
         os.set_blocking(self.status_r, block)
-        chunks = []
         try:
             while chunk := os.read(self.status_r, 65536):
-                chunks.append(chunk)
+                self.status += chunk
         except BlockingIOError:
             pass
-        return b"".join(chunks)
+        return self.status
 
     def close_all(self) -> None:
         for fd in self._all:
             os.close(fd)
         self._all = []
+        self._ours = set()
 
 
 def _collect(
@@ -456,8 +517,8 @@ def _collect(
     return bytes(bufs[out_fd]), bytes(bufs[err_fd]), timed_out, truncated
 
 
-def _kill_and_reap(proc: subprocess.Popen, slot: _Slot, status: bytes) -> bytes:
-    """SIGKILL a run and wait until none of its processes is left; returns ``status``.
+def _kill_and_reap(proc: subprocess.Popen, slot: _Slot, status: bytes) -> None:
+    """SIGKILL a run and wait until none of its processes is left.
 
     The namespace's init goes first (bubblewrap's first status line names it; the program
     cannot write there): the kernel then kills the rest of the pid namespace, and the outer
@@ -483,7 +544,7 @@ def _kill_and_reap(proc: subprocess.Popen, slot: _Slot, status: bytes) -> bytes:
         left = slot.cgroup.pids() if slot.cgroup is not None else []
         left += [init_pid] if init_pid is not None and _alive(init_pid) else []
         if not left:
-            return status
+            return
         if time.monotonic() > deadline:
             raise SandboxError(f"sandbox processes {left} survived SIGKILL for {_KILL_GRACE_S}s")
         for pid in left:

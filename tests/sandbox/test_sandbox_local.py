@@ -83,6 +83,22 @@ def test_unread_large_stdin_does_not_block(local_sb):
     assert r.stdout == "ignored my stdin\n" and not r.timed_out
 
 
+def test_only_three_devices_exist_and_dev_and_etc_are_read_only(local_sb):
+    r = local_sb.run_python(
+        "import os, sys\nprint(sorted(os.listdir('/dev')))\n"
+        "print(os.readlink('/dev/stdout'), len(open('/dev/urandom', 'rb').read(8)),\n"
+        "      open('/dev/zero', 'rb').read(2), os.path.getsize('/etc/ld.so.cache') > 0)\n"
+        "for path, mode in (('/dev/evil', 'w'), ('/etc/ld.so.cache', 'a')):\n"
+        "    try:\n        open(path, mode)\n    except OSError as e:\n        print(e.errno)\n"
+    )
+    lines = r.stdout.splitlines()
+    assert lines[0] == str(["fd", "null", "shm", "stderr", "stdin", "stdout", "urandom", "zero"]), (
+        r.stderr
+    )
+    assert lines[1] == "/proc/self/fd/1 8 b'\\x00\\x00' True"
+    assert lines[2:] == ["30", "30"]  # EROFS: /dev and the copied system files are read-only
+
+
 def test_syntax_error_is_a_failed_run_not_an_exception(local_sb):
     r = local_sb.run_python("def f(:\n")
     assert r.exit_code == 1 and "SyntaxError" in r.stderr
