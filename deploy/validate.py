@@ -4,7 +4,9 @@
 2. compose.yaml validates against the Compose Specification schema (vendored by the
    ``check-jsonschema`` dev dependency);
 3. every object in deploy/kuberay/ validates against the committed schemas: Kubernetes v1.33
-   (strict: unknown fields are errors) and the KubeRay ray.io/v1 subset (deploy/schemas/).
+   and KubeRay v1.7's own CRDs, both strict (unknown fields are errors; deploy/schemas/);
+4. RayClusters and RayJobs pass the checks KubeRay's operator makes before it acts on them
+   and that no schema expresses (``kuberay_operator_errors``).
 
     python deploy/validate.py       # prints each problem; exit 1 if there is any
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +34,7 @@ COMPOSE_FILE = DEPLOY / "compose.yaml"
 MANIFESTS = sorted((DEPLOY / "kuberay").glob("*.yaml"))
 
 _K8S = "https://kubernetes.io/api/_definitions.json#/$defs/"
-_KUBERAY = "https://rlvr.invalid/schemas/kuberay-v1.7-subset.json#/$defs/"
+_KUBERAY = "https://rlvr.invalid/schemas/kuberay-v1.7-crds.json#/$defs/"
 # (apiVersion, kind) -> the schema an object of that kind must satisfy.
 SCHEMA_FOR_KIND = {
     ("v1", "ConfigMap"): _K8S + "io.k8s.api.core.v1.ConfigMap",
@@ -49,7 +52,7 @@ SCHEMA_FOR_KIND = {
 def schema_registry() -> Registry:
     """The committed schemas, addressable by their ``$id``; nothing is fetched."""
     resources = []
-    for name in ("kubernetes-v1.33-strict.json", "kuberay-v1.7-subset.json"):
+    for name in ("kubernetes-v1.33-strict.json", "kuberay-v1.7-crds.json"):
         contents = json.loads((SCHEMAS / name).read_text())
         resources.append(Resource.from_contents(contents))
     return Registry().with_resources((r.id(), r) for r in resources)
@@ -59,8 +62,87 @@ def _path(error_path: Any) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error_path) or "."
 
 
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")
+_RAY_START_RESOURCES = ("num-cpus", "num-gpus", "memory", "resources")
+
+
+def _ray_version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def _ray_cluster_spec_errors(spec: dict, at: str) -> list[str]:
+    """``ValidateRayClusterSpec`` of KubeRay v1.7.0 (controllers/ray/utils/validation.go),
+    the parts a schema cannot say: restated here, not generated."""
+    problems = []
+    head = spec.get("headGroupSpec", {})
+    autoscaling = bool(spec.get("enableInTreeAutoscaling"))
+    groups = [(f"{at}.headGroupSpec", "head", head)] + [
+        (f"{at}.workerGroupSpecs[{i}]", g.get("groupName", "?"), g)
+        for i, g in enumerate(spec.get("workerGroupSpecs", []))
+    ]
+    for path, name, group in groups:
+        if not group.get("template", {}).get("spec", {}).get("containers"):
+            problems.append(f"{path}.template.spec.containers: group {name} needs a container")
+        params = group.get("rayStartParams", {})
+        if "labels" in params:
+            problems.append(f"{path}.rayStartParams.labels: not supported, use {path}.labels")
+        if group.get("resources") and any(params.get(k) for k in _RAY_START_RESOURCES):
+            problems.append(f"{path}.resources: set in both rayStartParams and resources")
+        if group is head:
+            continue
+        low, high = group.get("minReplicas"), group.get("maxReplicas")
+        if not autoscaling and (low is None or high is None):
+            problems.append(f"{path}: minReplicas and maxReplicas are required without autoscaling")
+        for field, value in (("minReplicas", low), ("maxReplicas", high)):
+            if isinstance(value, int) and value < 0:
+                problems.append(f"{path}.{field}: negative ({value})")
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            problems.append(f"{path}.minReplicas: {low} is greater than maxReplicas {high}")
+    if spec.get("authOptions", {}).get("mode") == "token":
+        version = spec.get("rayVersion")
+        if not version:
+            problems.append(f"{at}.rayVersion: required with authOptions.mode token (>= 2.52.0)")
+        elif _ray_version(str(version)) < (2, 52, 0):
+            problems.append(f"{at}.rayVersion: token auth needs Ray >= 2.52.0, got {version}")
+    return problems
+
+
+def kuberay_operator_errors(obj: dict) -> list[str]:
+    """What KubeRay v1.7's operator would refuse in a RayCluster or RayJob although its CRD
+    schema accepts it (the operator checks these in Go, not through the CRD): names,
+    replica bounds, containers, rayStartParams conflicts, token auth's Ray version, the
+    RayJob submission mode, deadlines."""
+    kind, meta, spec = obj.get("kind"), obj.get("metadata", {}), obj.get("spec", {})
+    problems = []
+    name, longest = meta.get("name", ""), 53 if kind == "RayCluster" else 47
+    if len(name) > longest or not _DNS1035.fullmatch(name):
+        problems.append(f".metadata.name: {name!r} is not a DNS-1035 label of <= {longest} chars")
+    if kind == "RayCluster":
+        problems += _ray_cluster_spec_errors(spec, ".spec")
+    elif kind == "RayJob":
+        mode = spec.get("submissionMode", "K8sJobMode")
+        if mode not in _SUBMISSION_MODES:
+            problems.append(
+                f".spec.submissionMode: {mode!r} is not one of {list(_SUBMISSION_MODES)}"
+            )
+        if "rayClusterSpec" not in spec and not spec.get("clusterSelector"):
+            problems.append(".spec: one of rayClusterSpec or clusterSelector must be set")
+        if "rayClusterSpec" in spec:
+            problems += _ray_cluster_spec_errors(spec["rayClusterSpec"], ".spec.rayClusterSpec")
+        for field in ("activeDeadlineSeconds", "preRunningDeadlineSeconds"):
+            if field in spec and spec[field] <= 0:
+                problems.append(f".spec.{field}: must be positive, got {spec[field]}")
+        if spec.get("backoffLimit", 0) < 0 or spec.get("ttlSecondsAfterFinished", 0) < 0:
+            problems.append(".spec.backoffLimit/ttlSecondsAfterFinished: must not be negative")
+        if mode == "InteractiveMode" and spec.get("backoffLimit", 0) > 0:
+            problems.append(".spec.backoffLimit: incompatible with InteractiveMode")
+    return problems
+
+
 def validate_object(obj: Any) -> list[str]:
-    """Schema errors for one Kubernetes object, each naming the field (empty if valid)."""
+    """Schema errors for one Kubernetes object, each naming the field (empty if valid);
+    for KubeRay kinds, also what the operator would refuse."""
     if not isinstance(obj, dict):
         return [f"expected a Kubernetes object (a mapping), got {type(obj).__name__}"]
     key = (obj.get("apiVersion"), obj.get("kind"))
@@ -69,7 +151,10 @@ def validate_object(obj: Any) -> list[str]:
         return [f"no committed schema for apiVersion={key[0]!r} kind={key[1]!r} (known: {known})"]
     validator = Draft202012Validator({"$ref": SCHEMA_FOR_KIND[key]}, registry=schema_registry())
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
-    return [f"{_path(e.absolute_path)}: {e.message}" for e in errors]
+    problems = [f"{_path(e.absolute_path)}: {e.message}" for e in errors]
+    if key[0] == "ray.io/v1" and not problems:  # the operator sees only schema-valid objects
+        problems += kuberay_operator_errors(obj)
+    return problems
 
 
 def validate_manifest_file(path: Path) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
-# The kinds our manifests use, plus the types the KubeRay subset schema refers to.
+# The kinds our manifests use, plus pod types (ObjectMeta is what the KubeRay schema refers to).
 ROOTS = [
     "io.k8s.api.apps.v1.Deployment",
     "io.k8s.api.apps.v1.StatefulSet",

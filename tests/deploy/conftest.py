@@ -61,3 +61,8 @@ def deploy_copy(tmp_path) -> Path:
     (tmp_path / "docs").mkdir()
     shutil.copy(REPO / "docs" / "deploy.md", tmp_path / "docs" / "deploy.md")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def vendor_kuberay():
+    return _load("rlvr_deploy_vendor_kuberay", REPO / "deploy" / "schemas" / "vendor_kuberay.py")

@@ -4,6 +4,7 @@ schemas, and the pieces fit together (token auth, RAY_ADDRESS, storage, the job 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shlex
 from pathlib import Path
@@ -88,7 +89,18 @@ def _mutate(obj: dict, path: str, value) -> dict:
             "tokens",
             "is not one of ['disabled', 'token']",
         ),
-        ("RayCluster", "rlvr", "spec.workerGroupSpecs.0.minReplicas", -1, "less than the minimum"),
+        # What KubeRay's operator refuses although its CRD schema accepts it:
+        ("RayCluster", "rlvr", "spec.workerGroupSpecs.0.minReplicas", -1, "negative (-1)"),
+        (
+            "RayCluster",
+            "rlvr",
+            "spec.workerGroupSpecs.0.minReplicas",
+            5,
+            "greater than maxReplicas",
+        ),
+        ("RayCluster", "rlvr", "spec.rayVersion", "2.50.0", "token auth needs Ray >= 2.52.0"),
+        ("RayCluster", "rlvr", "spec.headGroupSpec.rayStartParams.labels", "a=b", "not supported"),
+        ("RayJob", "rlvr-train-arithmetic", "spec.activeDeadlineSeconds", 0, "must be positive"),
         (
             "RayCluster",
             "rlvr",
@@ -252,3 +264,43 @@ def test_manifests_parse_as_plain_yaml_documents():
     for path in MANIFESTS:
         for obj in yaml.safe_load_all(path.read_text()):
             assert obj is None or {"apiVersion", "kind", "metadata"} <= set(obj), path.name
+
+
+def test_crd_conversion_is_strict_and_maps_kubernetes_extensions(vendor_kuberay):
+    from jsonschema import Draft202012Validator
+
+    crd_schema = {
+        "type": "object",
+        "description": "dropped",
+        "properties": {
+            "port": {"x-kubernetes-int-or-string": True},
+            "note": {"type": "string", "nullable": True},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "n": {"type": "integer", "minimum": 0, "format": "int32"},
+        },
+        "required": ["n"],
+    }
+    schema = vendor_kuberay.to_json_schema(crd_schema)
+    assert "description" not in json.dumps(schema)
+    ok = {"port": "http", "note": None, "free": {"any": 1}, "tags": {"a": "b"}, "n": 0}
+    assert list(Draft202012Validator(schema).iter_errors(ok)) == []
+    for bad in (
+        {**ok, "prot": 1},  # a typo: strict
+        {**ok, "port": 1.5},
+        {**ok, "tags": {"a": 1}},
+        {**ok, "n": -1},
+        {k: v for k, v in ok.items() if k != "n"},
+    ):
+        assert list(Draft202012Validator(schema).iter_errors(bad)), bad
+
+
+def test_vendored_kuberay_schema_is_the_v1_7_crd(validate):
+    bundle = json.loads((validate.SCHEMAS / "kuberay-v1.7-crds.json").read_text())
+    assert "KubeRay v1.7.0 CRDs" in bundle["$comment"]
+    spec = bundle["$defs"]["RayCluster"]["properties"]["spec"]
+    if "$ref" in spec:  # repeated subschemas are stored once under $defs
+        spec = bundle["$defs"][spec["$ref"].rsplit("/", 1)[1]]
+    cluster = spec["properties"]
+    # Fields of the v1.7 RayClusterSpec that a hand-written subset would likely miss.
+    assert {"authOptions", "gcsFaultToleranceOptions", "managedBy", "suspend"} <= set(cluster)
