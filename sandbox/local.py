@@ -81,6 +81,7 @@ _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 # The only device nodes a program gets (each is a bind mount, and each mount costs).
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
+_CPU_KILL_FRACTION = 0.8  # a SIGKILL after >= this share of RLIMIT_CPU is taken to be it
 _KILL_GRACE_S = 2.0  # how long teardown may take after a kill before we call it a failure
 _HEADROOM_MB = 32  # cgroup memory beyond memory_mb and the tmpfs: bubblewrap itself
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8"}
@@ -358,8 +359,15 @@ class LocalSandbox(Sandbox):
             )
         oom = slot.cgroup is not None and slot.cgroup.oom_kills() > oom_before
         oom = oom or err.rstrip().endswith(b"MemoryError")
-        if exit_code == 128 + signal.SIGKILL and not oom and cpu_s >= 0.95 * cpu_rlimit(limits):
-            timed_out = True  # RLIMIT_CPU's SIGKILL
+        # RLIMIT_CPU's SIGKILL. The kernel enforces it on its own CPU clock, and the rusage
+        # that wait4 reports for the killed program has come back as low as 0.94 x the limit
+        # on this VM under load (13 concurrent runs on 2 cores), hence the margin.
+        if (
+            exit_code == 128 + signal.SIGKILL
+            and not oom
+            and cpu_s >= _CPU_KILL_FRACTION * cpu_rlimit(limits)
+        ):
+            timed_out = True
         return RunResult(
             exit_code=exit_code,
             stdout=out.decode(errors="replace"),
