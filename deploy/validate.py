@@ -133,8 +133,9 @@ def kuberay_operator_errors(obj: dict) -> list[str]:
         for field in ("activeDeadlineSeconds", "preRunningDeadlineSeconds"):
             if field in spec and spec[field] <= 0:
                 problems.append(f".spec.{field}: must be positive, got {spec[field]}")
-        if spec.get("backoffLimit", 0) < 0 or spec.get("ttlSecondsAfterFinished", 0) < 0:
-            problems.append(".spec.backoffLimit/ttlSecondsAfterFinished: must not be negative")
+        for field in ("backoffLimit", "ttlSecondsAfterFinished"):
+            if spec.get(field, 0) < 0:
+                problems.append(f".spec.{field}: must not be negative, got {spec[field]}")
         if mode == "InteractiveMode" and spec.get("backoffLimit", 0) > 0:
             problems.append(".spec.backoffLimit: incompatible with InteractiveMode")
     return problems
@@ -214,30 +215,24 @@ def _tool(name: str) -> str:
     return found
 
 
-def lint_dockerfile(path: Path) -> list[str]:
-    """hadolint's findings for one Dockerfile, at every level (info included)."""
-    result = subprocess.run(
-        [_tool("hadolint"), "--no-color", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _findings(argv: list[str]) -> list[str]:
+    """Run a checker; its output lines if it failed, else nothing."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if result.returncode == 0:
         return []
     return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+
+
+def lint_dockerfile(path: Path) -> list[str]:
+    """hadolint's findings for one Dockerfile, at every level (info included)."""
+    return _findings([_tool("hadolint"), "--no-color", str(path)])
 
 
 def validate_compose(path: Path = COMPOSE_FILE) -> list[str]:
     """Errors of a compose file against the Compose Specification JSON schema."""
-    result = subprocess.run(
-        [_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return _findings(
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)]
     )
-    if result.returncode == 0:
-        return []
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
 
 def main() -> int:
