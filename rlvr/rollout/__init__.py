@@ -19,11 +19,10 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from rlvr.rollout.base import Completion, RolloutBatch, RolloutEngine, SamplingConfig
+from rlvr.rollout.base import Completion, RolloutEngine, SamplingConfig
 
 __all__ = [
     "Completion",
-    "RolloutBatch",
     "RolloutEngine",
     "SamplingConfig",
     "create_rollout",

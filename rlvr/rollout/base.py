@@ -35,19 +35,6 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
 
 
-@dataclass
-class RolloutBatch:
-    """All completions of a step, grouped: completions of prompt i share group id i."""
-
-    prompt_token_ids: list[list[int]]
-    completions: list[Completion]
-    stats: dict[str, float] = field(default_factory=dict)  # e.g. tokens, seconds
-
-    @property
-    def group_ids(self) -> list[int]:
-        return [c.prompt_index for c in self.completions]
-
-
 class RolloutEngine(Protocol):
     def generate(
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
