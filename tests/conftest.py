@@ -55,16 +55,6 @@ def ray_head():
 
 
 @pytest.fixture(scope="session")
-def trainer():
-    """Skips a test when the trainer (``rlvr.train.run``) is not importable here."""
-    try:
-        from rlvr.train import run
-    except ImportError:
-        pytest.skip("rlvr.train.run is not built yet")
-    return run
-
-
-@pytest.fixture(scope="session")
 def model_root(tmp_path_factory):
     """A model root holding a random-weight tiny:arithmetic model (seconds to build)."""
     from rlvr.models.tiny import build_tiny_model

@@ -37,13 +37,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in dict.fromkeys(_COMMANDS.values()):
-        try:
-            module = importlib.import_module(f"rlvr.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"rlvr.cli.{module_name}":
-                continue  # that part of the product is not built yet
-            raise
-        module.add_parsers(sub)
+        importlib.import_module(f"rlvr.cli.{module_name}").add_parsers(sub)
     return parser
 
 

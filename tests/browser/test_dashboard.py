@@ -63,7 +63,7 @@ def page():
 
 @pytest.mark.slow
 def test_dashboard_lists_the_job_draws_a_growing_reward_curve_and_shows_samples(
-    server, page, tiny_spec, trainer
+    server, page, tiny_spec
 ):
     page.goto(server.url + "/")
     page.wait_for_selector("#example-select option", state="attached")  # examples from the API

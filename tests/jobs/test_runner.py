@@ -98,7 +98,7 @@ def test_an_unresponsive_cluster_times_out_and_fails_queued_jobs(store, tmp_path
 
 
 def test_a_cancelled_driver_that_does_not_stop_in_time_is_stopped_by_ray(
-    store, ray_head, tiny_spec, trainer, tmp_path
+    store, ray_head, tiny_spec, tmp_path
 ):
     runner = JobRunner(
         store, db_url=store.url, ray_address=ray_head.address, ray_token=ray_head.token,
@@ -118,7 +118,7 @@ def test_a_cancelled_driver_that_does_not_stop_in_time_is_stopped_by_ray(
 
 @pytest.mark.slow
 def test_without_an_address_the_runner_owns_a_head_and_takes_it_down_on_stop(
-    store, tiny_spec, trainer, tmp_path
+    store, tiny_spec, tmp_path
 ):
     runner = JobRunner(
         store, db_url=store.url, driver_python=sys.executable, poll_s=0.5,

@@ -18,7 +18,7 @@ import yaml
 
 from rlvr.api.server import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("trainer")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 
