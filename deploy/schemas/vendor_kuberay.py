@@ -28,7 +28,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 KINDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
-_OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"  # noqa: E501
+_OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 # Keywords with the same meaning in a structural OpenAPI v3 schema and in JSON Schema.
 _SAME = [
     "type",

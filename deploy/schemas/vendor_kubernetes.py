@@ -63,7 +63,7 @@ def prune(definitions: dict[str, Any], roots: list[str]) -> dict[str, Any]:
 
 
 def _installed_source(k8s_version: str) -> Path:
-    import kubernetes_validate  # noqa: PLC0415 - only needed when re-vendoring
+    import kubernetes_validate  # only needed when re-vendoring
 
     base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
     return base / f"v{k8s_version}-local-strict"

@@ -60,7 +60,7 @@ class ArithmeticProblem:
         """The full ``think`` completion (without the end-of-turn token)."""
         return f"<think>{self.trace()}</think>\n<answer>{self.answer}</answer>"
 
-    def to_record(self, id: str) -> PromptRecord:  # noqa: A002 - the field's name
+    def to_record(self, id: str) -> PromptRecord:
         return PromptRecord(prompt=self.prompt(), reference=str(self.answer), id=id)
 
 

@@ -49,7 +49,7 @@ class CountdownProblem:
         """The full ``think`` completion (without the end-of-turn token)."""
         return f"<think>{chr(10).join(self.steps)}</think>\n<answer>{self.expression}</answer>"
 
-    def to_record(self, id: str) -> PromptRecord:  # noqa: A002 - the field's name
+    def to_record(self, id: str) -> PromptRecord:
         return PromptRecord(prompt=self.prompt(), reference=self.reference(), id=id)
 
 

@@ -102,7 +102,7 @@ def drive(job_id: str, *, db_url: str, attempt: int = 1, resume: bool = False) -
             ray_address=os.environ.get("RAY_ADDRESS"),
             should_stop=should_stop,
         )
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the store
+    except BaseException as exc:  # every failure must reach the store
         tb = traceback.format_exc()
         log.error("job %s failed:\n%s", job_id, tb)
         stopped = should_stop() or isinstance(exc, KeyboardInterrupt)

@@ -71,7 +71,7 @@ def _job_client_class():
             self._timeout_s = timeout_s  # before super(): its __init__ already calls Ray
             super().__init__(address, headers=headers)
 
-        def _do_request(self, method, endpoint, **kwargs):  # noqa: ANN001 - Ray's signature
+        def _do_request(self, method, endpoint, **kwargs):
             kwargs.setdefault("timeout", self._timeout_s)
             return super()._do_request(method, endpoint, **kwargs)
 

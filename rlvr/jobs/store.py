@@ -289,7 +289,7 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(parsed, future=True, **kwargs)
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001 - DBAPI objects
+    def _sqlite_pragmas(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")  # the driver writes while the API reads
         cur.execute("PRAGMA synchronous=NORMAL")

@@ -91,7 +91,7 @@ def hack(template: str, f: str) -> str:
 TASKS: list[dict] = []
 
 
-def task(id: str, reference: dict, *solutions: tuple[str, str, float]) -> None:  # noqa: A002
+def task(id: str, reference: dict, *solutions: tuple[str, str, float]) -> None:
     TASKS.append({"id": id, "reference": reference, "solutions": list(solutions)})
 
 

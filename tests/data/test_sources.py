@@ -117,7 +117,7 @@ def test_countdown_problems_are_solvable_with_the_given_solution():
         assert len(p.numbers) == 4 and all(1 <= x <= 30 for x in p.numbers)
         assert 1 <= p.target <= 100 and p.target not in p.numbers
         # the expression uses each number at most once and hits the target
-        assert eval(p.expression, {"__builtins__": {}}) == p.target  # noqa: S307 - our own digits and ops
+        assert eval(p.expression, {"__builtins__": {}}) == p.target  # our own digits and ops
         assert not Counter(_numbers_in(p.expression)) - Counter(p.numbers)
         assert p.completion().endswith(f"<answer>{p.expression}</answer>")
         assert p.steps[-1].endswith(f"={p.target}")

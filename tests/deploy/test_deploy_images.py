@@ -105,7 +105,7 @@ def _healthcheck_command(validate) -> list[str]:
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         self.send_response(self.status if self.path == "/healthz" else 404)
         self.end_headers()
 

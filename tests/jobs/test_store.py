@@ -245,7 +245,7 @@ def test_services_starting_together_create_the_schema_once(db_url):
         start.wait(timeout=30)
         try:
             opened.append(JobStore(db_url))
-        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+        except Exception as exc:  # the assertion below shows it
             errors.append(exc)
 
     threads = [threading.Thread(target=open_store) for _ in range(6)]
