@@ -33,7 +33,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from verifiers import ReferenceError, VerifierPool  # noqa: E402
+from verifiers import BadReferenceError, VerifierPool  # noqa: E402
 
 # compare_strings(...) keyword -> MathVerifier option
 _OPTION_NAMES = {
@@ -189,13 +189,13 @@ def ours(pairs: list[dict], pool: VerifierPool, per_test_extract: bool) -> list[
     try:
         verdicts = pool.verify_many(items)
         return [(v.passed, v.reason) for v in verdicts]
-    except ReferenceError:  # some gold we reject: score one by one to see which
+    except BadReferenceError:  # some gold we reject: score one by one to see which
         out = []
         for item in items:
             try:
                 v = pool.verify_many([item])[0]
                 out.append((v.passed, v.reason))
-            except ReferenceError:
+            except BadReferenceError:
                 out.append((False, "reference_error"))
         return out
 

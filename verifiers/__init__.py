@@ -8,7 +8,7 @@ Importable without torch or Ray. Verifiers that can hang (math: sympy) run in wo
 processes with a hard per-item timeout; see :class:`verifiers.pool.VerifierPool`.
 """
 
-from verifiers.base import ReferenceError, Verdict, Verifier, answer_tag, split_think
+from verifiers.base import BadReferenceError, Verdict, Verifier, answer_tag, split_think
 from verifiers.pool import VerifierPool
 from verifiers.registry import (
     UnknownVerifierError,
@@ -19,7 +19,7 @@ from verifiers.registry import (
 )
 
 __all__ = [
-    "ReferenceError",
+    "BadReferenceError",
     "UnknownVerifierError",
     "Verdict",
     "Verifier",

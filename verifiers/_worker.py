@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import verifiers.pool
-from verifiers.base import ReferenceError, Verdict, Verifier
+from verifiers.base import BadReferenceError, Verdict, Verifier
 from verifiers.registry import UnknownVerifierError, get_verifier
 
 
@@ -112,7 +112,7 @@ def _verify_one(
         # Interrupted pure computation leaves nothing half-done (finally blocks ran), but an
         # interrupted import leaves a half-initialised module behind: then start afresh.
         return "ok", Verdict(0.0, False, "timeout"), len(sys.modules) != modules_before
-    except ReferenceError as exc:
+    except BadReferenceError as exc:
         return "reference_error", str(exc), False
     except Exception as exc:
         return (

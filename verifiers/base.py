@@ -38,7 +38,7 @@ class Verdict:
         return asdict(self)
 
 
-class ReferenceError(ValueError):  # noqa: A001 - the name says what it is
+class BadReferenceError(ValueError):
     """A reference that a verifier cannot use (wrong type, missing keys)."""
 
 
@@ -48,7 +48,7 @@ class Verifier(ABC):
     Subclasses set ``name``, ``description`` and ``reference_format`` (shown by
     ``list_verifiers()``, ``GET /v1/verifiers`` and ``rlvr verify --help``) and implement
     :meth:`verify`. ``verify`` must never raise for a bad *completion* (return a failing
-    Verdict with a reason instead); it raises :class:`ReferenceError` for a bad *reference*,
+    Verdict with a reason instead); it raises :class:`BadReferenceError` for a bad *reference*,
     which is the caller's input error.
     """
 
@@ -61,7 +61,7 @@ class Verifier(ABC):
         """Score one completion against its reference."""
 
     def check_reference(self, reference: Any) -> None:  # noqa: B027 - optional hook
-        """Raise :class:`ReferenceError` if ``reference`` is malformed. Default: accept."""
+        """Raise :class:`BadReferenceError` if ``reference`` is malformed. Default: accept."""
 
     def verify_batch(self, items: Sequence[tuple[str, Any]]) -> list[Verdict]:
         """Score many (completion, reference) pairs. Subclasses override to parallelise."""

@@ -47,7 +47,7 @@ from typing import Any
 
 from sandbox import Limits, RunResult, RunSpec, Sandbox, SandboxError, get_sandbox
 from sandbox import harness as _harness
-from verifiers.base import ReferenceError, Verdict, Verifier, answer_tag, split_think
+from verifiers.base import BadReferenceError, Verdict, Verifier, answer_tag, split_think
 
 _HARNESS_SOURCE = Path(_harness.__file__).read_text()
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -296,7 +296,7 @@ def plan_function_tests(test_code: str, entry_point: str) -> _Plan:
     try:
         module = ast.parse(test_code)
     except SyntaxError as exc:
-        raise ReferenceError(
+        raise BadReferenceError(
             f"reference test_code does not parse: {exc.msg} (line {exc.lineno})"
         ) from None
     check = next(
@@ -336,7 +336,7 @@ def plan_function_tests(test_code: str, entry_point: str) -> _Plan:
     if pending:  # calls with no assert after them: run them as one case that must not raise
         plan.steps.append(("case", _make_case(pending, names)))
     if not plan.cases:
-        raise ReferenceError(
+        raise BadReferenceError(
             f"reference test_code has no assert that calls {entry_point!r}; "
             f"write cases like `assert {entry_point}(1) == 2`"
         )
@@ -410,39 +410,41 @@ class CodeVerifier(Verifier):
     def _plan(self, reference: Any) -> _Plan | None:
         """Validate ``reference``; the function-test plan, or ``None`` for stdin/stdout."""
         if not isinstance(reference, dict):
-            raise ReferenceError(
+            raise BadReferenceError(
                 "code reference must be a dict: "
                 '{"tests": [{"stdin": ..., "stdout": ...}]} or {"test_code": ..., "entry_point": ...}'
             )
         timeout = reference.get("timeout_s")
         if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
-            raise ReferenceError(f"reference timeout_s must be a positive number, got {timeout!r}")
+            raise BadReferenceError(
+                f"reference timeout_s must be a positive number, got {timeout!r}"
+            )
         if "tests" in reference:
             tests = reference["tests"]
             if not isinstance(tests, list) or not tests:
-                raise ReferenceError(
+                raise BadReferenceError(
                     "reference 'tests' must be a non-empty list of {stdin, stdout}"
                 )
             for i, t in enumerate(tests):
                 if not isinstance(t, dict) or not isinstance(t.get("stdout"), str):
-                    raise ReferenceError(f"reference tests[{i}] needs a 'stdout' string")
+                    raise BadReferenceError(f"reference tests[{i}] needs a 'stdout' string")
                 if not isinstance(t.get("stdin", ""), str):
-                    raise ReferenceError(f"reference tests[{i}]['stdin'] must be a string")
+                    raise BadReferenceError(f"reference tests[{i}]['stdin'] must be a string")
             tol = reference.get("float_tol")
             if tol is not None and not (isinstance(tol, int | float) and tol >= 0):
-                raise ReferenceError(f"reference float_tol must be a number >= 0, got {tol!r}")
+                raise BadReferenceError(f"reference float_tol must be a number >= 0, got {tol!r}")
             return None
         if "test_code" in reference:
             if not isinstance(reference["test_code"], str):
-                raise ReferenceError("reference 'test_code' must be a string of Python asserts")
+                raise BadReferenceError("reference 'test_code' must be a string of Python asserts")
             entry = reference.get("entry_point")
             if not isinstance(entry, str) or not entry.isidentifier():
-                raise ReferenceError(
+                raise BadReferenceError(
                     "reference needs 'entry_point': the name of the function the tests call, "
                     f"got {entry!r}"
                 )
             return plan_function_tests(reference["test_code"], entry)
-        raise ReferenceError(
+        raise BadReferenceError(
             "code reference needs 'tests' (stdin/stdout cases) or 'test_code' + 'entry_point'"
         )
 

@@ -19,7 +19,7 @@ from collections import Counter
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from verifiers.base import ReferenceError, Verdict, Verifier, answer_tag, split_think
+from verifiers.base import BadReferenceError, Verdict, Verifier, answer_tag, split_think
 
 _MAX_EXPRESSION_CHARS = 1000
 _SYMBOLS = {
@@ -100,20 +100,20 @@ class CountdownVerifier(Verifier):
 def _numbers_and_target(reference: Any) -> tuple[list[int], int]:
     hint = 'countdown reference must be {"numbers": [integers], "target": integer}'
     if not isinstance(reference, dict):
-        raise ReferenceError(f"{hint}, got {type(reference).__name__}")
+        raise BadReferenceError(f"{hint}, got {type(reference).__name__}")
     numbers, target = reference.get("numbers"), reference.get("target")
     if (
         not isinstance(numbers, list)
         or not numbers
         or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers)
     ):
-        raise ReferenceError(
+        raise BadReferenceError(
             f'{hint}: "numbers" must be a non-empty list of integers, got {numbers!r}'
         )
     if isinstance(target, float) and target.is_integer():
         target = int(target)
     if not isinstance(target, int) or isinstance(target, bool):
-        raise ReferenceError(f'{hint}: "target" must be an integer, got {target!r}')
+        raise BadReferenceError(f'{hint}: "target" must be an integer, got {target!r}')
     return numbers, target
 
 

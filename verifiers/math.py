@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from verifiers import pool
-from verifiers.base import ReferenceError, Verdict, Verifier, answer_tag, split_think
+from verifiers.base import BadReferenceError, Verdict, Verifier, answer_tag, split_think
 
 # Free-form answers are at the end; math-verify's regexes need not scan a whole essay.
 _MAX_TEXT_CHARS = 10_000
@@ -464,13 +464,13 @@ class _Gold:
 
 def _gold_text(reference: Any) -> str:
     if isinstance(reference, bool) or not isinstance(reference, str | int | float):
-        raise ReferenceError(
+        raise BadReferenceError(
             'math reference must be the gold answer as a string (e.g. "3/4" or "x=2"), '
             f"got {type(reference).__name__}"
         )
     text = str(reference).strip()
     if not text:
-        raise ReferenceError('math reference is empty; give the gold answer, e.g. "42"')
+        raise BadReferenceError('math reference is empty; give the gold answer, e.g. "42"')
     return text
 
 
@@ -489,7 +489,7 @@ def _parsed_gold(gold: str, extract: tuple[str, ...]) -> _Gold:
     else:
         readings = _read_bare(gold, extract)
     if not readings:
-        raise ReferenceError(
+        raise BadReferenceError(
             f"math reference {gold[:100]!r} has no answer that math-verify can parse; give the "
             'gold answer alone, e.g. "3/4", "\\\\frac{3}{4}", "x=2", "[1, 3)"'
         )

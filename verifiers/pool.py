@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from verifiers.base import ReferenceError, Verdict, Verifier
+from verifiers.base import BadReferenceError, Verdict, Verifier
 from verifiers.registry import _BUILTINS, _resolve
 
 # How long after the soft timeout the caller kills a worker stuck in C code.
@@ -165,7 +165,7 @@ class VerifierPool:
         {"error": ...})``, and the worker is killed and replaced. Raises for caller
         errors: an unknown verifier name (``UnknownVerifierError``, before anything
         runs), bad options (``TypeError``/``ValueError``), a malformed reference
-        (``ReferenceError``; checked up front where the verifier can, else after the
+        (``BadReferenceError``; checked up front where the verifier can, else after the
         batch has finished); and ``RuntimeError`` when workers cannot start at all
         (several in a row die before they are ready), rather than scoring everything 0.
         """
@@ -185,7 +185,7 @@ class VerifierPool:
             for worker in list(inflight):
                 self._replace(worker)
         if reference_errors:
-            raise ReferenceError(reference_errors[0])
+            raise BadReferenceError(reference_errors[0])
         return results  # type: ignore[return-value]
 
     def worker_pids(self) -> list[int]:

@@ -104,7 +104,7 @@ def _parse_inputs(args: argparse.Namespace) -> tuple[str, str, dict]:
 def _parse_reference(name: str, options: dict, text: str) -> Any:
     """The reference as the verifier wants it: the text itself if it accepts that
     (math: ``[1, 3]`` is an interval, not a JSON list), else the text read as JSON."""
-    from verifiers import ReferenceError, get_verifier
+    from verifiers import BadReferenceError, get_verifier
     from verifiers.registry import UnknownVerifierError
 
     try:
@@ -116,7 +116,7 @@ def _parse_reference(name: str, options: dict, text: str) -> Any:
     try:
         verifier.check_reference(text)
         return text
-    except ReferenceError as exc:
+    except BadReferenceError as exc:
         first_error = exc
     try:
         decoded = json.loads(text)
@@ -127,17 +127,17 @@ def _parse_reference(name: str, options: dict, text: str) -> Any:
         ) from None
     try:
         verifier.check_reference(decoded)
-    except ReferenceError as exc:
+    except BadReferenceError as exc:
         raise UsageError(f"--reference for verifier {name!r}: {exc}") from None
     return decoded
 
 
 def _run_in_pool(name: str, options: dict, completion: str, reference: Any, timeout: float):
-    from verifiers import ReferenceError, VerifierPool
+    from verifiers import BadReferenceError, VerifierPool
 
     preload = ("verifiers.math",) if name == "math" else ()
     with VerifierPool(workers=1, timeout_s=timeout, preload=preload) as pool:
         try:
             return pool.verify_many([(name, options, completion, reference)])[0]
-        except ReferenceError as exc:
+        except BadReferenceError as exc:
             raise UsageError(f"--reference for verifier {name!r}: {exc}") from None

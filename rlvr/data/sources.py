@@ -317,7 +317,7 @@ def validate_source(
     """
     rows = _load_numbered(source, data_roots)
     from verifiers import get_verifier  # light: no torch, no Ray
-    from verifiers.base import ReferenceError
+    from verifiers.base import BadReferenceError
 
     cache: dict[str, Any] = {}
 
@@ -333,7 +333,7 @@ def validate_source(
         for name in [rec.verifier] if rec.verifier else (verifiers or []):
             try:
                 verifier(name, i).check_reference(rec.reference)
-            except ReferenceError as exc:
+            except BadReferenceError as exc:
                 raise DataError(
                     source, i, "reference", f"not a valid reference for verifier {name!r}: {exc}"
                 ) from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from verifiers import Verdict
-from verifiers.base import ReferenceError
+from verifiers.base import BadReferenceError
 from verifiers.pool import VerifierPool
 
 
@@ -90,14 +90,14 @@ class RewardPool:
     def _verify(self, items: list[tuple[str, dict, str, Any]]) -> list[Verdict]:
         try:
             return self._pool.verify_many(items)
-        except ReferenceError:
+        except BadReferenceError:
             # One malformed reference (data validation missed it): score the items one by
             # one so only that row gets 0, with the reason, and the step goes on.
             out = []
             for item in items:
                 try:
                     out += self._pool.verify_many([item])
-                except ReferenceError as exc:
+                except BadReferenceError as exc:
                     out.append(Verdict(0.0, False, "bad_reference", {"error": str(exc)}))
             return out
 

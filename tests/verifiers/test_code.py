@@ -11,7 +11,7 @@ import pytest
 
 from sandbox import RunResult, SandboxError
 from sandbox.local import LocalSandbox
-from verifiers import ReferenceError, get_verifier, list_verifiers
+from verifiers import BadReferenceError, get_verifier, list_verifiers
 from verifiers.code import CodeVerifier, extract_program, outputs_match, plan_function_tests
 
 
@@ -134,7 +134,7 @@ def test_short_circuit_and_conditional_calls_are_not_cut_into_holes():
     ],
 )
 def test_bad_references_raise_reference_error_naming_the_field(verifier, reference, words):
-    with pytest.raises(ReferenceError, match=words):
+    with pytest.raises(BadReferenceError, match=words):
         verifier.verify(fenced("print(1)"), reference)
 
 

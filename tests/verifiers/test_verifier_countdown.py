@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from verifiers import ReferenceError, get_verifier
+from verifiers import BadReferenceError, get_verifier
 
 REF = {"numbers": [3, 4, 5, 6], "target": 35}
 
@@ -82,5 +82,5 @@ def test_use_all_and_format_score_options():
     ],
 )
 def test_malformed_reference_names_the_field(reference, match):
-    with pytest.raises(ReferenceError, match=match):
+    with pytest.raises(BadReferenceError, match=match):
         get_verifier("countdown").verify("<answer>3+4</answer>", reference)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from verifiers import ReferenceError, Verdict, get_verifier
+from verifiers import BadReferenceError, Verdict, get_verifier
 from verifiers.math import MathVerifier, _parsed_gold, extract_answer, last_boxed
 
 HUGE = "<think>x</think><answer>$9^{9^{9^{9}}}$</answer>"
@@ -111,7 +111,7 @@ def test_gold_answer_is_parsed_once_for_a_group_of_completions():
     ],
 )
 def test_malformed_reference_is_a_reference_error_naming_the_fix(reference, match):
-    with pytest.raises(ReferenceError, match=match):
+    with pytest.raises(BadReferenceError, match=match):
         get_verifier("math").verify("<answer>1</answer>", reference)
 
 

@@ -16,7 +16,7 @@ import types
 
 import pytest
 
-from verifiers import ReferenceError, Verdict, Verifier, register_verifier
+from verifiers import BadReferenceError, Verdict, Verifier, register_verifier
 from verifiers.pool import VerifierPool, in_worker
 from verifiers.registry import UnknownVerifierError
 
@@ -181,7 +181,7 @@ def test_unknown_verifier_raises_before_anything_runs(pool):
     ],
 )
 def test_malformed_reference_raises_reference_error(pool, item, match):
-    with pytest.raises(ReferenceError, match=match):
+    with pytest.raises(BadReferenceError, match=match):
         pool.verify_many([item])
 
 

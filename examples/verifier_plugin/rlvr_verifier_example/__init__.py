@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from verifiers import ReferenceError, Verdict, Verifier, answer_tag, split_think
+from verifiers import BadReferenceError, Verdict, Verifier, answer_tag, split_think
 
 
 class ExactAnswerVerifier(Verifier):
@@ -37,7 +37,7 @@ class ExactAnswerVerifier(Verifier):
         # A bad reference is the caller's error: raise, so that `rlvr verify` exits 2
         # and a job is rejected before it runs.
         if not isinstance(reference, str) or not reference.strip():
-            raise ReferenceError(
+            raise BadReferenceError(
                 f"exact_answer reference must be a non-empty string, got {reference!r}"
             )
 

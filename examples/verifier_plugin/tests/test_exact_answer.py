@@ -1,5 +1,5 @@
 """How to test a verifier: call it directly on (completion, reference) pairs, check the
-Verdict, and check that a bad reference raises ReferenceError.
+Verdict, and check that a bad reference raises BadReferenceError.
 
     pip install -e examples/verifier_plugin && pytest examples/verifier_plugin/tests
 """
@@ -7,7 +7,7 @@ Verdict, and check that a bad reference raises ReferenceError.
 import pytest
 from rlvr_verifier_example import ExactAnswerVerifier
 
-from verifiers import ReferenceError, get_verifier
+from verifiers import BadReferenceError, get_verifier
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_case_sensitive_option_compares_case():
 
 
 def test_empty_reference_is_a_reference_error():
-    with pytest.raises(ReferenceError, match="non-empty string"):
+    with pytest.raises(BadReferenceError, match="non-empty string"):
         ExactAnswerVerifier().verify("<answer>x</answer>", "")
 
 

@@ -24,7 +24,7 @@ def get_verifiers() -> list[VerifierOut]:
 
 
 def _verify(req: VerifyRequest) -> VerdictOut:
-    from verifiers import ReferenceError, UnknownVerifierError, get_verifier
+    from verifiers import BadReferenceError, UnknownVerifierError, get_verifier
 
     try:
         verifier = get_verifier(req.verifier, **req.options)
@@ -40,7 +40,7 @@ def _verify(req: VerifyRequest) -> VerdictOut:
     try:
         verifier.check_reference(req.reference)
         verdict = verifier.verify(req.completion, req.reference)
-    except ReferenceError as exc:
+    except BadReferenceError as exc:
         raise RequestValidationError(
             [{"loc": ["body", "reference"], "msg": f"not a valid reference for verifier "
               f"{req.verifier!r} ({verifier.reference_format}): {exc}", "type": "value_error"}]
