@@ -112,7 +112,23 @@ class RolloutSpec(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     replicas: int = Field(1, ge=1, le=1024)
     gpu_memory_utilization: float = Field(0.35, gt=0, le=0.95)
+    # GPUs per vLLM engine (tensor parallel); an engine's GPUs are always on one node.
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
     stop: list[str] = []
+
+
+class PlacementSpec(_Strict):
+    """Where engines and learners run on GPUs (``rlvr plan`` shows it; docs/gpu.md).
+
+    ``colocate``: engines and learners share each GPU (an engine takes
+    ``rollout.gpu_memory_utilization`` of it); ``split``: rollout GPUs apart from learner
+    GPUs; ``auto``: split when the cluster has the GPUs for both, else colocate. GPU counts:
+    None = derived (``replicas x tensor_parallel_size``; one GPU per learner).
+    """
+
+    mode: Literal["auto", "colocate", "split"] = "auto"
+    rollout_gpus: int | None = Field(None, ge=1, le=4096)
+    learner_gpus: int | None = Field(None, ge=1, le=4096)
 
 
 class CheckpointSpec(_Strict):
@@ -138,6 +154,7 @@ class JobSpec(_Strict):
     reward: RewardSpec = RewardSpec()
     algorithm: AlgorithmSpec = AlgorithmSpec()
     rollout: RolloutSpec = RolloutSpec()
+    placement: PlacementSpec = PlacementSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     eval: EvalSpec = EvalSpec()
 
