@@ -63,7 +63,15 @@ from sqlalchemy.pool import StaticPool
 
 from rlvr.config import JobSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# How a database of an older schema version is brought up to the next one (in a transaction,
+# under the same lock as creating the schema): version -> its statements.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (  # jobs get an owner and a priority (the admission queue, per-user tokens)
+        "ALTER TABLE jobs ADD COLUMN owner VARCHAR(64) NOT NULL DEFAULT 'admin'",
+        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    ),
+}
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -118,6 +126,10 @@ class _Job(_Base):
     resume: Mapped[bool] = mapped_column(Boolean, default=False)
     submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     ray_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # who submitted it (a user of the tokens file; "admin" for the single API token) and
+    # its place in the admission queue: higher priority first, then oldest first
+    owner: Mapped[str] = mapped_column(String(64), default="admin", server_default="admin")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class _Metric(_Base):
@@ -154,6 +166,9 @@ class _Event(_Base):
     __table_args__ = (Index("ix_events_job_id_id", "job_id", "id"),)
 
 
+_ADMISSION_ORDER = (_Job.priority.desc(), _Job.created_at, _Job.id)
+
+
 # -- records handed out ------------------------------------------------------------------
 
 
@@ -176,6 +191,8 @@ class JobRecord:
     resume: bool
     submission_id: str | None
     ray_status: str | None
+    owner: str = "admin"
+    priority: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -208,6 +225,8 @@ def _job_record(row: _Job) -> JobRecord:
         resume=bool(row.resume),
         submission_id=row.submission_id,
         ray_status=row.ray_status,
+        owner=row.owner or "admin",
+        priority=row.priority or 0,
     )
 
 
@@ -362,39 +381,59 @@ class JobStore:
     # -- schema ------------------------------------------------------------------------
     def _create_or_check_schema(self) -> None:
         with self.engine.connect() as conn:
-            if self._schema_is_there(conn):  # the usual case: no lock needed
+            if self._schema_version(conn) == SCHEMA_VERSION:  # the usual case: no lock needed
                 return
-        # Services and drivers may start together: one creates, the others wait and check.
+        # Services and drivers may start together: one creates (or migrates), the others
+        # wait and check.
         with self.engine.connect() as conn:
             dialect = conn.dialect.name
             if dialect == "postgresql":  # DDL is transactional there: all or nothing
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
             elif dialect == "sqlite":  # the write lock now, not at the first CREATE
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            if not self._schema_is_there(conn):
+            found = self._schema_version(conn)
+            if found is None:
                 _Base.metadata.create_all(conn)
                 conn.execute(insert(_Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif found != SCHEMA_VERSION:
+                self._migrate(conn, found)
             conn.commit()
 
-    def _schema_is_there(self, conn: Connection) -> bool:
-        """Whether this rlvr's schema exists; raises if another one does."""
+    def _schema_version(self, conn: Connection) -> int | None:
+        """The version of this rlvr's schema in the database, None when there is none;
+        raises if the tables there are not rlvr's."""
         tables = set(inspect(conn).get_table_names())
         if _Meta.__tablename__ in tables:
             value = conn.scalar(select(_Meta.value).where(_Meta.key == "schema_version"))
-            found = int(value) if value is not None else None
-            if found != SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"the job database at {self._safe_url()} has schema version {found}, "
-                    f"this rlvr needs {SCHEMA_VERSION}: point RLVR_DB_URL at a new database "
-                    "or migrate this one"
-                )
-            return True
+            if value is None or not str(value).isdigit():
+                raise self._version_error(value)
+            return int(value)
         if tables & {"jobs", "metrics", "samples", "events", "checkpoints"}:
             raise SchemaVersionError(
                 f"the database at {self._safe_url()} has tables named like rlvr's but no "
                 "rlvr_meta version row: point RLVR_DB_URL at a database of its own"
             )
-        return False
+        return None
+
+    def _migrate(self, conn: Connection, found: int) -> None:
+        """Bring an older schema up to :data:`SCHEMA_VERSION` (a newer one is refused)."""
+        if found > SCHEMA_VERSION or any(
+            v not in _MIGRATIONS for v in range(found, SCHEMA_VERSION)
+        ):
+            raise self._version_error(found)
+        for version in range(found, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[version]:
+                conn.exec_driver_sql(statement)
+        conn.execute(
+            update(_Meta).where(_Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
+        )
+
+    def _version_error(self, found: object) -> SchemaVersionError:
+        return SchemaVersionError(
+            f"the job database at {self._safe_url()} has schema version {found}, "
+            f"this rlvr needs {SCHEMA_VERSION}: point RLVR_DB_URL at a new database "
+            "or migrate this one"
+        )
 
     def _safe_url(self) -> str:
         try:
@@ -422,8 +461,17 @@ class JobStore:
         self.engine.dispose()
 
     # -- jobs --------------------------------------------------------------------------
-    def create_job(self, spec: JobSpec, *, run_dir: str, job_id: str | None = None) -> JobRecord:
-        """Insert a ``queued`` job for ``spec``; the runner dispatches it to Ray."""
+    def create_job(
+        self,
+        spec: JobSpec,
+        *,
+        run_dir: str,
+        job_id: str | None = None,
+        owner: str = "admin",
+        priority: int = 0,
+    ) -> JobRecord:
+        """Insert a ``queued`` job for ``spec``, owned by ``owner``; the runner admits it to
+        Ray when the cluster has room, higher ``priority`` first (see :meth:`queue_positions`)."""
         job_id = job_id or new_job_id(spec.name)
         now = time.time()
         row = _Job(
@@ -437,6 +485,8 @@ class JobStore:
             step=0,
             attempt=1,
             resume=False,
+            owner=owner,
+            priority=_clamp(priority),
         )
         with self._session.begin() as s:
             s.add(row)
@@ -452,14 +502,22 @@ class JobStore:
             return _job_record(row) if row else None
 
     def list_jobs(
-        self, *, status: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """Newest first; returns (page, total matching)."""
+        """Newest first, of one ``owner`` or everyone's; returns (page, total matching)."""
         query = select(_Job)
         count = select(func.count()).select_from(_Job)
         if status:
             query = query.where(_Job.status == status)
             count = count.where(_Job.status == status)
+        if owner is not None:
+            query = query.where(_Job.owner == owner)
+            count = count.where(_Job.owner == owner)
         with self._session() as s:
             rows = s.scalars(
                 query.order_by(_Job.created_at.desc(), _Job.id)
@@ -470,14 +528,26 @@ class JobStore:
         return [_job_record(r) for r in rows], int(total)
 
     def jobs_for_runner(self) -> list[JobRecord]:
-        """Jobs the runner must look at: not yet dispatched, or whose Ray job may still run."""
+        """Jobs the runner must look at: not yet dispatched, or whose Ray job may still run;
+        in admission order (higher priority first, then oldest first)."""
         with self._session() as s:
             rows = s.scalars(
-                select(_Job).where(
-                    (_Job.status.in_(ACTIVE)) | (_Job.ray_status.in_(("PENDING", "RUNNING")))
-                )
+                select(_Job)
+                .where((_Job.status.in_(ACTIVE)) | (_Job.ray_status.in_(("PENDING", "RUNNING"))))
+                .order_by(*_ADMISSION_ORDER)
             ).all()
         return [_job_record(r) for r in rows]
+
+    def queue_positions(self) -> dict[str, int]:
+        """``{job id: 1-based place}`` of every queued job not yet handed to Ray, in the
+        order the runner admits them: higher priority first, then oldest first."""
+        query = (
+            select(_Job.id)
+            .where(_Job.status == "queued", _Job.submission_id.is_(None))
+            .order_by(*_ADMISSION_ORDER)
+        )
+        with self._session() as s:
+            return {job_id: i for i, job_id in enumerate(s.scalars(query), start=1)}
 
     def set_status(
         self,
@@ -550,18 +620,34 @@ class JobStore:
                     f"job {job_id}'s previous Ray job {row.submission_id} is still stopping; "
                     "try again in a few seconds"
                 )
-            row.status = "queued"
-            row.attempt += 1
-            row.resume = True
-            row.submission_id = None
-            row.ray_status = None
             row.error = None
             row.finished_at = None
-            row.updated_at = time.time()
-            self._add_event(
-                s, job_id, "status", {"status": "queued", "step": row.step, "error": None}
-            )
+            self._queue_new_attempt(s, row)
             return _job_record(row)
+
+    def requeue(self, job_id: str) -> bool:
+        """Queue a ``running`` (or already dispatched) job again as a new attempt that
+        resumes from its last checkpoint: the service stopped or lost the Ray head that ran
+        it. Status writes of the interrupted attempt are ignored from now on. Returns
+        whether the job was requeued (a terminal job is left alone)."""
+        with self._session.begin() as s:
+            row = s.get(_Job, job_id, with_for_update=True)
+            if row is None or row.status in TERMINAL:
+                return False
+            if row.status == "queued" and row.submission_id is None:
+                return False  # not dispatched yet: nothing to interrupt
+            self._queue_new_attempt(s, row)
+            return True
+
+    def _queue_new_attempt(self, s: Session, row: _Job) -> None:
+        """``queued`` again as the next attempt, resuming from the last checkpoint."""
+        row.status = "queued"
+        row.attempt += 1
+        row.resume = True
+        row.submission_id = None
+        row.ray_status = None
+        row.updated_at = time.time()
+        self._add_event(s, row.id, "status", {"status": "queued", "step": row.step, "error": None})
 
     # -- what a run reports ------------------------------------------------------------
     def record_metrics(self, job_id: str, step: int, values: dict[str, float]) -> None:

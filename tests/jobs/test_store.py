@@ -160,6 +160,64 @@ def test_jobs_list_newest_first_and_count_by_status(store):
     assert {j.id for j in store.jobs_for_runner()} == {a, b, c}  # a's Ray job may still run
 
 
+def test_jobs_have_an_owner_and_a_priority_and_list_by_owner(store):
+    a = store.create_job(JobSpec(name="a"), run_dir="/tmp/a", owner="alice", priority=5)
+    b = store.create_job(JobSpec(name="b"), run_dir="/tmp/b")
+    assert (a.owner, a.priority) == ("alice", 5)
+    assert (store.get_job(b.id).owner, store.get_job(b.id).priority) == ("admin", 0)
+    page, total = store.list_jobs(owner="alice")
+    assert total == 1 and [j.id for j in page] == [a.id]
+    assert store.list_jobs(owner="bob") == ([], 0)
+    assert store.list_jobs()[1] == 2
+
+
+def test_queue_positions_follow_priority_then_age_and_skip_dispatched_jobs(store):
+    old, high, new, sent = (
+        store.create_job(JobSpec(name=n), run_dir="/tmp/r", priority=p).id
+        for n, p in (("old", 0), ("high", 3), ("new", 0), ("sent", 9))
+    )
+    store.set_dispatch(sent, submission_id=sent, ray_status="PENDING")  # in Ray already
+    assert store.queue_positions() == {high: 1, old: 2, new: 3}
+    assert [j.id for j in store.jobs_for_runner()] == [sent, high, old, new]
+    store.set_status(high, "cancelled")
+    assert store.queue_positions() == {old: 1, new: 2}
+
+
+def test_a_requeued_job_resumes_as_a_new_attempt_and_its_old_driver_is_ignored(store):
+    job = new_job(store)
+    assert not store.requeue(job)  # never dispatched: nothing to interrupt
+    store.set_dispatch(job, submission_id=job, ray_status="RUNNING")
+    store.set_status(job, "running", step=3, attempt=1)
+    assert store.requeue(job)
+    again = store.get_job(job)
+    assert (again.status, again.attempt, again.resume, again.submission_id, again.step) == (
+        "queued", 2, True, None, 3,
+    )  # fmt: skip
+    assert not store.set_status(job, "cancelled", attempt=1)  # the interrupted driver
+    assert store.get_job(job).status == "queued"
+    store.set_status(job, "succeeded", attempt=2)
+    assert not store.requeue(job)  # terminal jobs stay as they are
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_jobs(db_url):
+    store = JobStore(db_url)
+    job = new_job(store)
+    with store.engine.begin() as conn:  # what an rlvr of schema version 1 created
+        conn.execute(text("ALTER TABLE jobs DROP COLUMN owner"))
+        conn.execute(text("ALTER TABLE jobs DROP COLUMN priority"))
+        conn.execute(text("UPDATE rlvr_meta SET value = '1'"))
+    store.close()
+    store = JobStore(db_url)
+    try:
+        record = store.get_job(job)
+        assert (record.owner, record.priority) == ("admin", 0)
+        assert store.create_job(JobSpec(name="n"), run_dir="/r", owner="bo").owner == "bo"
+        with store.engine.connect() as conn:
+            assert conn.scalar(text("SELECT value FROM rlvr_meta")) == str(SCHEMA_VERSION)
+    finally:
+        store.close()
+
+
 def test_events_are_an_ordered_cursor(store):
     job = new_job(store)
     store.set_status(job, "running")
