@@ -168,6 +168,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["fits"] = self.fits
+        d["placement_groups"] = self.placement_groups()
         return json.loads(json.dumps(d, sort_keys=True))
 
     def to_json(self) -> str:
@@ -176,18 +177,18 @@ class Plan:
     def actor(self, name: str) -> Actor:
         return next(a for a in self.actors if a.name == name)
 
-    def placement_groups(self) -> list[dict[str, Any]]:
-        """One STRICT_PACK group per node used: a ``{"GPU": 1}`` bundle per GPU (ordered as
-        the node's GPU indices in the plan)."""
-        used: dict[int, list[int]] = {}
+    def node_gpus(self) -> dict[int, list[int]]:
+        """node -> the GPU indices the plan uses there (the order of its bundles)."""
+        used: dict[int, set[int]] = {}
         for a in self.actors:
-            for g in a.gpus:
-                used.setdefault(a.node, [])
-                if g not in used[a.node]:
-                    used[a.node].append(g)
+            used.setdefault(a.node, set()).update(a.gpus)
+        return {n: sorted(gs) for n, gs in sorted(used.items()) if gs}
+
+    def placement_groups(self) -> list[dict[str, Any]]:
+        """One STRICT_PACK group per node used: a ``{"GPU": 1}`` bundle per GPU."""
         return [
-            {"node": n, "strategy": "STRICT_PACK", "bundles": [{"GPU": 1.0} for _ in sorted(gs)]}
-            for n, gs in sorted(used.items())
+            {"node": n, "strategy": "STRICT_PACK", "bundles": [{"GPU": 1.0} for _ in gs]}
+            for n, gs in self.node_gpus().items()
         ]
 
 
