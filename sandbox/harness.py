@@ -20,10 +20,14 @@ Modes (``harness.json`` in the work dir):
   step is exec'd; a ``case`` step is exec'd with the entry point (and ``candidate``) bound to
   a recorder. Report per case: ``{"calls": [encoded result | ["!", ExceptionName], ...],
   "end": "ok" | "assert" | "timeout" | "raised:Name" | "skipped"}`` (after a case times
-  out, the remaining cases are skipped).
+  out, the remaining cases are skipped). ``program_names`` (other functions of the program
+  that the tests call) record into the same list.
 - ``replay``: no program. The same steps, with the entry point bound to a replayer that
   returns the recorded values in order, and ``__hole_k`` bound to the k-th value (for
   asserts whose calls were cut out as holes). Report per case: ``{"end": ...}``.
+
+With ``seed``, ``random`` is seeded before the steps in both modes, and the recorder
+restores its state around every call of the program, so both runs draw the same inputs.
 
 Every report line is ``\\n<nonce> <key> <json>\\n`` on fd 1; the program's own ``print``
 output goes to /dev/null. A program can still write to fd 1, so :func:`parse_report`
@@ -38,6 +42,7 @@ import signal
 import sys
 
 MAX_DEPTH = 100
+_RANDOM = None  # the seeded ``random`` module (when the spec has a seed)
 
 
 def encode(value: object, depth: int = 0) -> list:
@@ -160,6 +165,7 @@ class _Opaque:
 
 def _recorder(fn, calls: list):
     def candidate(*args, **kwargs):
+        state = _RANDOM.getstate() if _RANDOM is not None else None
         try:
             result = fn(*args, **kwargs)
         except _CaseTimeout:
@@ -167,6 +173,9 @@ def _recorder(fn, calls: list):
         except BaseException as exc:
             calls.append(["!", type(exc).__name__])
             raise
+        finally:  # what the program draws must not shift the tests' own draws
+            if state is not None:
+                _RANDOM.setstate(state)
         try:
             tagged = encode(result)
         except (TypeError, ValueError, RecursionError):
@@ -214,6 +223,7 @@ def _main() -> None:
         spec = json.load(f)
     nonce, mode, timeout_s = spec["nonce"], spec["mode"], float(spec["timeout_s"])
     entry, names = spec["entry_point"], spec["candidate_names"]
+    program_names = spec.get("program_names", [])
 
     def emit(key: object, obj: object) -> None:
         os.write(1, f"\n{nonce} {key} {json.dumps(obj)}\n".encode())
@@ -235,8 +245,15 @@ def _main() -> None:
         emit("load", {"end": end})
         if end != "ok":
             return
+        helpers = {name: ns[name] for name in program_names if callable(ns.get(name))}
         ns = dict(ns)  # tests see the program's names, but rebinding theirs leaves it alone
     ns["__name__"] = "tests"
+    if spec.get("seed") is not None:
+        global _RANDOM
+        import random
+
+        random.seed(spec["seed"])
+        _RANDOM = random
     case, timed_out = 0, False
     for kind, source in spec["steps"]:
         code = compile(source, "tests.py", "exec")
@@ -249,12 +266,14 @@ def _main() -> None:
         calls: list = []
         if mode == "record":
             bound = _recorder(fn, calls)
+            for name, helper in helpers.items():
+                ns[name] = _recorder(helper, calls)
         else:
             recorded = spec["values"][case]
             bound = _replayer(recorded)
             for k, item in enumerate(recorded):  # asserts whose calls were cut out as holes
                 ns[f"__hole_{k}"] = decode(item) if item[0] not in "!?" else _Opaque()
-        for name in names:
+        for name in names if mode == "record" else [*names, *program_names]:
             ns[name] = bound
         # After one timeout the rest would likely time out too: skip them, keep runs short.
         end = "skipped" if timed_out else _run_step(code, ns, timeout_s)

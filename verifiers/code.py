@@ -1,41 +1,22 @@
 """The ``code`` verifier: run the completion's program against test cases in the sandbox.
 
-Two reference formats::
+References: ``{"tests": [{"stdin": .., "stdout": ..}], "float_tol": 1e-6}`` (one run per
+case, stdout compared here) or ``{"test_code": .., "entry_point": "add"}`` (HumanEval-style
+``def check(candidate)`` or MBPP-style top-level asserts); optional ``"timeout_s"`` per case.
+Score = the fraction of cases passed; ``details["cases"]`` gives each case's outcome.
 
-    {"tests": [{"stdin": "1 2\\n", "stdout": "3\\n"}, ...], "float_tol": 1e-6}   # optional tol
-    {"test_code": "assert add(1, 2) == 3\\nassert add(0, 0) == 0", "entry_point": "add"}
-
-Optional in both: ``"timeout_s"`` (per test case, default the verifier's ``timeout_s``).
-``test_code`` may be HumanEval style (``def check(candidate): assert candidate(..) == ..``,
-plus module-level setup) or MBPP style (top-level asserts). Names the tests use other than
-the entry point must be defined in ``test_code`` itself (it runs without the program in the
-replay step below).
-
-Score = the fraction of test cases passed; ``details["cases"]`` lists each case's
-``outcome``: ``passed``, ``wrong_answer``, ``runtime_error``, ``timeout``,
-``memory_limit``, ``output_limit``, ``no_result`` (the program ended before reporting it)
-or ``tampered`` (a case reported twice).
-
-Grading happens outside the process that ran the program (see ``sandbox/harness.py``):
-
-- stdin/stdout: each case is one run; its stdout is compared here, whitespace-normalised
-  token by token (numbers within ``float_tol`` when given). Expected output never enters
-  the sandbox, and an exit code other than 0 fails the case whatever was printed.
-- function tests: every assert statement (or statement block ending in one) that calls the
-  entry point is a case. For ``assert f(args) == <literal>``-shaped cases (also ``!=``,
-  ``is None/True/False``, ``not f(..)``, ``and``/``or`` of those) only ``f(args)`` runs in
-  the sandbox (with only the setup those calls need), its return value comes back as plain
-  data, and the comparison happens here: the expected value never enters the sandbox. Other cases (``math.isclose(f(x), 1.5)``,
-  loops...) run in the program's sandbox only to *record* what ``f`` returned; a second
-  sandbox run without the program replays those values to the original statements and
-  reports pass/fail. (In that second group the test's own constants sit next to the
-  program in the recording run; a program that inspects its caller's frame could read
-  them. Prefer literal-comparison asserts for RL data.)
+Function tests are never judged in the process that ran the program: it only records what
+the function returned (``sandbox/harness.py``); literal comparisons are judged here, other
+asserts by a replay run that holds no program code. Tests that are random or call the
+program's other functions run as one ``check(candidate)`` case (pass/fail). How and why:
+``docs/verifiers.md`` ("code").
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import copy
 import json
 import math
 import re
@@ -119,6 +100,10 @@ class _Plan:
 
     steps: list[tuple[str, Any]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # names bound to the program's function
+    # Whole mode: one case runs all the tests (check(candidate)), judged pass/fail by replay;
+    # ``program_names`` are other functions of the program the tests call (recorded too).
+    whole: bool = False
+    program_names: list[str] = field(default_factory=list)
 
     @property
     def cases(self) -> list[_Case]:
@@ -128,7 +113,10 @@ class _Plan:
         """The steps of the recording run: each case's record source, and only the setup
         that those need (imports, and statements defining a name they use, transitively).
         A test's ``expected = ...`` or reference helper stays out of the program's sandbox.
+        In whole mode every setup step runs (the replay run must see the same state).
         """
+        if self.whole:
+            return [(k, c.record_source if k == "case" else c) for k, c in self.steps]
         needed: set[str] = set()
         for case in self.cases:
             needed |= _loaded_names(case.record_source)
@@ -262,7 +250,7 @@ def _judge(node: ast.AST, holes: dict[str, object]) -> object:
             if isinstance(node.op, ast.And) != bool(value):
                 return value
         return value
-    if isinstance(node, ast.UnaryOp):
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         return not _judge(node.operand, holes)
     if isinstance(node, ast.Compare):
         left = _judge(node.left, holes)
@@ -291,8 +279,71 @@ def _make_case(stmts: list[ast.stmt], names: set[str]) -> _Case:
     return _Case(record_source=source, replay_source=source)
 
 
+class _RecordOnlyCalls(ast.NodeTransformer):
+    """The recording run's copy of whole-mode tests: an assert judgeable from its calls
+    alone (``assert f(x) == <literal>``) keeps only the calls, in evaluation order, so its
+    expected value stays out of the program's sandbox; the replay run has the original."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def visit_Assert(self, node: ast.Assert) -> ast.AST | list[ast.stmt]:
+        cutter = _HoleCutter(self.names)
+        test = cutter.visit(copy.deepcopy(node.test))
+        if cutter.simple and cutter.holes and _judgeable(test):
+            return [ast.copy_location(ast.Expr(h), node) for h in cutter.holes]
+        return node
+
+
+def _draws_random(module: ast.Module) -> bool:
+    """Whether the tests use ``random`` (inputs drawn fresh in each run)."""
+    for n in ast.walk(module):
+        if isinstance(n, ast.Import) and any(a.name.split(".")[0] == "random" for a in n.names):
+            return True
+        if isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "random":
+            return True
+    return False
+
+
+def _program_names(module: ast.Module, names: list[str]) -> list[str]:
+    """Names the tests use but never define: functions they expect from the program
+    (HumanEval's ``poly``, ``encode_cyclic``), recorded like the entry point."""
+    bound = _bound_names(module) | set(names) | set(dir(builtins))
+    for n in ast.walk(module):
+        if isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            bound.add(n.name)
+    loaded = {n.id for n in ast.walk(module) if isinstance(n, ast.Name)}
+    return sorted(loaded - bound)
+
+
+def _leaves_early(fn: ast.FunctionDef) -> bool:
+    """Whether ``fn``'s own body (not nested scopes) has ``return``/``yield``/``global``:
+    its statements cannot run one by one as top-level steps."""
+    todo: list[ast.AST] = list(fn.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Return | ast.Yield | ast.YieldFrom | ast.Global | ast.Nonlocal):
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _whole_case(
+    module: ast.Module, check: ast.FunctionDef | None, entry_point: str, names: set[str]
+) -> _Case:
+    """One case that runs all the tests: ``check`` defined then called on the entry point
+    (HumanEval), else the whole module (MBPP)."""
+    tree = ast.Module(body=[check] if check is not None else module.body, type_ignores=[])
+    record = ast.fix_missing_locations(_RecordOnlyCalls(names).visit(copy.deepcopy(tree)))
+    call = f"\ncheck({entry_point})" if check is not None else ""
+    return _Case(record_source=ast.unparse(record) + call, replay_source=ast.unparse(tree) + call)
+
+
 def plan_function_tests(test_code: str, entry_point: str) -> _Plan:
-    """Split ``test_code`` into setup steps and cases (see the module docstring)."""
+    """Split ``test_code`` into setup steps and cases (see ``docs/verifiers.md``, "code")."""
     try:
         module = ast.parse(test_code)
     except SyntaxError as exc:
@@ -322,6 +373,7 @@ def plan_function_tests(test_code: str, entry_point: str) -> _Plan:
         body = check.body
     else:  # MBPP: top-level statements
         body = module.body
+    module_setup = list(plan.steps)
     names = set(plan.names)
     pending: list[ast.stmt] = []  # statements that call the candidate, waiting for their assert
     for stmt in body:
@@ -340,6 +392,12 @@ def plan_function_tests(test_code: str, entry_point: str) -> _Plan:
             f"reference test_code has no assert that calls {entry_point!r}; "
             f"write cases like `assert {entry_point}(1) == 2`"
         )
+    # Per-assert cases are sound only when both runs see the same inputs and the replay run
+    # (no program) can evaluate every statement; otherwise all the tests are one case.
+    plan.program_names = _program_names(module, plan.names)
+    if plan.program_names or _draws_random(module) or (check and _leaves_early(check)):
+        plan.whole = True
+        plan.steps = [*module_setup, ("case", _whole_case(module, check, entry_point, names))]
     return plan
 
 
@@ -505,6 +563,8 @@ class CodeVerifier(Verifier):
             "timeout_s": float(job.reference.get("timeout_s", self.timeout_s)),
             "entry_point": job.reference["entry_point"],
             "candidate_names": job.plan.names,
+            "program_names": job.plan.program_names,
+            "seed": 0 if job.plan.whole else None,  # both runs draw the same random inputs
             "steps": steps,
             "values": values or [],
         }
@@ -562,8 +622,7 @@ class CodeVerifier(Verifier):
             job.outcomes = [{"outcome": outcome, "error": job.load_error} for _ in cases]
             return
         if isinstance(report.get("setup"), dict):
-            raise_msg = report["setup"].get("end")
-            job.load_error = f"test setup failed: {raise_msg}"
+            job.load_error = f"test setup failed: {report['setup'].get('end')}"
             job.outcomes = [{"outcome": "runtime_error", "error": job.load_error} for _ in cases]
             return
         values: list = [[] for _ in cases]
