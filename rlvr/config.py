@@ -80,7 +80,7 @@ LossAgg = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"
 
 
 class AlgorithmSpec(_Strict):
-    """GRPO-family policy gradient. Formulas: DESIGN.md, "Loss semantics"."""
+    """GRPO-family policy gradient. Formulas: docs/design.md, "Loss semantics"."""
 
     estimator: Estimator = "grpo"
     group_size: int = Field(8, ge=2, le=1024)
@@ -146,7 +146,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class JobSpec(_Strict):
-    """A training job. See DESIGN.md, "Job spec"."""
+    """A training job. Every field, with its default and bounds: docs/design.md, "Job spec"."""
 
     name: str = "job"
     model: ModelSpec = ModelSpec()

@@ -13,11 +13,10 @@
 3. a supervised warm start on worked solutions (``<think>`` column arithmetic
    ``</think><answer>…</answer>``) that stops as soon as greedy accuracy on a validation
    slice of the problem space lands in 52-60%: RL then starts from a policy that is right
-   about half the time, the regime in which GRPO improves fastest (DESIGN.md, "Tiny
+   about half the time, the regime in which GRPO improves fastest (docs/design.md, "Tiny
    models"). Deterministic in ``seed`` on a given machine.
 
-Why 2 layers: in trials (2-digit addition, batch 16, lr 2e-3) 2 layers passed 60% after
-350 steps, 4 layers after 475, at ~60% of the CPU time per step.
+Why 2 layers, and what the builds measured: docs/models.md.
 
 The recipe and what the warm start measured are written to ``rlvr_tiny.json`` beside the
 weights. Use :func:`rlvr.models.resolve_model` (``"tiny:arithmetic"``) to build once and

@@ -1,7 +1,7 @@
 """GRPO-family RLVR math: advantage estimators and the clipped policy loss.
 
 Pure functions on tensors, shared by the learner and the tests. The exact semantics are in
-DESIGN.md ("Loss semantics"); in short, for token t of sequence i with ratio
+docs/design.md ("Loss semantics"); in short, for token t of sequence i with ratio
 ρ = exp(logp − old_logp) and sequence advantage A:
 
     pg  = −min(ρ·A, clip(ρ, 1 − clip_low, 1 + clip_high)·A)      # PPO-clip, DAPO clip-higher

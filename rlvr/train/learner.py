@@ -450,7 +450,7 @@ class PolicyLearner(_import_torch_learner()):
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
-        """The policy loss of one micro-batch (DESIGN.md "Loss semantics").
+        """The policy loss of one micro-batch (docs/design.md, "Loss semantics").
 
         Old logprobs are ``batch["old_logprobs"]`` when an earlier pass computed them
         (``epochs_per_step > 1``); otherwise the batch was sampled by exactly these weights
@@ -694,7 +694,7 @@ class LearnerConfig:
 
 
 def _reduce(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Per-learner RLlib results -> the step's metrics (names as in DESIGN.md)."""
+    """Per-learner RLlib results -> the step's metrics (names: docs/design.md, "Metric names")."""
     from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
     root = MetricsLogger(root=True)

@@ -1,4 +1,4 @@
-"""The training loop, top to bottom (DESIGN.md, "One training step").
+"""The training loop, top to bottom (docs/design.md, "One training step").
 
     for step in start+1 .. max_steps:
         1. take prompts_per_step prompts; the rollout engines sample group_size completions

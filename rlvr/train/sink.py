@@ -19,7 +19,7 @@ SampleRow = dict[str, Any]
 @runtime_checkable
 class MetricSink(Protocol):
     def metrics(self, step: int, values: dict[str, float]) -> None:
-        """All metrics of one step (names as in DESIGN.md, "Metric names")."""
+        """All metrics of one step (names: docs/design.md, "Metric names")."""
 
     def samples(self, step: int, rows: list[SampleRow]) -> None:
         """A few completions of one step with their rewards and verdicts."""
