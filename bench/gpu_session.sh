@@ -30,7 +30,7 @@ cmd=${1:-help}
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 
-# The bundle: Ray + vLLM (see ../shared/gpu/README.md) plus the project's runtime deps that
+# The bundle: Ray + vLLM (bench/gpu_bundle/make-bundle.sh) plus the project's runtime deps that
 # the GPU image lacks. The image has torch 2.11, transformers 5.17, tokenizers, peft,
 # accelerate, numpy, pyarrow, matplotlib, pyyaml, psutil; if `python3 -c "import peft"`
 # fails there, add peft==0.21.2 here.
@@ -56,7 +56,7 @@ last_chunk() { ls -d .gpu/p* 2>/dev/null | sed 's|.gpu/p||' | sort -n | tail -1;
 case "$cmd" in
   bundle)
     # shellcheck disable=SC2086
-    bash ../shared/gpu/make-bundle.sh $EXTRA_DEPS
+    bash bench/gpu_bundle/make-bundle.sh $EXTRA_DEPS
     echo "last chunk: $(last_chunk)"
     ;;
   stage)
