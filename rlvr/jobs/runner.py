@@ -30,7 +30,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.jobs.store import JobRecord, JobStore
+from rlvr.net import free_port
 
 log = logging.getLogger("rlvr.runner")
 
@@ -89,12 +89,6 @@ def ray_token_from_env() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM it when the service dies, even by SIGKILL, so a
     crashed service never leaves its Ray head behind (Linux's PR_SET_PDEATHSIG)."""
@@ -139,7 +133,7 @@ class LocalRayHead:
         token_file = self._dir / "auth_token"
         token_file.write_text(self.token)
         token_file.chmod(0o600)
-        gcs_port, dash_port = _free_port(), _free_port()
+        gcs_port, dash_port = free_port(), free_port()
         ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
         cmd = [
             ray_bin, "start", "--head", "--block",
@@ -152,11 +146,11 @@ class LocalRayHead:
             "--disable-usage-stats",
             # Ray's fixed defaults (agent 52365, client 10001) would collide with any other
             # Ray on this machine, leaving the Jobs API without an agent: take free ports.
-            "--dashboard-agent-listen-port", str(_free_port()),
-            "--dashboard-agent-grpc-port", str(_free_port()),
-            "--runtime-env-agent-port", str(_free_port()),
-            "--metrics-export-port", str(_free_port()),
-            "--ray-client-server-port", str(_free_port()),
+            "--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()),
+            "--metrics-export-port", str(free_port()),
+            "--ray-client-server-port", str(free_port()),
         ]  # fmt: skip
         if self.num_cpus is not None:
             cmd += ["--num-cpus", str(self.num_cpus)]

@@ -438,8 +438,8 @@ def build_tiny_model(
             ``rlvr_tiny.json`` (recipe + warm-start report) are written.
         seed: seeds the data, the initial weights and the warm start.
         warm_start: ``False`` leaves the weights random (for tests of plumbing).
-        size: ``"cpu"`` (~0.8M parameters, builds in about a minute on 2 cores) or
-            ``"gpu"`` (~25M parameters; the warm start runs on CUDA when present).
+        size: ``"cpu"`` (0.44M parameters) or ``"gpu"`` (~25M parameters; the warm start
+            runs on CUDA when present). Build times: docs/models.md.
 
     Progress goes to stderr.
     """
@@ -470,8 +470,8 @@ def build_from_recipe(recipe: TinyRecipe, out_dir: Path) -> Path:
         if recipe.size == "gpu" and device == "cpu":
             _log(recipe.task, "no CUDA here: the gpu-size warm start runs on the CPU (slow)")
         # cpu size, one thread: these matrices are too small to split well, and on a busy
-        # machine a second thread spin-waits (measured: 5x the CPU time for the same work).
-        # The result does not depend on the thread count.
+        # machine a second thread spin-waits (docs/models.md). The result does not depend on
+        # the thread count.
         threads = torch.get_num_threads()
         torch.set_num_threads(1 if recipe.size == "cpu" else threads)
         try:

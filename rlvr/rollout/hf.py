@@ -69,10 +69,9 @@ def load_tokenizer(path: str | Path) -> Any:
 def cpu_threads() -> int:
     """Torch intra-op threads for CPU work: ``$RLVR_TORCH_THREADS``, else 1 on small machines.
 
-    Measured on 2 cores (``bench/cpu_threads.py``, tiny model): with the machine otherwise
-    idle, 2 threads decode 1.3x and update 1.5x faster than 1; next to one busy process,
-    2 threads are 2.4x / 2.1x *slower* while 1 thread barely notices. One thread bounds
-    the worst case on small shared machines; set ``RLVR_TORCH_THREADS=2`` on a dedicated one.
+    On a small machine a second thread gains little when the machine is idle and loses much
+    more next to a busy process (``bench/cpu_threads.py``, numbers in docs/benchmarks.md):
+    one thread bounds the worst case; set ``RLVR_TORCH_THREADS=2`` on a dedicated machine.
     """
     env = os.environ.get("RLVR_TORCH_THREADS")
     if env:

@@ -17,7 +17,7 @@ Two layers, both small:
   ``generate`` call across them in contiguous slices, and loads new weights through the object
   store (one ``ray.put``, one ObjectRef to every replica). Learners that hold their weights on
   a GPU push them faster with :class:`rlvr.rollout.weight_sync.WeightSender` (CUDA IPC / NCCL)
-  using ``rollout.engines``.
+  using ``rollout.replicas.engines``.
 
     rollout = VllmRollout(VllmEngineConfig(model="/path/to/hf_dir", gpu_memory_utilization=0.35),
                           replicas=2, num_gpus=0.5)
@@ -38,13 +38,7 @@ from typing import Any
 
 import torch
 
-from rlvr.rollout._common import (
-    MARKUP_TOKENS,
-    split_evenly,
-    strip_tokens,
-    validate_request,
-    wait_all,
-)
+from rlvr.rollout._common import MARKUP_TOKENS, ReplicaGroup, strip_tokens, validate_request
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.weight_sync import (
     WeightLayout,
@@ -388,9 +382,6 @@ class VllmRollout:
         num_gpus: GPUs per replica (a fraction to share a GPU with the learner; 0 only for
             tests with a stand-in ``vllm`` module).
         num_cpus: CPUs per replica (vLLM's scheduler and detokenizer run on the CPU).
-        placement_group: an existing placement group with one bundle per replica (the
-            trainer's, so engines and learners are reserved together); None creates one.
-        bundle_offset: index of the first engine bundle in ``placement_group``.
         runtime_env: extra Ray runtime env for the actors (``env_vars`` are merged).
         start_timeout_s: bound on the engines' start (vLLM compiles for ~40 s).
         call_timeout_s: bound on each generate / load call.
@@ -402,15 +393,12 @@ class VllmRollout:
         replicas: int = 1,
         num_gpus: float = 1.0,
         num_cpus: float = 1.0,
-        placement_group: Any = None,
-        bundle_offset: int = 0,
         runtime_env: dict[str, Any] | None = None,
         start_timeout_s: float = 900.0,
         call_timeout_s: float = 3600.0,
     ) -> None:
         import ray
-        from ray.util.placement_group import placement_group as make_pg
-        from ray.util.placement_group import remove_placement_group
+        from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         if replicas < 1:
@@ -420,17 +408,17 @@ class VllmRollout:
         if not ray.is_initialized():
             raise RuntimeError("VllmRollout needs a Ray cluster: call ray.init() first")
         self.config = config
-        self.call_timeout_s = call_timeout_s
+        self.replicas = ReplicaGroup("vLLM", call_timeout_s)
         self._remove_pg = remove_placement_group
-        self._own_pg = None
+        self._pg = None
         env = dict(runtime_env or {})
         env["env_vars"] = {**ENGINE_ENV, **env.get("env_vars", {})}
 
-        if placement_group is None and num_gpus > 0:
+        if num_gpus > 0:
             bundle = {"GPU": num_gpus, **({"CPU": num_cpus} if num_cpus else {})}
-            placement_group = self._own_pg = make_pg([bundle] * replicas, strategy="PACK")
+            self._pg = placement_group([bundle] * replicas, strategy="PACK")
             try:
-                ray.get(placement_group.ready(), timeout=start_timeout_s)
+                ray.get(self._pg.ready(), timeout=start_timeout_s)
             except ray.exceptions.GetTimeoutError as e:
                 self.shutdown()
                 raise RuntimeError(
@@ -439,38 +427,29 @@ class VllmRollout:
                     "rollout.replicas or the GPU share"
                 ) from e
 
-        actor_cls = ray.remote(VllmEngine)
+        actor = ray.remote(VllmEngine)
+
+        def new_actor(i: int) -> Any:
+            options: dict[str, Any] = {
+                "num_gpus": num_gpus,
+                "num_cpus": num_cpus,
+                "runtime_env": env,
+            }
+            if self._pg is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement_group=self._pg, placement_group_bundle_index=i
+                )
+            return actor.options(**options).remote(config)
+
         # Several engines profiling memory on one GPU at once would see each other's
         # allocations; start them one after another unless the KV cache size is fixed.
         one_by_one = num_gpus < 1 and replicas > 1 and config.kv_cache_memory_bytes is None
-        self.engines: list[Any] = []
-        infos: list[dict[str, Any]] = []
         try:
-            for i in range(replicas):
-                options: dict[str, Any] = {
-                    "num_gpus": num_gpus,
-                    "num_cpus": num_cpus,
-                    "runtime_env": env,
-                }
-                if placement_group is not None:
-                    options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                        placement_group=placement_group,
-                        placement_group_bundle_index=bundle_offset + i,
-                    )
-                self.engines.append(actor_cls.options(**options).remote(config))
-                if one_by_one:
-                    infos += wait_all(
-                        [self.engines[-1].info.remote()], start_timeout_s, "vLLM engine start"
-                    )
-            if not one_by_one:
-                infos = wait_all(
-                    [e.info.remote() for e in self.engines], start_timeout_s, "vLLM engine start"
-                )
+            self.infos = self.replicas.start(new_actor, replicas, start_timeout_s, one_by_one)
         except BaseException:
             self.shutdown()
             raise
-        self.infos = infos
-        self.max_model_len = min(i["max_model_len"] for i in infos)
+        self.max_model_len = min(i["max_model_len"] for i in self.infos)
 
     def generate(
         self,
@@ -490,44 +469,24 @@ class VllmRollout:
                     f"prompt {i} has {len(ids)} tokens but the engine's max_model_len is "
                     f"{self.max_model_len}: shorten data.max_prompt_tokens or raise max_model_len"
                 )
-        refs = [
-            engine.generate.remote(prompt_token_ids[a:b], sampling, ignore_eos, a)
-            for engine, (a, b) in zip(
-                self.engines, split_evenly(len(prompt_token_ids), len(self.engines)), strict=True
-            )
-            if b > a
-        ]
-        results = wait_all(refs, self.call_timeout_s, "vLLM generate")
-        return [c for part in results for c in part]
+        return self.replicas.generate(prompt_token_ids, sampling, ignore_eos=ignore_eos)
 
     def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
         """Replace every replica's weights through the object store (RolloutEngine).
 
         One ``ray.put`` of one packed buffer; every replica reads the same object.
         """
-        import ray
-
         buffer, layout = pack_weights(state, device="cpu")
-        ref = ray.put({"layout": layout.to_dict(), "data": buffer.numpy()})
-        wait_all(
-            [e.load_packed.remote(ref, version) for e in self.engines],
-            self.call_timeout_s,
-            "loading weights into the vLLM engines",
-        )
+        payload = {"layout": layout.to_dict(), "data": buffer.numpy()}
+        self.replicas.put_to_all("load_packed", payload, version)
 
     def weights_version(self) -> int:
         """The version every replica has loaded (the lowest, should they ever differ)."""
-        return min(
-            wait_all([e.weights_version.remote() for e in self.engines], 60, "weights_version")
-        )
+        return self.replicas.weights_version()
 
     def shutdown(self) -> None:
         """Kill the engine actors and release their placement group."""
-        import ray
-
-        for e in getattr(self, "engines", []):
-            ray.kill(e)
-        self.engines = []
-        if self._own_pg is not None:
-            self._remove_pg(self._own_pg)
-            self._own_pg = None
+        self.replicas.shutdown()
+        if self._pg is not None:
+            self._remove_pg(self._pg)
+            self._pg = None
