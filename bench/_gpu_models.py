@@ -23,16 +23,10 @@ from typing import Any
 
 import torch
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<think>",
-    "</think>",
-    "<answer>",
-    "</answer>",
-    "<unk>",
-]
+from rlvr.models.tiny import IM_END, IM_START, MARKUP_TOKENS, PAD
+
+# The tiny models' chat and markup tokens, then <unk>.
+SPECIAL_TOKENS = [PAD, IM_START, IM_END, *MARKUP_TOKENS, "<unk>"]
 
 # Shapes of the released Qwen2.5 models (config.json of Qwen/Qwen2.5-0.5B and -1.5B);
 # "tiny" is for tests: a few M parameters, head_dim 64 like the real ones.
@@ -82,8 +76,8 @@ def build_tokenizer(vocab_size: int):
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        eos_token=IM_END,
+        pad_token=PAD,
         unk_token="<unk>",
         additional_special_tokens=SPECIAL_TOKENS[1:2] + SPECIAL_TOKENS[3:7],
     )
@@ -114,7 +108,7 @@ def build_model_dir(
     config = Qwen2Config(
         **s,
         max_position_embeddings=max_position_embeddings,
-        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        bos_token_id=tokenizer.convert_tokens_to_ids(PAD),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

@@ -113,7 +113,7 @@ def _bench_shape(shape: str, args, gpus: int) -> list[dict]:
                     version += 1
                     ray.get(holder.perturb.remote(1.01), timeout=60)
                     stats = ray.get(
-                        holder.push.remote(rollout.engines, method, version, args.timeout),
+                        holder.push.remote(rollout.replicas.engines, method, version, args.timeout),
                         timeout=args.timeout + 60,
                     )
                     if i > 0:
@@ -130,7 +130,7 @@ def _row(shape: str, runs: list[dict], holder, rollout) -> dict:
     import ray
 
     want = ray.get(holder.param_sum.remote("model.norm.weight"), timeout=60)
-    got = ray.get(rollout.engines[0].param_sum.remote("model.norm.weight"), timeout=60)
+    got = ray.get(rollout.replicas.engines[0].param_sum.remote("model.norm.weight"), timeout=60)
     row = {
         "shape": shape,
         "method": runs[0]["method"],

@@ -5,10 +5,104 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import string
+import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
+
+from rlvr.models.tiny import CHAT_TEMPLATE, IM_END, IM_START, MARKUP_TOKENS, PAD
+
+# Set for this run at its start; every process the run starts inherits it (Ray heads, their
+# workers and job drivers, `rlvr serve`), which is how the session-end check finds them.
+SESSION_ENV = "RLVR_TEST_SESSION"
+
+
+def pytest_configure(config):
+    os.environ[SESSION_ENV] = uuid.uuid4().hex
+
+
+def processes_mentioning(*needles: str) -> list[psutil.Process]:
+    """Live processes (this one excluded) with any of ``needles`` in their command line or
+    in the value of an environment variable (a job id, a db URL, a temp directory). The
+    whole process table, not one process group: Ray runs each job driver in its own session."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        if p.info["pid"] == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            text = " ".join(p.info["cmdline"] or ())
+            if any(n in text for n in needles) or any(
+                n in v for v in p.environ().values() for n in needles
+            ):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(name="processes_mentioning")
+def _processes_mentioning():
+    """:func:`processes_mentioning`, for tests that check what a stop left running."""
+    return processes_mentioning
+
+
+def _left_behind(session_id: str, basetemp: str | None) -> list[psutil.Process]:
+    """Processes of this run that outlive its tests: ``RLVR_TEST_SESSION`` of this run in
+    their environment, or the run's temp directory on their command line or as their working
+    directory (sandboxed programs get a cleared environment). Verifier pool workers that are
+    this process's own children end with it (atexit) and are not counted."""
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid", "ppid", "cmdline", "status"]):
+        if p.info["pid"] == me or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmdline = " ".join(p.info["cmdline"] or ())
+        if p.info["ppid"] == me and "verifiers._worker" in cmdline:
+            continue
+        try:
+            ours = p.environ().get(SESSION_ENV) == session_id
+            if not ours and basetemp:
+                ours = basetemp in cmdline or p.cwd().startswith(basetemp)
+        except psutil.Error:
+            continue
+        if ours:
+            found.append(p)
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run, naming them, if processes it started are still running at its end (a
+    leaked Ray head, job driver, `rlvr serve` or sandbox); they are then killed."""
+    session_id = os.environ.get(SESSION_ENV)
+    if not session_id or exitstatus == pytest.ExitCode.INTERRUPTED:
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = str(factory.getbasetemp()) if factory and factory._basetemp else None
+    deadline = time.monotonic() + 15.0  # what is shutting down right now gets to finish
+    while (left := _left_behind(session_id, basetemp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not left:
+        return
+    lines = []
+    for p in left:
+        try:
+            lines.append(f"  pid {p.pid} (parent {p.ppid()}): {' '.join(p.cmdline())[:300]}")
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            continue
+    message = f"{len(lines)} process(es) started by this test run outlived it:\n"
+    message += "\n".join(lines)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "leftover processes", red=True)
+        reporter.write_line(message)
+    else:
+        print(message)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _has_cuda() -> bool:
@@ -108,21 +202,9 @@ def make_tiny_spec(
 
 # -- engine and learner tests (tests/rollout, tests/train): a small random Qwen2 ---------------
 # Built in a temp directory once per session (a few seconds), so those tests do not depend on
-# the tiny-model builder's warm start. The chat template and special tokens match the ones the
-# product's tiny models use; a character-level tokenizer keeps the vocabulary small.
-SPECIALS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<think>",
-    "</think>",
-    "<answer>",
-    "</answer>",
-]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# the tiny-model builder's warm start. The chat template and special tokens are the product's
+# tiny models' own (rlvr.models.tiny); a character-level tokenizer keeps the vocabulary small.
+SPECIALS = [PAD, IM_START, IM_END, *MARKUP_TOKENS]
 
 
 def build_random_model(out: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
@@ -140,9 +222,7 @@ def build_random_model(out: Path, hidden: int = 64, layers: int = 2, seed: int =
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.add_special_tokens(SPECIALS)
     tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=IM_END, pad_token=PAD)
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
     cfg_file = out / "tokenizer_config.json"

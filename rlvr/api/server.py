@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import uvicorn
 from fastapi import FastAPI
 
-
-def free_port(host: str = "127.0.0.1", preferred: int = 0) -> int:
-    """``preferred`` if it is free on ``host``, else any free port."""
-    with socket.socket() as s:
-        try:
-            s.bind((host, preferred))
-        except OSError:
-            s.bind((host, 0))
-        return s.getsockname()[1]
+from rlvr.net import free_port
 
 
 class BackgroundServer:

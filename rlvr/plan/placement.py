@@ -79,6 +79,22 @@ def cluster_from_args(gpus: int, gpu_memory_gb: float | None = None, nodes: int 
     return Cluster(nodes=(node,) * nodes, source="given")
 
 
+def _node(resources: dict[str, float], gpu_memory_gb: float | None) -> Node:
+    """A node from its Ray resources; GPU memory from the accelerator type when not given."""
+    mem = gpu_memory_gb
+    if mem is None:
+        types = [k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")]
+        mem = next(
+            (ACCELERATOR_MEMORY_GB[t] for t in types if t in ACCELERATOR_MEMORY_GB),
+            DEFAULT_GPU_MEMORY_GB,
+        )
+    return Node(
+        gpus=int(resources.get("GPU", 0)),
+        gpu_memory_bytes=int(mem * 1e9),
+        cpus=float(resources.get("CPU", 0.0)),
+    )
+
+
 def cluster_from_ray(gpu_memory_gb: float | None = None) -> Cluster:
     """The alive nodes of the Ray cluster this process is connected to. GPU memory comes from
     ``gpu_memory_gb``, else the node's accelerator type, else :data:`DEFAULT_GPU_MEMORY_GB`."""
@@ -88,17 +104,25 @@ def cluster_from_ray(gpu_memory_gb: float | None = None) -> Cluster:
     for info in ray.nodes():
         if not info.get("Alive"):
             continue
-        res = info.get("Resources", {})
-        gpus = int(res.get("GPU", 0))
-        mem = gpu_memory_gb
-        if mem is None:
-            types = [k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")]
-            mem = next(
-                (ACCELERATOR_MEMORY_GB[t] for t in types if t in ACCELERATOR_MEMORY_GB),
-                DEFAULT_GPU_MEMORY_GB,
-            )
-        nodes.append(Node(gpus=gpus, gpu_memory_bytes=int(mem * 1e9), cpus=res.get("CPU", 0.0)))
+        nodes.append(_node(info.get("Resources", {}), gpu_memory_gb))
     # GPU nodes first (the plan numbers nodes in this order), largest first.
+    nodes.sort(key=lambda n: (-n.gpus, -n.cpus))
+    return Cluster(nodes=tuple(nodes), source="ray")
+
+
+def cluster_from_status(
+    status: dict[str, Any], gpu_memory_gb: float | None = None
+) -> Cluster | None:
+    """The cluster from the Ray dashboard's ``GET /api/cluster_status`` answer (what the
+    service reads through the Jobs API); None until the nodes have reported."""
+    report = (status.get("data") or {}).get("clusterStatus", {}).get("loadMetricsReport", {})
+    by_node = report.get("usageByNode") or {}
+    nodes = []
+    for usage in by_node.values():
+        res = {k: v[1] for k, v in usage.items() if isinstance(v, list) and len(v) == 2}
+        nodes.append(_node(res, gpu_memory_gb))
+    if not nodes:
+        return None
     nodes.sort(key=lambda n: (-n.gpus, -n.cpus))
     return Cluster(nodes=tuple(nodes), source="ray")
 
@@ -176,6 +200,11 @@ class Plan:
 
     def actor(self, name: str) -> Actor:
         return next(a for a in self.actors if a.name == name)
+
+    @property
+    def gpu_count(self) -> int:
+        """Whole GPUs this job holds while it runs (what an admission queue waits for)."""
+        return sum(len(gs) for gs in self.node_gpus().values())
 
     def node_gpus(self) -> dict[int, list[int]]:
         """node -> the GPU indices the plan uses there (the order of its bundles)."""

@@ -1,11 +1,13 @@
 """Engine-agnostic pieces shared by the HF and vLLM rollouts: request checks, spreading
-prompts over replicas, stripping control tokens, waiting on actors with a timeout."""
+prompts over replicas, stripping control tokens, waiting on actors with a timeout, and
+:class:`ReplicaGroup`, the engine actors behind one rollout."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from rlvr.rollout.base import SamplingConfig
+from rlvr.rollout.base import Completion, SamplingConfig
 
 # Special tokens kept in Completion.text: verifiers read the reasoning/answer markup.
 MARKUP_TOKENS = frozenset({"<think>", "</think>", "<answer>", "</answer>"})
@@ -57,11 +59,97 @@ def strip_tokens(text: str, tokens: frozenset[str] | set[str]) -> str:
     return text
 
 
-def wait_all(refs: list, timeout_s: float, what: str) -> list:
+def wait_all(refs: list[Any], timeout_s: float, what: str) -> list[Any]:
     """``ray.get`` of every ref, or TimeoutError naming ``what`` after ``timeout_s``."""
     import ray
 
     try:
         return ray.get(refs, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError as e:
-        raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s") from e
+        raise TimeoutError(
+            f"{what} did not finish within {timeout_s:.0f} s (raise the timeout if the model "
+            "is large, or check the engine actors' logs)"
+        ) from e
+
+
+class ReplicaGroup:
+    """The engine actors of one rollout, driven together; every call has a timeout.
+
+    Both rollouts keep one: it starts the actors (killing those already started when one
+    fails), spreads a ``generate`` call's prompts over them in contiguous slices (each engine
+    numbers its completions from its slice's start), sends every replica the same object-store
+    ref, reads the weights version and kills them.
+
+    Args:
+        name: the engine's name in error messages (``HF``, ``vLLM``).
+        call_timeout_s: bound on each generate / weight-load call.
+    """
+
+    def __init__(self, name: str, call_timeout_s: float) -> None:
+        self.name = name
+        self.call_timeout_s = call_timeout_s
+        self.engines: list[Any] = []  # Ray actor handles
+
+    def start(
+        self,
+        new_actor: Callable[[int], Any],
+        replicas: int,
+        timeout_s: float,
+        one_by_one: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Start ``replicas`` actors (``new_actor(i)``) and wait for each one's ``info()``.
+
+        ``one_by_one`` waits for each before starting the next. On any failure the actors
+        started so far are killed and the error propagates.
+        """
+        what = f"{self.name} engine start"
+        infos: list[dict[str, Any]] = []
+        try:
+            for i in range(replicas):
+                self.engines.append(new_actor(i))
+                if one_by_one:
+                    infos += wait_all([self.engines[-1].info.remote()], timeout_s, what)
+            if not one_by_one:
+                infos = wait_all([e.info.remote() for e in self.engines], timeout_s, what)
+        except BaseException:
+            self.shutdown()
+            raise
+        return infos
+
+    def generate(
+        self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, **kwargs: Any
+    ) -> list[Completion]:
+        """Each replica's engine ``generate(slice, sampling, prompt_offset=start, **kwargs)``,
+        concatenated in prompt order."""
+        spans = split_evenly(len(prompt_token_ids), len(self.engines))
+        refs = [
+            engine.generate.remote(prompt_token_ids[a:b], sampling, prompt_offset=a, **kwargs)
+            for engine, (a, b) in zip(self.engines, spans, strict=True)
+            if b > a
+        ]
+        parts = wait_all(refs, self.call_timeout_s, f"{self.name} generate")
+        return [c for part in parts for c in part]
+
+    def put_to_all(self, method: str, payload: Any, version: int) -> None:
+        """One ``ray.put`` of ``payload``; every replica's ``method(ref, version)`` reads it."""
+        import ray
+
+        ref = ray.put(payload)
+        wait_all(
+            [getattr(e, method).remote(ref, version) for e in self.engines],
+            self.call_timeout_s,
+            f"loading weights into the {self.name} engines",
+        )
+
+    def weights_version(self) -> int:
+        """The version every replica has loaded (the lowest, should they ever differ)."""
+        refs = [e.weights_version.remote() for e in self.engines]
+        return min(wait_all(refs, 60, f"{self.name} weights_version"))
+
+    def shutdown(self) -> None:
+        """Kill the engine actors."""
+        import ray
+
+        for e in self.engines:
+            ray.kill(e)
+        self.engines = []

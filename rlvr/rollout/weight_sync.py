@@ -26,13 +26,15 @@ The engine side of each path is :class:`rlvr.rollout.vllm.VllmEngine` (``load_pa
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
+
+from rlvr.net import free_port
+from rlvr.rollout._common import wait_all
 
 SyncMethod = Literal["auto", "object_store", "cuda_ipc", "nccl"]
 SYNC_METHODS = ("auto", "object_store", "cuda_ipc", "nccl")
@@ -160,24 +162,6 @@ def choose_method(sender_gpu: str | None, engine_gpus: list[str | None]) -> str:
     return "object_store"
 
 
-def _wait(refs: list, timeout_s: float, what: str) -> list:
-    import ray
-
-    try:
-        return ray.get(refs, timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError as e:
-        raise TimeoutError(
-            f"{what} did not finish within {timeout_s:.0f} s (raise timeout_s if the model is "
-            "large, or check the engine actors' logs)"
-        ) from e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 class WeightSender:
     """Pushes a learner's weights to rollout engine actors. Lives in the learner's process.
 
@@ -207,7 +191,7 @@ class WeightSender:
         self.dtype = dtype
         self.timeout_s = timeout_s
         self._gpu = current_gpu_uuid()
-        engine_gpus = _wait(
+        engine_gpus = wait_all(
             [e.gpu_uuid.remote() for e in self.engines], timeout_s, "asking engines for their GPU"
         )
         if method == "auto":
@@ -256,7 +240,7 @@ class WeightSender:
         t1 = time.perf_counter()
         ref = self._ray.put({"layout": layout.to_dict(), "data": buffer.numpy()})
         t2 = time.perf_counter()
-        _wait(
+        wait_all(
             [e.load_packed.remote(ref, version) for e in self.engines],
             self.timeout_s,
             "object-store weight sync",
@@ -271,7 +255,7 @@ class WeightSender:
         buffer, layout = pack_weights(weights, device="cuda", dtype=self.dtype)
         _, ipc_args = reduce_tensor(buffer)
         t1 = time.perf_counter()
-        _wait(
+        wait_all(
             [
                 e.load_ipc.remote({self._gpu: ipc_args}, layout.to_dict(), version)
                 for e in self.engines
@@ -294,7 +278,7 @@ class WeightSender:
         refs = [e.load_broadcast.remote(layout.to_dict(), version) for e in self.engines]
         self._group.broadcast(buffer, src=0, stream=torch.cuda.current_stream())
         torch.cuda.synchronize()
-        _wait(refs, self.timeout_s, "NCCL weight sync")
+        wait_all(refs, self.timeout_s, "NCCL weight sync")
         t2 = time.perf_counter()
         return {"pack_s": t1 - t0, "load_s": t2 - t1, "bytes": layout.nbytes}
 
@@ -303,14 +287,14 @@ class WeightSender:
         from vllm.distributed.weight_transfer.nccl_common import stateless_init_process_group
 
         host = self._ray.util.get_node_ip_address()
-        port = _free_port()
+        port = free_port("")  # all interfaces: engines on other nodes connect
         world = 1 + len(self.engines)
         refs = [
             e.init_weight_group.remote(host, port, rank, world)
             for rank, e in enumerate(self.engines, start=1)
         ]
         group = stateless_init_process_group(host, port, 0, world, torch.cuda.current_device())
-        _wait(refs, self.timeout_s, "forming the NCCL weight-sync group")
+        wait_all(refs, self.timeout_s, "forming the NCCL weight-sync group")
         return group
 
     def close(self) -> None:

@@ -154,12 +154,14 @@ def test_cuda_ipc_sync_from_a_learner_actor_sharing_the_gpu(rollout, model_dirs)
     try:
         for version, scale in ((7, 1.0), (8, 2.0)):  # twice: the second reuses nothing stale
             ray.get(holder.perturb.remote(scale), timeout=60)
-            stats = ray.get(holder.push.remote(rollout.engines, "auto", version), timeout=300)
+            stats = ray.get(
+                holder.push.remote(rollout.replicas.engines, "auto", version), timeout=300
+            )
             assert stats["method"] == "cuda_ipc"
             assert rollout.weights_version() == version
             for name in ("model.norm.weight", "model.embed_tokens.weight"):
                 want = ray.get(holder.param_sum.remote(name), timeout=60)
-                for engine in rollout.engines:
+                for engine in rollout.replicas.engines:
                     got = ray.get(engine.param_sum.remote(name), timeout=60)
                     assert got == pytest.approx(want, rel=1e-3, abs=1e-2), name
         print(f"cuda_ipc sync of the tiny model: {stats['total_s'] * 1e3:.1f} ms")
@@ -184,10 +186,10 @@ def test_nccl_broadcast_sync_to_an_engine_on_another_gpu(ray_cluster, model_dirs
     )
     holder = ray.remote(num_gpus=0.3, num_cpus=0)(HfWeightHolder).remote(model_dirs[1], 1.5)
     try:
-        stats = ray.get(holder.push.remote(own.engines, "auto", 3), timeout=300)
+        stats = ray.get(holder.push.remote(own.replicas.engines, "auto", 3), timeout=300)
         assert stats["method"] == "nccl"
         want = ray.get(holder.param_sum.remote("model.norm.weight"), timeout=60)
-        got = ray.get(own.engines[0].param_sum.remote("model.norm.weight"), timeout=60)
+        got = ray.get(own.replicas.engines[0].param_sum.remote("model.norm.weight"), timeout=60)
         assert got == pytest.approx(want, rel=1e-3)
     finally:
         ray.kill(holder)

@@ -12,7 +12,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from itertools import count
 from pathlib import Path
 
 import pytest
+
+from rlvr.net import free_port
 
 _PG_USER = "rlvr"
 _SUBPROCESS_TIMEOUT_S = 120
@@ -38,12 +39,6 @@ def _postgres_bin_dir() -> Path | None:
     if initdb and shutil.which("pg_ctl"):
         return Path(initdb).resolve().parent
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Cluster:
@@ -93,7 +88,7 @@ class _Cluster:
     def start(self) -> None:
         # Loopback only, a socket directory of its own, and no durability (a test database).
         for _ in range(3):  # another process may take the free port before the server binds
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} "
                 f"-c unix_socket_directories={self.base} "

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from rlvr.rollout._common import split_evenly, strip_tokens, validate_request
 from rlvr.rollout.base import SamplingConfig
 from rlvr.rollout.vllm import (
     VllmEngine,
@@ -24,9 +25,6 @@ from rlvr.rollout.vllm import (
     completions_from_outputs,
     sampled_logprobs,
     sampling_params_kwargs,
-    split_evenly,
-    strip_tokens,
-    validate_request,
 )
 from rlvr.rollout.weight_sync import (
     WeightLayout,
@@ -369,13 +367,13 @@ def test_rollout_spreads_prompts_over_replica_actors_and_syncs_weights_through_t
         assert all("resets=1" in c.text for c in after)
 
         # The learner-side sender, through the object store (no GPU here).
-        sender = WeightSender(rollout.engines, method="auto", timeout_s=120)
+        sender = WeightSender(rollout.replicas.engines, method="auto", timeout_s=120)
         assert sender.method == "object_store"
         stats = sender.push({"shift": torch.tensor([-1.0])}, version=5)
         assert stats["bytes"] > 0 and stats["total_s"] >= 0
         assert rollout.weights_version() == 5
         assert rollout.generate([[1]], SamplingConfig(max_new_tokens=1))[0].token_ids == [0]
         with pytest.raises(ValueError, match="cuda_ipc"):
-            WeightSender(rollout.engines, method="cuda_ipc", timeout_s=60)
+            WeightSender(rollout.replicas.engines, method="cuda_ipc", timeout_s=60)
     finally:
         rollout.shutdown()

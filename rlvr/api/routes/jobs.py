@@ -14,6 +14,7 @@ import yaml
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
@@ -91,19 +92,35 @@ async def _read_spec(request: Request) -> JobSpec:
     response_model=JobCreated,
     summary="Submit a job spec (JSON or YAML)",
     openapi_extra=_SPEC_BODY,
-    responses={422: {"description": "the spec is invalid; `detail[].loc` names the field"}},
+    responses={
+        422: {"description": "the spec is invalid or cannot fit; `detail[].loc` names the field"},
+        200: {"description": "dry_run=true: the placement plan (docs/gpu.md); nothing created"},
+    },
 )
 async def submit_job(
-    request: Request, store: StoreDep, runner: RunnerDep, settings: SettingsDep
-) -> JobCreated:
+    request: Request,
+    store: StoreDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    dry_run: Annotated[bool, Query(description="return the placement plan only")] = False,
+) -> Any:
     """Validate the spec against this service (verifiers, model and data roots, every data
-    row) and queue it; the runner submits it to Ray as a job of the same id."""
+    row) and the cluster (the placement plan: a job that cannot fit is refused) and queue it;
+    the runner submits it to Ray as a job of the same id."""
+    from rlvr.plan.service import plan_errors, plan_for_service, write_plan
+
     spec = await _read_spec(request)
     spec, errors = await run_in_threadpool(check_spec, spec, settings)
     if errors:
         raise RequestValidationError(errors)
+    plan = await run_in_threadpool(plan_for_service, spec, runner)
+    if dry_run:
+        return JSONResponse(plan.to_dict())
+    if plan_errors(plan):
+        raise RequestValidationError(plan_errors(plan))
     job_id = new_job_id(spec.name)
     run_dir = Path(settings.runs_dir).expanduser() / job_id
+    await run_in_threadpool(write_plan, run_dir, plan)
     job = await run_in_threadpool(store.create_job, spec, run_dir=str(run_dir), job_id=job_id)
     runner.wake()
     return JobCreated(id=job.id, status=job.status)  # type: ignore[arg-type]
@@ -178,6 +195,17 @@ def resume_job(job: JobDep, store: StoreDep, runner: RunnerDep) -> JobCreated:
         raise HTTPException(409, detail=str(exc)) from None
     runner.wake()
     return JobCreated(id=job.id, status=job.status)  # type: ignore[arg-type]
+
+
+@router.get("/{job_id}/plan", responses={**_NOT_FOUND, 200: {"description": "the plan"}})
+def get_plan(job: JobDep) -> JSONResponse:
+    """The placement plan made at submission (actors, GPU shares, memory per GPU)."""
+    from rlvr.plan.service import read_plan
+
+    plan = read_plan(job.run_dir)
+    if plan is None:
+        raise HTTPException(404, detail=f"job {job.id} has no plan (submitted before plans)")
+    return JSONResponse(plan)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsOut, responses=_NOT_FOUND)
