@@ -38,13 +38,7 @@ from typing import Any
 
 import torch
 
-from rlvr.rollout._common import (
-    MARKUP_TOKENS,
-    split_evenly,
-    strip_tokens,
-    validate_request,
-    wait_all,
-)
+from rlvr.rollout._common import MARKUP_TOKENS, ReplicaGroup, strip_tokens, validate_request
 from rlvr.rollout.base import Completion, SamplingConfig
 
 
@@ -356,54 +350,25 @@ class HFRollout:
         if not ray.is_initialized():
             raise RuntimeError("HFRollout needs a Ray cluster: call ray.init() first")
         self.config = config
-        self.call_timeout_s = call_timeout_s
-        actor_cls = ray.remote(HFEngine)
-        self.engines: list[Any] = [
-            actor_cls.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(config)
-            for _ in range(replicas)
-        ]
-        try:
-            self.infos = wait_all(
-                [e.info.remote() for e in self.engines], start_timeout_s, "HF engine start"
-            )
-        except BaseException:
-            self.shutdown()
-            raise
+        self.replicas = ReplicaGroup("HF", call_timeout_s)
+        actor = ray.remote(HFEngine).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        self.infos = self.replicas.start(lambda _: actor.remote(config), replicas, start_timeout_s)
 
     def generate(
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt (RolloutEngine)."""
         validate_request(prompt_token_ids, sampling)
-        spans = split_evenly(len(prompt_token_ids), len(self.engines))
-        refs = [
-            engine.generate.remote(prompt_token_ids[a:b], sampling, a)
-            for engine, (a, b) in zip(self.engines, spans, strict=True)
-            if b > a
-        ]
-        return [c for part in wait_all(refs, self.call_timeout_s, "HF generate") for c in part]
+        return self.replicas.generate(prompt_token_ids, sampling)
 
     def load_weights(self, state: Mapping[str, Any], version: int) -> None:
         """Replace every replica's weights: one ``ray.put``, one ObjectRef to every replica."""
-        import ray
-
-        ref = ray.put(dict(state))
-        wait_all(
-            [e.load_weights.remote(ref, version) for e in self.engines],
-            self.call_timeout_s,
-            "loading weights into the HF engines",
-        )
+        self.replicas.put_to_all("load_weights", dict(state), version)
 
     def weights_version(self) -> int:
         """The version every replica has loaded (the lowest, should they ever differ)."""
-        return min(
-            wait_all([e.weights_version.remote() for e in self.engines], 60, "weights_version")
-        )
+        return self.replicas.weights_version()
 
     def shutdown(self) -> None:
         """Kill the engine actors."""
-        import ray
-
-        for e in getattr(self, "engines", []):
-            ray.kill(e)
-        self.engines = []
+        self.replicas.shutdown()
