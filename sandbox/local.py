@@ -1,42 +1,13 @@
 """The local backend: every run in a fresh bubblewrap sandbox, as an unprivileged uid.
 
-One run, from the outside in::
+    setpriv --reuid U ...  ->  bwrap --unshare-all --as-pid-1 --args FD ...  ->  python3 -I -S
 
-    setpriv --reuid U --regid U --clear-groups     (root only: U = uid_base + slot)
-      bwrap --unshare-all --as-pid-1 --args FD ..  (new user/pid/net/ipc/uts/cgroup ns)
-        python3 -I -S -c <_boot.py> ...            (pid 1: sets rlimits, runs main.py)
-
-The outer process joins the slot's cgroups before it can start anything: bubblewrap's
-first act is to read its remaining arguments (``--args FD``) to EOF, and the parent writes
-them (the one that places the program in ``/work``) only after it has moved the process
-into the slot's cgroups. Everything bubblewrap then forks is born there, and the sandbox's
-cgroup namespace is rooted at the slot. No shell, no race; a parent that dies before
-writing leaves bubblewrap with no program to run.
-
-Isolation: all namespaces unshared (the network namespace has only a loopback: no route
-out), read-only ``/usr`` and interpreter, a read-only root, private size-capped tmpfs
-``/work``, ``/tmp`` and ``/dev/shm``, ``/dev/null``, ``/dev/zero`` and ``/dev/urandom`` as the
-only devices, a cleared environment, no capabilities, a new session, ``--die-with-parent``,
-nested user namespaces disabled, a seccomp filter (``_seccomp.py``), rlimits (CPU, address
-space, processes, file size, open files), and per-slot cgroup memory and pids limits where
-the cgroup tree is writable.
-
-Cleanup: the program is pid 1 of its own pid namespace (``--as-pid-1``). When it exits the
-kernel kills everything left in the namespace, daemons included, and the outer bubblewrap
-reaps it before exiting itself: when ``run_python`` has reaped the outer process, nothing
-is left. (bubblewrap's default init would report the exit before its own, orphaning
-itself; an init of our own costs a fork, ~8 ms of CPU per run here.) Being pid 1, the
-program ignores default-action signals it sends itself (``os.kill(os.getpid(), SIGTERM)``);
-kernel-forced ones (SIGSEGV, the RLIMIT_CPU SIGKILL) end it as usual. On a wall-clock
-timeout or an output overflow we SIGKILL it (and everything in the slot's cgroup) and wait
-until all is gone, so nothing a program started outlives ``run_python``.
-
-Costs (CPU of a trivial run on this 2-core machine; docs/sandbox.md, "What a run costs"):
-the interpreter ~10 ms, bubblewrap's namespaces and mounts ~3-4 ms. Each bind mount makes
-bubblewrap parse the whole mount table again, so the sandbox has three device binds (not
-``--dev``'s six plus a devpts) and copies ``/etc/ld.so.cache`` instead of binding it. The
-interpreter must be a real binary readable by other users: a pyenv shim costs ~60 ms and an
-interpreter under ``/root`` (mode 0700) cannot be executed by the sandbox uid.
+The process joins its slot's cgroups before bubblewrap can start anything (it blocks reading
+``--args FD`` until the parent has moved it), so everything the program forks is counted
+and limited. The program is pid 1 of its own pid namespace: when it exits, or when a
+timeout or an output overflow kills it, nothing it started survives ``run_python``.
+Isolation (namespaces, mounts, seccomp, rlimits, cgroups), cleanup and what a run costs
+are in docs/sandbox.md, "The local backend (bubblewrap)".
 """
 
 from __future__ import annotations
