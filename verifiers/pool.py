@@ -1,34 +1,15 @@
 """Run verifiers in worker processes with a hard per-item timeout.
 
-A verifier is user-facing code fed model output: sympy can spend minutes on
-``9^{9^{9^9}}``, a plugin can loop forever. The reward side of a training step must
-not stall on one such item, so verifiers run in a small pool of long-lived worker
-processes and the caller waits on each item for at most ``timeout_s``::
+A verifier is user-facing code fed model output (sympy can spend minutes on
+``9^{9^{9^9}}``, a plugin can loop forever), so the reward side of a training step waits on
+each item for at most ``timeout_s``::
 
     with VerifierPool(workers=2, timeout_s=5.0) as pool:
-        verdicts = pool.verify_many([("math", {}, "<answer>4</answer>", "4"),
-                                     ("countdown", {}, "<answer>3*4</answer>",
-                                      {"numbers": [3, 4], "target": 12})])
+        verdicts = pool.verify_many([("math", {}, "<answer>4</answer>", "4")])
 
-How a timeout is enforced, in two layers:
-
-1. inside the worker, a ``SIGALRM`` interval timer (the worker runs items on its main
-   thread, where signals work) interrupts Python code at ``timeout_s`` and the item
-   comes back as ``Verdict(0.0, False, "timeout")``; the worker lives on, unless the
-   interrupted item was importing a module (then it exits and is replaced: a
-   half-imported module would break later items). A verifier's module is imported and
-   warmed up (its ``_warm_up()``) before an item's clock starts;
-2. if the item is stuck in C code that never checks for signals (a huge integer
-   power, a regex), the caller kills the worker's whole process group shortly after
-   (``_KILL_GRACE_S``), reports the same timeout verdict and starts a replacement.
-
-Workers are fresh interpreters (``python -m verifiers._worker``), never forks: the pool
-is used from threads and from inside Ray actors, where forking a multi-threaded process
-is unsafe. Unlike ``multiprocessing``'s spawn they do not re-import the caller's
-``__main__``, so a top-level script can call ``get_verifier("math").verify(...)``
-without an ``if __name__ == "__main__"`` guard. They inherit the caller's ``sys.path``,
-so entry-point plugins and ``@register_verifier`` classes defined in importable modules
-resolve inside them.
+A ``SIGALRM`` timer in the worker interrupts Python code; a worker stuck in C code is killed
+and replaced. Workers are fresh interpreters, never forks. How and why: docs/verifiers.md,
+"Running verifiers at scale".
 """
 
 from __future__ import annotations
