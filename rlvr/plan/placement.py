@@ -246,8 +246,12 @@ def _choose_mode(spec: Any, gpus: int, engine_gpus: int, learners: int) -> str:
     return mode
 
 
-def make_plan(spec: Any, cluster: Cluster, shape: ModelShape | None = None) -> Plan:
-    """The placement of ``spec`` on ``cluster`` (``shape``: the model's, else looked up)."""
+def make_plan(
+    spec: Any, cluster: Cluster, shape: ModelShape | None = None, sharding: str | None = None
+) -> Plan:
+    """The placement of ``spec`` on ``cluster`` (``shape``: the model's, else looked up;
+    ``sharding``: ``fsdp`` spreads the learner state over the learners, default
+    ``algorithm.sharding`` when the spec has it, else none)."""
     a, r, p = spec.algorithm, spec.rollout, spec.placement
     shape = shape or model_shape(spec.model.path)
     gpus, tp, replicas = cluster.gpus, r.tensor_parallel_size, r.replicas
@@ -294,7 +298,10 @@ def make_plan(spec: Any, cluster: Cluster, shape: ModelShape | None = None) -> P
     model: dict[str, Any] = {"params": None, "trainable_params": None}
     per_gpu: list[dict[str, Any]] = []
     if shape is not None and not problems:
-        per_gpu = _memory(spec, shape, cluster, mode, engine, actors, learners, problems, model)
+        sharding = sharding or getattr(a, "sharding", "none")
+        per_gpu = _memory(
+            spec, shape, cluster, mode, engine, actors, learners, problems, model, sharding
+        )
     elif shape is None:
         notes.append(f"model {spec.model.path!r}: shape unknown here, memory not estimated")
     return Plan(
@@ -367,6 +374,7 @@ def _memory(
     learners: int,
     problems: list[dict[str, Any]],
     model: dict[str, Any],
+    sharding: str,
 ) -> list[dict[str, Any]]:
     """Fill each actor's memory estimate and each GPU's total; add a problem per overflow."""
     a, r, lora = spec.algorithm, spec.rollout, spec.model.lora
@@ -381,7 +389,6 @@ def _memory(
     model["trainable_params"] = lora_params if lora_params is not None else model["params"]
     on_gpu = mode != "cpu"
     tokens = _micro_batch_tokens(spec, learners)
-    sharding = getattr(a, "sharding", "none")
     lm = learner_memory(
         shape,
         micro_batch_tokens=tokens,
