@@ -17,8 +17,8 @@ their models in Ray actors:
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
 
+from rlvr.config import JobSpec
 from rlvr.rollout.base import Completion, RolloutEngine, SamplingConfig
 
 __all__ = [
@@ -58,13 +58,14 @@ def resolve_engine(engine: str) -> str:
 
 
 def create_rollout(
-    spec: Any,
+    spec: JobSpec,
     model_path: str,
     *,
     num_cpus: float = 1.0,
     num_gpus: float | None = None,
     call_timeout_s: float = 1800.0,
-) -> Any:
+    engine: str | None = None,
+) -> RolloutEngine:
     """Start ``spec.rollout.replicas`` engine actors serving ``model_path``.
 
     Args:
@@ -75,8 +76,11 @@ def create_rollout(
             per replica beside the learner, else an equal share of 0.5 GPU (the learner keeps
             the rest); 0 for ``hf``.
         call_timeout_s: bound on every generate / weight-load call.
+        engine: ``hf`` or ``vllm`` as the job's placement plan chose it from the cluster
+            (``rlvr.plan``; the trainer passes it); None: :func:`resolve_engine`, which looks
+            at this process's own CUDA (tools and tests without a plan).
     """
-    engine = resolve_engine(spec.rollout.engine)
+    engine = engine or resolve_engine(spec.rollout.engine)
     replicas = spec.rollout.replicas
     if engine == "vllm":
         import ray

@@ -8,6 +8,7 @@ dataclasses of lists.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,13 +37,19 @@ class Completion:
 
 
 class RolloutEngine(Protocol):
+    """What the training loop drives: :class:`~rlvr.rollout.hf.HFRollout` and
+    :class:`~rlvr.rollout.vllm.VllmRollout` (driver side, several engine actors each)."""
+
     def generate(
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt."""
 
-    def load_weights(self, state: dict[str, Any], version: int) -> None:
+    def load_weights(self, state: Mapping[str, Any], version: int) -> None:
         """Replace the policy weights (names as in the HF model's ``state_dict``)."""
 
     def weights_version(self) -> int:
         """The version last loaded (0 = the initial checkpoint)."""
+
+    def shutdown(self) -> None:
+        """Stop the engine's actors and release what they hold."""

@@ -164,7 +164,8 @@ class _SampledLogprobs:
 class HFEngine:
     """One transformers model; the body of a Ray actor (``ray.remote(HFEngine)``).
 
-    Implements :class:`~rlvr.rollout.base.RolloutEngine`.
+    The engine side of :class:`~rlvr.rollout.base.RolloutEngine`: ``generate`` of one slice
+    of prompts, ``load_weights``, ``weights_version``.
     """
 
     def __init__(self, config: HFEngineConfig) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from rlvr.config import JobSpec
 from rlvr.rollout._common import MARKUP_TOKENS, ReplicaGroup, strip_tokens, validate_request
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.weight_sync import (
@@ -118,7 +119,7 @@ class VllmEngineConfig:
         return kw
 
     @classmethod
-    def from_spec(cls, spec: Any, model_path: str, **overrides: Any) -> VllmEngineConfig:
+    def from_spec(cls, spec: JobSpec, model_path: str, **overrides: Any) -> VllmEngineConfig:
         """From a :class:`rlvr.config.JobSpec` and the resolved model directory."""
         dtype = "bfloat16" if spec.model.dtype in ("auto", "bfloat16") else spec.model.dtype
         max_len = spec.data.max_prompt_tokens + spec.rollout.max_new_tokens
@@ -240,7 +241,8 @@ def _param_sum_on_worker(worker: Any, name: str) -> float:
 class VllmEngine:
     """One vLLM engine; the body of a Ray actor (``ray.remote(VllmEngine)``).
 
-    Implements :class:`~rlvr.rollout.base.RolloutEngine` plus the receiving ends of
+    The engine side of :class:`~rlvr.rollout.base.RolloutEngine` (``generate`` of one slice,
+    ``load_weights``, ``weights_version``) plus the receiving ends of
     :mod:`rlvr.rollout.weight_sync` (``load_packed``, ``load_ipc``, ``init_weight_group`` +
     ``load_broadcast``).
     """

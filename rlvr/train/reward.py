@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlvr.config import RewardSpec
+from rlvr.data.records import PromptRecord
 from verifiers import Verdict
 from verifiers.base import BadReferenceError
 from verifiers.pool import VerifierPool
@@ -52,24 +54,24 @@ class RewardPool:
         pool.close()
     """
 
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: RewardSpec) -> None:
         self.terms = [_Term(v.name, float(v.weight), dict(v.options)) for v in spec.verifiers]
         if not self.terms:
             raise ValueError("reward.verifiers must name at least one verifier")
         self.timeout_s = float(spec.timeout_s)
         self._pool = VerifierPool(workers=int(spec.workers), timeout_s=self.timeout_s)
 
-    def _terms_for(self, record: Any) -> list[_Term]:
-        own = getattr(record, "verifier", None)
+    def _terms_for(self, record: PromptRecord) -> list[_Term]:
+        own = record.verifier
         if not own or own == self.terms[0].name:
             return self.terms
         return [_Term(own, self.terms[0].weight, {}), *self.terms[1:]]
 
-    def score(self, completions: Sequence[str], records: Sequence[Any]) -> list[Reward]:
+    def score(self, completions: Sequence[str], records: Sequence[PromptRecord]) -> list[Reward]:
         """One :class:`Reward` per completion; ``records[i]`` holds completion i's reference."""
         if len(completions) != len(records):
             raise ValueError(f"{len(completions)} completions but {len(records)} records")
-        items: list[tuple[str, dict, str, Any]] = []
+        items: list[tuple[str, dict[str, Any], str, Any]] = []
         owners: list[tuple[int, _Term]] = []
         for i, (text, record) in enumerate(zip(completions, records, strict=True)):
             for term in self._terms_for(record):
@@ -87,13 +89,13 @@ class RewardPool:
             rewards[i].passed = bool(rewards[i].verdicts[first].passed)
         return rewards
 
-    def _verify(self, items: list[tuple[str, dict, str, Any]]) -> list[Verdict]:
+    def _verify(self, items: list[tuple[str, dict[str, Any], str, Any]]) -> list[Verdict]:
         try:
             return self._pool.verify_many(items)
         except BadReferenceError:
             # One malformed reference (data validation missed it): score the items one by
             # one so only that row gets 0, with the reason, and the step goes on.
-            out = []
+            out: list[Verdict] = []
             for item in items:
                 try:
                     out += self._pool.verify_many([item])
