@@ -29,6 +29,7 @@ from typing import Any
 from sandbox import Limits, RunResult, RunSpec, Sandbox, SandboxError, get_sandbox
 from sandbox import harness as _harness
 from verifiers.base import BadReferenceError, Verdict, Verifier, answer_tag, split_think
+from verifiers.options import CodeOptions, check_options
 
 _HARNESS_SOURCE = Path(_harness.__file__).read_text()
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -446,13 +447,13 @@ class CodeVerifier(Verifier):
         timeout_s: float = 2.0,
         memory_mb: int = 512,
     ) -> None:
-        if not (isinstance(timeout_s, int | float) and timeout_s > 0):
-            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        Limits(memory_mb=memory_mb)  # raises, naming the field, for a bad value
+        opts = check_options(  # OptionsError (a ValueError) naming each bad option
+            CodeOptions, {"backend": backend, "timeout_s": timeout_s, "memory_mb": memory_mb}
+        )
         self._sandbox = sandbox
-        self._backend = backend
-        self.timeout_s = float(timeout_s)
-        self.memory_mb = memory_mb
+        self._backend = opts.backend
+        self.timeout_s = opts.timeout_s
+        self.memory_mb = opts.memory_mb
 
     @property
     def sandbox(self) -> Sandbox:

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 from verifiers import pool
 from verifiers.base import BadReferenceError, Verdict, Verifier, answer_tag, split_think
+from verifiers.options import MathOptions, check_options
 
 # Free-form answers are at the end; math-verify's regexes need not scan a whole essay.
 _MAX_TEXT_CHARS = 10_000
@@ -77,34 +78,25 @@ class MathVerifier(Verifier):
         allow_set_relation_comp: bool = False,
         extract: Sequence[str] = _EXTRACTORS,
     ):
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
-            raise ValueError(
-                f"math verifier: timeout_s must be a positive number, got {timeout_s!r}"
-            )
-        for field, value in (
-            ("float_rounding", float_rounding),
-            ("numeric_precision", numeric_precision),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"math verifier: {field} must be an integer >= 1, got {value!r}")
-        for field, value in (
-            ("strict", strict),
-            ("allow_set_relation_comp", allow_set_relation_comp),
-        ):
-            if not isinstance(value, bool):
-                raise ValueError(f"math verifier: {field} must be true or false, got {value!r}")
-        if isinstance(extract, str) or not extract or not set(extract) <= set(_EXTRACTORS):
-            raise ValueError(
-                f'math verifier: extract must be a non-empty list of "latex", "expr"; got {extract!r}'
-            )
-        self.timeout_s = float(timeout_s)
-        self.extract = tuple(e for e in _EXTRACTORS if e in extract)
+        opts = check_options(
+            MathOptions,
+            {
+                "timeout_s": timeout_s,
+                "float_rounding": float_rounding,
+                "numeric_precision": numeric_precision,
+                "strict": strict,
+                "allow_set_relation_comp": allow_set_relation_comp,
+                "extract": list(extract) if isinstance(extract, list | tuple) else extract,
+            },
+        )  # OptionsError (a ValueError) naming each bad option
+        self.timeout_s = opts.timeout_s
+        self.extract = tuple(e for e in _EXTRACTORS if e in opts.extract)
         self.options = {
             "timeout_s": self.timeout_s,
-            "float_rounding": float_rounding,
-            "numeric_precision": numeric_precision,
-            "strict": strict,
-            "allow_set_relation_comp": allow_set_relation_comp,
+            "float_rounding": opts.float_rounding,
+            "numeric_precision": opts.numeric_precision,
+            "strict": opts.strict,
+            "allow_set_relation_comp": opts.allow_set_relation_comp,
             "extract": list(self.extract),
         }
 

@@ -8,8 +8,9 @@ each item for at most ``timeout_s``::
         verdicts = pool.verify_many([("math", {}, "<answer>4</answer>", "4")])
 
 A ``SIGALRM`` timer in the worker interrupts Python code; a worker stuck in C code is killed
-and replaced. Workers are fresh interpreters, never forks. How and why: docs/verifiers.md,
-"Running verifiers at scale".
+and replaced. Workers are fresh interpreters, never forks, and get only an allowlist of the
+caller's environment (:func:`worker_env`). How and why: docs/verifiers.md, "Running
+verifiers at scale".
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ class VerifierPool:
         startup_timeout_s: how long a starting worker may take to import its verifiers.
         preload: modules imported (and warmed up, via their ``_warm_up()`` if any) by
             each worker before it reports ready, so the first item is not slow.
+        retire_on_timeout: replace a worker whose item ran out of time even when it
+            recovered by itself, so that nothing the item started (sandbox runs in other
+            threads) outlives it; the API's pool sets it.
 
     Thread-safe: concurrent ``verify_many`` calls each borrow idle workers.
     """
@@ -108,6 +112,7 @@ class VerifierPool:
         memory_mb: int | None = 4096,
         startup_timeout_s: float = 60.0,
         preload: Sequence[str] = ("verifiers.math",),
+        retire_on_timeout: bool = False,
     ):
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"VerifierPool(workers=...) must be an integer >= 1, got {workers!r}")
@@ -118,6 +123,7 @@ class VerifierPool:
         self._memory_mb = memory_mb
         self._startup_timeout_s = float(startup_timeout_s)
         self._preload = list(preload)
+        self._retire_on_timeout = retire_on_timeout
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
@@ -287,7 +293,8 @@ class VerifierPool:
                     payload = Verdict(0.0, False, "error", {"error": payload})
                 results[job.index] = payload
                 del inflight[worker]
-                if retire:
+                soft_timeout = payload == Verdict(0.0, False, "timeout")  # the worker's own
+                if retire or (soft_timeout and self._retire_on_timeout):
                     self._replace(worker)
                 else:
                     self._checkin(worker)
@@ -368,7 +375,7 @@ class VerifierPool:
 
     def _spawn(self, slot: int) -> _Worker:
         parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
+        env = worker_env()
         # The worker sees the caller's modules: plugins, the caller's own package.
         env["PYTHONPATH"] = os.pathsep.join(
             os.path.abspath(p) if p else os.getcwd() for p in sys.path
@@ -391,6 +398,17 @@ class VerifierPool:
         with self._cond:
             self._all.add(worker)
         return worker
+
+
+# What a worker inherits of the caller's environment: enough to run Python, a sandbox and
+# plugins, never the caller's secrets (a service's RLVR_API_TOKEN, database URL, cloud keys).
+_ENV_NAMES = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV", "RLVR_HOME")
+_ENV_PREFIXES = ("LC_", "DOCKER_", "RLVR_VERIFIER", "RLVR_SANDBOX")
+
+
+def worker_env() -> dict[str, str]:
+    """The environment a worker starts with: an allowlist of the caller's variables."""
+    return {k: v for k, v in os.environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
 
 
 def _affinity(reference: Any) -> int:

@@ -10,17 +10,18 @@ reconciles the store with Ray) and stops with it.
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 
 import rlvr
+from rlvr.api.auth import TokenTable
 from rlvr.api.deps import require_token
+from rlvr.api.middleware import Guard, RequestCounter
 from rlvr.api.routes import jobs, system, verifiers
 from rlvr.api.settings import Settings
 from rlvr.jobs.runner import JobRunner
@@ -34,7 +35,8 @@ Submit reinforcement-learning-from-verifiable-rewards training jobs and watch th
 A job is a `JobSpec` (JSON or YAML); each runs as one Ray job. Live data: per-step
 metrics (`/metrics`), Server-Sent Events (`/events`), sampled completions with every
 verifier's verdict (`/samples`), checkpoints and the driver's log. With `RLVR_API_TOKEN`
-set, every `/v1` call needs `Authorization: Bearer <token>`.
+or `RLVR_TOKENS_FILE` set, every `/v1` call needs `Authorization: Bearer <token>`; a
+token's user sees its own jobs, an admin's sees all.
 """
 
 
@@ -83,6 +85,7 @@ def create_app(
             Ray: jobs stay ``queued`` (for API-only tests and tools).
     """
     settings = settings or Settings.from_env()
+    tokens = TokenTable.from_settings(settings)  # a bad tokens file fails here, clearly
     store = JobStore(settings.db_url)  # fails here, clearly, on a schema mismatch
     runner = runner or JobRunner(
         store,
@@ -99,6 +102,7 @@ def create_app(
             yield
         finally:
             await run_in_threadpool(runner.stop)
+            verifiers.close_pool(app)
             store.close()
 
     app = FastAPI(
@@ -119,15 +123,14 @@ def create_app(
     )
     app.state.prometheus = registry
 
-    @app.middleware("http")
-    async def _count_requests(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        requests.labels(request.method, route, str(response.status_code)).inc()
-        log.debug("%s %s %d %.1fms", request.method, route, response.status_code,
-                  (time.perf_counter() - start) * 1e3)  # fmt: skip
-        return response
+    # Added last = outermost: the counter sees the guard's refusals too.
+    app.add_middleware(
+        Guard,
+        tokens=tokens,
+        trusted_hosts=settings.trusted_hosts,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.add_middleware(RequestCounter, counter=requests)
 
     auth = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=auth)

@@ -1,18 +1,26 @@
-"""FastAPI dependencies: the settings, the store, the runner, and bearer-token auth."""
+"""FastAPI dependencies: the settings, the store, the runner, and who is calling.
+
+Authentication happens in :class:`rlvr.api.middleware.Guard` before any body is read; the
+dependencies here only read the principal it found (and declare the bearer scheme for the
+OpenAPI document).
+"""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from rlvr.api.auth import Principal
 from rlvr.api.settings import Settings
 from rlvr.jobs.runner import JobRunner
 from rlvr.jobs.store import JobRecord, JobStore
 
-_bearer = HTTPBearer(auto_error=False, description="RLVR_API_TOKEN, when the service sets one")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="RLVR_API_TOKEN (the admin) or a token of RLVR_TOKENS_FILE, when the service sets any",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -30,23 +38,28 @@ def get_runner(request: Request) -> JobRunner:
 def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """With ``RLVR_API_TOKEN`` set, every ``/v1`` call needs ``Authorization: Bearer <it>``."""
-    expected = request.app.state.settings.api_token
-    if not expected:
-        return
-    given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
+) -> Principal:
+    """The caller, as the middleware authenticated it (401 if it did not run: never open)."""
+    principal = request.scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or wrong bearer token: send 'Authorization: Bearer <RLVR_API_TOKEN>'",
+            detail="missing or wrong bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return principal
 
 
-def get_job(job_id: str, store: Annotated[JobStore, Depends(get_store)]) -> JobRecord:
+UserDep = Annotated[Principal, Depends(require_token)]
+
+
+def get_job(
+    job_id: str, store: Annotated[JobStore, Depends(get_store)], user: UserDep
+) -> JobRecord:
+    """The job, if the caller may see it: its owner or an admin (404 to anyone else, so
+    that job ids of other users are not even confirmed to exist)."""
     job = store.get_job(job_id)
-    if job is None:
+    if job is None or not (user.admin or getattr(job, "owner", "admin") == user.user):
         raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
     return job
 

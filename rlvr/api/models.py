@@ -140,10 +140,25 @@ class VerifierOut(BaseModel):
 
 class VerifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    verifier: str = Field(..., min_length=1, examples=["math"])
+    verifier: str = Field(..., min_length=1, max_length=200, examples=["math"])
     completion: str = Field(..., max_length=1_000_000, examples=["<think>2+2</think> 4"])
     reference: Any = Field(..., examples=["4"])
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = Field(
+        {}, description="the verifier's options (GET /v1/verifiers); limits: docs/api.md"
+    )
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply lists/dicts nest in ``value`` (without recursion: any depth is safe)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            deepest = max(deepest, depth)
+            stack.extend(
+                (v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
 
 
 class ExampleSpec(BaseModel):

@@ -9,9 +9,13 @@ reported as a FastAPI-style error (``loc``, ``msg``, ``type``) so a 422 names th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from rlvr.api.models import nesting_depth
 from rlvr.api.settings import Settings
 from rlvr.config import JobSpec
 
@@ -20,7 +24,52 @@ MAX_COMPLETIONS_PER_STEP = 65_536
 # Tokens a single step may generate (completions x max_new_tokens).
 MAX_TOKENS_PER_STEP = 2**28
 
+# A spec is a small document: nesting and its stored (expanded) size are bounded.
+MAX_SPEC_NESTING = 32
+MAX_STORED_SPEC_BYTES = 256_000
+
 ErrorList = list[dict[str, Any]]
+
+
+# -- the body --------------------------------------------------------------------------------
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without anchors and aliases (520 bytes of nested aliases expand to
+    a 69 MB document) and with bounded nesting (deep nesting is a RecursionError)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.YAMLError(
+                f"line {event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) "
+                "are not accepted in a job spec; write the values out"
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_SPEC_NESTING:
+                raise yaml.YAMLError(f"nested deeper than {MAX_SPEC_NESTING} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def parse_spec_body(raw: bytes, media_type: str) -> Any:
+    """The document in a JSON or YAML body; ``ValueError`` saying what is wrong with it."""
+    kind = "YAML" if "yaml" in media_type else "JSON"
+    try:
+        if not raw.strip():
+            return None
+        if kind == "YAML":
+            return yaml.load(raw.decode("utf-8"), Loader=_SpecLoader)  # a safe loader
+        data = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"the {kind} body is nested too deeply") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"the body is not valid {kind}: {exc}") from None
+    if nesting_depth(data) > MAX_SPEC_NESTING:
+        raise ValueError(f"the {kind} body is nested deeper than {MAX_SPEC_NESTING} levels")
+    return data
 
 
 def _error(loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> dict[str, Any]:
@@ -36,6 +85,23 @@ def _roots_text(roots: list[Path], env: str) -> str:
 
 
 # -- verifiers -------------------------------------------------------------------------------
+def verifier_option_problems(name: str, options: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """``(option path, message)`` for each bad option of verifier ``name`` (its typed options
+    model), plus a sandbox backend this service cannot run. Empty: the options are usable."""
+    from verifiers.options import OptionsError, validate_options
+
+    try:
+        checked = validate_options(name, options)
+    except OptionsError as exc:
+        return exc.errors
+    if name == "code" and checked.get("backend") == "docker":
+        from sandbox import docker_available
+
+        if not docker_available():
+            return [(("backend",), "no Docker engine answers here; use 'auto' or 'local'")]
+    return []
+
+
 def _check_verifiers(spec: JobSpec) -> tuple[ErrorList, list[str]]:
     from verifiers import get_verifier, list_verifiers
 
@@ -52,9 +118,14 @@ def _check_verifiers(spec: JobSpec) -> tuple[ErrorList, list[str]]:
                 )
             )
             continue
+        problems = verifier_option_problems(ref.name, ref.options)
+        for where, msg in problems:
+            errors.append(_error((*loc, "options", *where), f"verifier {ref.name!r}: {msg}"))
+        if problems:
+            continue
         try:
             get_verifier(ref.name, **ref.options)
-        except TypeError as exc:  # the constructor's signature: an unknown or missing option
+        except (TypeError, ValueError) as exc:  # a plugin's constructor: a bad or unknown option
             errors.append(
                 _error((*loc, "options"), f"verifier {ref.name!r} rejects these options: {exc}")
             )

@@ -65,8 +65,8 @@ BAD_SPECS = [
     (
         "verifier option",
         {"reward": {"verifiers": [{"name": "math", "options": {"bogus": 1}}]}},
-        "reward.verifiers.0.options",
-        "bogus",
+        "reward.verifiers.0.options.bogus",
+        "not permitted",
     ),
     ("no verifiers", {"reward": {"verifiers": []}}, "reward.verifiers", "at least 1"),
     ("model outside roots", {"model": {"path": "/etc"}}, "model.path", "outside the model roots"),
