@@ -17,8 +17,8 @@ their models in Ray actors:
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
-from rlvr.config import JobSpec
 from rlvr.rollout.base import Completion, RolloutEngine, SamplingConfig
 
 __all__ = [
@@ -58,14 +58,14 @@ def resolve_engine(engine: str) -> str:
 
 
 def create_rollout(
-    spec: JobSpec,
+    spec: Any,
     model_path: str,
     *,
     num_cpus: float = 1.0,
     num_gpus: float | None = None,
     call_timeout_s: float = 1800.0,
     engine: str | None = None,
-) -> RolloutEngine:
+) -> Any:
     """Start ``spec.rollout.replicas`` engine actors serving ``model_path``.
 
     Args:

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from rlvr.config import JobSpec
-from rlvr.data.records import PromptRecord
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.train.algorithms import compute_advantages, groups_with_signal
 from rlvr.train.checkpoint import (
@@ -80,7 +79,7 @@ def _resolve_model(path: str) -> Path:
 
 @dataclass
 class _Prompts:
-    records: list[PromptRecord]
+    records: list[Any]
     token_ids: list[list[int]]
 
 
@@ -165,7 +164,7 @@ def _rollout_metrics(
 
 
 def _sample_rows(
-    completions: list[Completion], rewards: list[Reward], records: list[PromptRecord], k: int
+    completions: list[Completion], rewards: list[Reward], records: list[Any], k: int
 ) -> list[SampleRow]:
     """The first completion of the first k groups, with rewards and every verdict."""
     from verifiers import split_think
@@ -227,21 +226,40 @@ class _Trainer:
 
         import ray
 
+        from rlvr.plan import cluster_from_ray, make_plan
+        from rlvr.plan.service import write_plan
+
+        # Engines, learners and their GPU shares come from the cluster's resources, never
+        # from this process's devices (the driver needs no GPU): docs/gpu.md.
+        self.plan = make_plan(spec, cluster_from_ray())
+        if not self.plan.fits:
+            problem = self.plan.problems[0]
+            raise ValueError(f"{'.'.join(problem['loc'])}: {problem['msg']}")
+        write_plan(run_dir, self.plan)
+        learners = self.plan.num_learners  # >= 1 on GPUs; on CPU the spec's (0: in-process)
         if actor_cpus is None:  # one CPU per actor where the cluster has them, else a share
             cpus = float(ray.cluster_resources().get("CPU", 1))
-            actor_cpus = min(1.0, cpus / (spec.rollout.replicas + max(a.num_learners, 0) + 1))
-        log.info("model %s; starting %d rollout replica(s)", policy_path, spec.rollout.replicas)
-        self.rollout = create_rollout(spec, str(policy_path), num_cpus=actor_cpus)
+            actor_cpus = min(1.0, cpus / (spec.rollout.replicas + learners + 1))
+        log.info(
+            "model %s; layout %s: %d %s engine(s), %d learner actor(s), weights by %s",
+            policy_path, self.plan.mode, spec.rollout.replicas, self.plan.engine, learners,
+            self.plan.sync,
+        )  # fmt: skip
+        self.rollout = create_rollout(
+            spec,
+            str(policy_path),
+            num_cpus=actor_cpus,
+            num_gpus=self.plan.actor("engine-0").gpu_share,
+            engine=self.plan.engine,
+        )
         try:
-            overrides: dict[str, Any] = {"num_cpus_per_learner": actor_cpus}
-            gpus = float(ray.cluster_resources().get("GPU", 0))
-            if a.num_learners > 0 and gpus > 0:
-                # A GPU each when the cluster has one per learner beside the engines, else
-                # the learners share half of the GPUs (vLLM takes the other half).
-                whole = gpus >= a.num_learners + spec.rollout.replicas
-                overrides["num_gpus_per_learner"] = (
-                    1.0 if whole else round(gpus * 0.5 / a.num_learners, 3)
-                )
+            overrides: dict[str, Any] = {
+                "num_cpus_per_learner": actor_cpus,
+                "num_learners": learners,
+                "num_gpus_per_learner": next(
+                    x.gpu_share for x in self.plan.actors if x.role == "learner"
+                ),
+            }
             if spec.model.lora is not None and ckpt is not None:
                 # LoRA resumes as base model + the checkpoint's adapter (its optimizer state
                 # is the adapter's; the KL reference stays the base). Engines load the merged
