@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from rlvr.data import arithmetic, countdown
+from rlvr.data import arithmetic, countdown, humaneval
 from rlvr.data.records import SPLITS, DataError, PromptRecord
 
 BUILTIN_PREFIX = "builtin:"
@@ -49,10 +49,12 @@ _BUILTIN_PARAMS: dict[str, dict[str, tuple[type, Any]]] = {
         "ops": (str, countdown.OPS),
         "split": (str, "all"),
     },
+    "humaneval": {"n": (int, 164), "seed": (int, 0), "split": (str, "all")},  # n: at most
 }
 _GENERATORS: dict[str, Callable[..., list]] = {
     "arithmetic": arithmetic.generate,
     "countdown": countdown.generate,
+    "humaneval": humaneval.generate,
 }
 # Other spellings people type for the operators (and '+' survives, unlike in URL forms).
 _OP_ALIASES = {"x": "*", "×": "*", "−": "-", "÷": "/", " ": ""}
@@ -93,6 +95,8 @@ def parse_builtin(source: str) -> tuple[str, dict[str, Any]]:
         raise DataError(source, None, "n", f"must be in 1..{MAX_BUILTIN_N}, got {params['n']}")
     if params["split"] not in SPLITS:
         raise DataError(source, None, "split", f"must be one of {', '.join(SPLITS)}")
+    if "ops" not in params:
+        return name, params
     ops = "".join(_OP_ALIASES.get(c, c) for c in params["ops"])
     allowed = arithmetic.OPS if name == "arithmetic" else countdown.OPS
     if not ops or any(c not in allowed for c in ops):
@@ -207,7 +211,7 @@ def _record_from_row(source: str, rownum: int, row: Any, default_id: str) -> Pro
         elif row.get("tests") is not None:
             reference, verifier = {"tests": row["tests"]}, verifier or "code"
         elif row.get("test") is not None and row.get("entry_point") is not None:
-            reference = {"test_code": row["test"], "entry_point": row["entry_point"]}
+            reference = humaneval.code_reference(prompt, row["test"], row["entry_point"])
             verifier = verifier or "code"
         else:
             raise DataError(

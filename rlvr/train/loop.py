@@ -39,6 +39,7 @@ from rlvr.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from rlvr.train.evaluate import eval_sets, evaluate_sets
 from rlvr.train.reward import Reward, RewardPool
 from rlvr.train.rundir import METRICS_FILE, RunDirSink
 from rlvr.train.sink import FanoutSink, MetricSink, SampleRow
@@ -215,13 +216,13 @@ class _Trainer:
         self.train_set = _load_prompts(
             d.train, self.tokenizer, d.prompt_template, d.max_prompt_tokens, "data.train"
         )
-        self.eval_set = (
-            _load_prompts(
-                d.eval, self.tokenizer, d.prompt_template, d.max_prompt_tokens, "data.eval"
-            )
-            if d.eval
-            else None
-        )
+        where = "eval.sets.{}" if spec.eval.sets else "data.eval"
+        self.eval_sets = {  # name -> prompts; the first set gives eval/accuracy
+            name: _load_prompts(src, self.tokenizer, d.prompt_template, d.max_prompt_tokens, w)
+            for name, src in eval_sets(spec).items()
+            for w in [where.format(name)]
+        }
+        self.eval_set = next(iter(self.eval_sets.values()), None)
         self._check_verifiers()
 
         import ray
@@ -394,26 +395,15 @@ class _Trainer:
         return pad if pad is not None else self.tokenizer.eos_token_id
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy accuracy on the eval set."""
+        """Every eval set's metrics (``rlvr/train/evaluate.py``); ``eval/accuracy`` is the
+        first set's greedy pass@1."""
         assert self.eval_set is not None
-        spec = self.spec
         t0 = time.perf_counter()
-        sampling = SamplingConfig(
-            n=1,
-            max_new_tokens=spec.eval.max_new_tokens or spec.rollout.max_new_tokens,
-            temperature=0.0,
-            stop=list(spec.rollout.stop),
+        metrics, _ = evaluate_sets(
+            self.eval_sets, self.rollout.generate, self.rewards.score, self.spec
         )
-        completions = self.rollout.generate(self.eval_set.token_ids, sampling)
-        rewards = self.rewards.score(
-            [c.text for c in completions],
-            [self.eval_set.records[c.prompt_index] for c in completions],
-        )
-        return {
-            "eval/accuracy": float(np.mean([x.passed for x in rewards])),
-            "eval/reward_mean": float(np.mean([x.total for x in rewards])),
-            "time/eval_s": time.perf_counter() - t0,
-        }
+        metrics["time/eval_s"] = time.perf_counter() - t0
+        return metrics
 
     def save(self, step: int) -> str:
         path = save_checkpoint(

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -34,9 +32,9 @@ from rlvr.api.models import (
     Series,
     Status,
 )
-from rlvr.api.validation import check_spec
+from rlvr.api.validation import MAX_STORED_SPEC_BYTES, check_spec, parse_spec_body
 from rlvr.config import JobSpec
-from rlvr.jobs.store import new_job_id
+from rlvr.jobs.store import TERMINAL, new_job_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -66,14 +64,10 @@ async def _read_spec(request: Request) -> JobSpec:
     if len(raw) > MAX_SPEC_BYTES:
         raise _body_error(f"the spec is larger than {MAX_SPEC_BYTES} bytes")
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    try:
-        if "yaml" in ctype or ctype.startswith("text/"):
-            data = yaml.safe_load(raw.decode("utf-8")) if raw.strip() else None
-        else:
-            data = json.loads(raw) if raw.strip() else None
-    except (ValueError, yaml.YAMLError) as exc:
-        kind = "YAML" if "yaml" in ctype or ctype.startswith("text/") else "JSON"
-        raise _body_error(f"the body is not valid {kind}: {exc}") from None
+    try:  # (the middleware let only JSON and YAML media types through)
+        data = await run_in_threadpool(parse_spec_body, raw, ctype)
+    except ValueError as exc:
+        raise _body_error(str(exc)) from None
     if not isinstance(data, dict):
         raise _body_error("a job spec must be a mapping (JSON object / YAML mapping)")
     try:
@@ -113,6 +107,8 @@ async def submit_job(
     spec, errors = await run_in_threadpool(check_spec, spec, settings)
     if errors:
         raise RequestValidationError(errors)
+    if len(spec.to_json()) > MAX_STORED_SPEC_BYTES:
+        raise _body_error(f"the spec is larger than {MAX_STORED_SPEC_BYTES} bytes once parsed")
     plan = await run_in_threadpool(plan_for_service, spec, runner)
     if dry_run:
         return JSONResponse(plan.to_dict())
@@ -249,21 +245,22 @@ async def stream_events(
     cursor = after or 0
     if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
         cursor = max(cursor, int(last_event_id))
+    # Each poll reads new event rows only: every status change is an event too, so the
+    # job's status is followed from them (no job row, no spec parsed every 0.5 s).
+    status = job.status
     while True:
         events = await run_in_threadpool(store.events_after, job.id, cursor)
         for e in events:
             cursor = e.id
+            if e.kind == "status":
+                status = e.payload.get("status", status)
             yield ServerSentEvent(
                 event=e.kind, id=str(e.id), data={"job_id": job.id, "ts": e.ts, **e.payload}
             )
         if events:
             continue  # drain a backlog before sleeping
-        current = await run_in_threadpool(store.get_job, job.id)
-        if current is None or current.terminal:
-            # The status event that ended it has been sent (it precedes this check).
-            if not await run_in_threadpool(store.events_after, job.id, cursor):
-                return
-            continue
+        if status in TERMINAL:  # its final status event has been sent
+            return
         await asyncio.sleep(SSE_POLL_S)
 
 
