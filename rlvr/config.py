@@ -136,10 +136,41 @@ class CheckpointSpec(_Strict):
     keep: int = Field(3, ge=1)  # newest checkpoints kept on disk
 
 
+MAX_EVAL_SETS = 8
+MAX_EVAL_SAMPLES = 64  # completions per prompt (and the largest k)
+_SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
 class EvalSpec(_Strict):
+    """Evaluation every ``every`` steps (metrics: docs/evaluation.md)."""
+
     every: int = Field(25, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)  # default: rollout.max_new_tokens
     at_start: bool = True  # evaluate the initial policy (step 0) too
+    # Named eval sets {name: source}, replacing data.eval; metrics eval/<name>/pass@1, ...
+    sets: dict[str, str] = Field(default_factory=dict, max_length=MAX_EVAL_SETS)
+    samples: int = Field(1, ge=1, le=MAX_EVAL_SAMPLES)  # per prompt; 1 = greedy
+    k: list[int] = Field(default_factory=lambda: [1, 8], min_length=1, max_length=8)
+    temperature: float = Field(1.0, gt=0, le=10)  # sampling temperature when samples > 1
+
+    @field_validator("sets")
+    @classmethod
+    def _sets_named(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, source in v.items():
+            if not _SET_NAME_RE.match(name):
+                raise ValueError(
+                    f"eval set name {name!r} must be 1-32 letters, digits, '.', '_' or '-'"
+                )
+            if not source.strip():
+                raise ValueError(f"eval set {name!r} needs a data source")
+        return v
+
+    @field_validator("k")
+    @classmethod
+    def _k_bounded(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= k <= MAX_EVAL_SAMPLES for k in v):
+            raise ValueError(f"every k must be in 1..{MAX_EVAL_SAMPLES} (k > samples is skipped)")
+        return sorted(set(v))
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -174,6 +205,10 @@ class JobSpec(_Strict):
             raise ValueError(
                 "algorithm.clip_low must be < 1 (the ratio's lower bound is 1 - clip_low)"
             )
+        if self.eval.sets and self.data.eval is not None:  # eval.sets replace data.eval
+            if "eval" in self.data.model_fields_set:
+                raise ValueError("give the eval sets in eval.sets or data.eval, not both")
+            self.data.eval = None
         return self
 
     # -- loading ---------------------------------------------------------------------

@@ -215,18 +215,18 @@ def _tiny_problem(value: str) -> str | None:
 # -- data ------------------------------------------------------------------------------------
 def _check_data(
     spec: JobSpec, settings: Settings, verifier_names: list[str]
-) -> tuple[ErrorList, dict[str, str]]:
-    """Returns (errors, {field: normalised source}) with files made absolute paths."""
+) -> tuple[ErrorList, dict[tuple, str]]:
+    """Returns (errors, {loc: normalised source}) with files made absolute paths."""
     from rlvr.data import DataError, validate_source
 
     errors: ErrorList = []
-    normalised: dict[str, str] = {}
+    normalised: dict[tuple, str] = {}
     roots = list(settings.data_roots)
-    for field in ("train", "eval"):
-        source = getattr(spec.data, field)
+    sources = [(("data", f), getattr(spec.data, f)) for f in ("train", "eval")]
+    sources += [(("eval", "sets", name), src) for name, src in spec.eval.sets.items()]
+    for loc, source in sources:
         if source is None:
             continue
-        loc = ("data", field)
         try:
             rows = validate_source(source, roots, verifiers=verifier_names)
         except DataError as exc:
@@ -246,7 +246,7 @@ def _check_data(
             errors.append(_error(loc, f"{source}: has no rows"))
             continue
         if not source.startswith("builtin:"):
-            normalised[field] = _resolve_data_path(source, roots)
+            normalised[loc] = _resolve_data_path(source, roots)
     return errors, normalised
 
 
@@ -303,6 +303,8 @@ def check_spec(spec: JobSpec, settings: Settings) -> tuple[JobSpec, ErrorList]:
     update: dict[str, Any] = {}
     if model_path != spec.model.path:
         update["model"] = spec.model.model_copy(update={"path": model_path})
-    if data_paths:
-        update["data"] = spec.data.model_copy(update=data_paths)
+    if paths := {loc[1]: p for loc, p in data_paths.items() if loc[0] == "data"}:
+        update["data"] = spec.data.model_copy(update=paths)
+    if paths := {loc[2]: p for loc, p in data_paths.items() if loc[0] == "eval"}:
+        update["eval"] = spec.eval.model_copy(update={"sets": {**spec.eval.sets, **paths}})
     return (spec.model_copy(update=update) if update else spec), []

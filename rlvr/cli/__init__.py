@@ -17,6 +17,7 @@ import sys
 _COMMANDS: dict[str, str] = {
     "verify": "verify",
     "train": "train",
+    "eval": "eval",
     "plan": "plan",
     "serve": "service",
     "submit": "service",

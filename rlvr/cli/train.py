@@ -87,7 +87,9 @@ def _precheck(spec: Any) -> None:
         except Exception as exc:
             raise UsageError(f"reward.verifiers[{i}].name: {exc}") from None
     names = [v.name for v in spec.reward.verifiers[:1]]
-    for field_name, source in (("data.train", spec.data.train), ("data.eval", spec.data.eval)):
+    sources = [("data.train", spec.data.train), ("data.eval", spec.data.eval)]
+    sources += [(f"eval.sets.{name}", src) for name, src in spec.eval.sets.items()]
+    for field_name, source in sources:
         if source is None:
             continue
         try:
