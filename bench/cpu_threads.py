@@ -46,7 +46,8 @@ def _worker(threads: int, repeats: int) -> dict:
     from rlvr.rollout.base import SamplingConfig
     from rlvr.rollout.hf import HFEngine, HFEngineConfig
     from rlvr.train.algorithms import compute_advantages
-    from rlvr.train.learner import Learner, LearnerConfig, make_train_batch
+    from rlvr.train.batch import make_train_batch
+    from rlvr.train.learner import Learner, LearnerConfig
 
     model = str(resolve_model("tiny:arithmetic"))
     engine = HFEngine(HFEngineConfig(model=model))

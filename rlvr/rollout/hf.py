@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from rlvr.models.causal_lm import precision
 from rlvr.rollout._common import MARKUP_TOKENS, ReplicaGroup, strip_tokens, validate_request
 from rlvr.rollout.base import Completion, SamplingConfig
 
@@ -83,12 +84,6 @@ def _control_tokens(tokenizer: Any) -> frozenset[str]:
     return frozenset(special) - MARKUP_TOKENS
 
 
-def _torch_dtype(name: str, device: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
 @dataclass
 class HFEngineConfig:
     """How to build one HF engine.
@@ -111,10 +106,7 @@ class HFEngineConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model must name a model directory or id")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(
-                f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
-            )
+        precision(self.dtype, "cpu")  # a ValueError naming the dtypes there are
         if self.num_threads < 0 or self.max_batch_rows < 1:
             raise ValueError("num_threads must be >= 0 and max_batch_rows >= 1")
 
@@ -182,7 +174,7 @@ class HFEngine:
         t0 = time.perf_counter()
         self.tokenizer = load_tokenizer(config.model)
         self.model = AutoModelForCausalLM.from_pretrained(
-            config.model, dtype=_torch_dtype(config.dtype, device)
+            config.model, dtype=precision(config.dtype, device).weights
         ).to(self.device)
         self.model.eval()
         self.start_s = time.perf_counter() - t0

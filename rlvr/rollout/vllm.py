@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from rlvr.config import JobSpec
+from rlvr.models.causal_lm import precision
 from rlvr.rollout._common import MARKUP_TOKENS, ReplicaGroup, strip_tokens, validate_request
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.weight_sync import (
@@ -121,7 +122,7 @@ class VllmEngineConfig:
     @classmethod
     def from_spec(cls, spec: JobSpec, model_path: str, **overrides: Any) -> VllmEngineConfig:
         """From a :class:`rlvr.config.JobSpec` and the resolved model directory."""
-        dtype = "bfloat16" if spec.model.dtype in ("auto", "bfloat16") else spec.model.dtype
+        dtype = str(precision(spec.model.dtype, "cuda").weights).removeprefix("torch.")
         max_len = spec.data.max_prompt_tokens + spec.rollout.max_new_tokens
         kw = dict(
             model=model_path,

@@ -34,6 +34,7 @@ import torch
 from rlvr.config import JobSpec
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.train.algorithms import compute_advantages, groups_with_signal
+from rlvr.train.batch import make_train_batch
 from rlvr.train.checkpoint import (
     latest_checkpoint,
     restore_rng,
@@ -43,14 +44,13 @@ from rlvr.train.evaluate import eval_sets, evaluate_sets
 from rlvr.train.reward import Reward, RewardPool
 from rlvr.train.rundir import METRICS_FILE, RunDirSink
 from rlvr.train.sink import FanoutSink, MetricSink, SampleRow
+from rlvr.train.update import LEARNER_METRICS
 
 log = logging.getLogger("rlvr.train")
 
 SAMPLES_PER_STEP = 4  # completions written to samples.jsonl per step (one per group)
 SPEC_FILE = "spec.json"
 CURVES_FILE = "curves.png"
-_LEARNER_KEYS = ("loss", "kl", "entropy", "clip_frac", "grad_norm", "lr", "mismatch/kl",
-                 "learner/tokens", "learner/pad_frac")  # fmt: skip
 
 
 @dataclass
@@ -198,9 +198,10 @@ class _Trainer:
     """The state of one run: engines, learner, reward pool, data. ``train`` drives it."""
 
     def __init__(self, spec: JobSpec, run_dir: Path, resume: bool, actor_cpus: float | None):
+        from rlvr.models.causal_lm import ADAPTER_DIR
         from rlvr.rollout import create_rollout
         from rlvr.rollout.hf import load_tokenizer
-        from rlvr.train.learner import ADAPTER_DIR, Learner, LearnerConfig
+        from rlvr.train.learner import Learner, LearnerConfig
 
         self.spec = spec
         self.run_dir = run_dir
@@ -353,8 +354,6 @@ class _Trainer:
         kept = [i for i in range(len(completions)) if keep[i]]
 
         # 4. learn
-        from rlvr.train.learner import make_train_batch
-
         t0 = time.perf_counter()
         if len(kept) >= max(1, a.num_learners):
             batch = make_train_batch(
@@ -362,7 +361,7 @@ class _Trainer:
             )
             learned = self.learner.update(batch, step)
         else:  # every group had equal rewards: nothing to learn from this step
-            learned = dict.fromkeys(_LEARNER_KEYS, 0.0)
+            learned = dict.fromkeys(LEARNER_METRICS, 0.0)
             learned["lr"] = a.lr
         learn_s = time.perf_counter() - t0
 
@@ -374,7 +373,7 @@ class _Trainer:
 
         # 6. metrics
         metrics = _rollout_metrics(completions, rewards, self.tokenizer)
-        metrics.update({k: float(learned[k]) for k in _LEARNER_KEYS})
+        metrics.update({k: float(learned[k]) for k in LEARNER_METRICS})
         metrics.update(
             {
                 "batch/groups_kept_frac": len({completions[i].prompt_index for i in kept})

@@ -77,7 +77,7 @@ def _prompts(model_dir, n, seed):
 
 def _batch(rollout, prompts, pad_id, seed):
     from rlvr.rollout.base import SamplingConfig
-    from rlvr.train.learner import make_train_batch
+    from rlvr.train.batch import make_train_batch
 
     comps = rollout.generate(
         prompts, SamplingConfig(n=4, max_new_tokens=64, temperature=TEMPERATURE, seed=seed)

@@ -10,7 +10,8 @@ import torch
 
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.hf import HFEngine, HFEngineConfig
-from rlvr.train.learner import Learner, LearnerConfig, make_train_batch
+from rlvr.train.batch import make_train_batch
+from rlvr.train.learner import Learner, LearnerConfig
 
 
 @pytest.fixture(scope="module")

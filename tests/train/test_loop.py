@@ -105,6 +105,18 @@ def test_every_design_metric_is_written_every_step(first_run):
     assert sink.statuses[0][0] == "running" and sink.statuses[-1][:2] == ("succeeded", 3)
 
 
+def test_every_learner_metric_reaches_metrics_jsonl_and_the_callers_sink(first_run):
+    from rlvr.train.update import LEARNER_METRICS
+
+    run_dir, sink, _, _ = first_run
+    assert "learner/skipped_steps" in LEARNER_METRICS  # a skipped step must be visible
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    for rec, (step, sent) in zip(records[1:], sink.metric_steps[1:], strict=True):
+        assert [k for k in LEARNER_METRICS if k not in rec] == [], step
+        assert [k for k in LEARNER_METRICS if k not in sent] == [], step
+        assert rec["learner/skipped_steps"] == 0.0
+
+
 def test_samples_checkpoints_spec_and_curves_are_in_the_run_dir(first_run):
     from transformers import AutoModelForCausalLM
 

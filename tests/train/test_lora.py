@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from rlvr.models.causal_lm import ADAPTER_DIR
 from rlvr.rollout.base import SamplingConfig
 from rlvr.rollout.hf import HFEngine, HFEngineConfig
-from rlvr.train.learner import ADAPTER_DIR, Learner, LearnerConfig, make_train_batch
+from rlvr.train.batch import make_train_batch
+from rlvr.train.learner import Learner, LearnerConfig
 
 LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 ADAPTED = {f"model.layers.{i}.self_attn.{m}.weight" for i in range(2) for m in ("q_proj", "v_proj")}

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rlvr.rollout.base import Completion
-from rlvr.train.learner import Learner, LearnerConfig, make_train_batch, plan_micro_batches
+from rlvr.train.batch import make_train_batch, plan_micro_batches
+from rlvr.train.learner import Learner, LearnerConfig
 
 
 def _cost(rows, plens, rlens):
@@ -104,7 +105,7 @@ def test_activation_checkpointing_recomputes_layers_in_backward_with_dropout_off
 ):
     from transformers import AutoModelForCausalLM
 
-    from rlvr.train.learner import _enable_activation_checkpointing, _set_train_modes
+    from rlvr.models.causal_lm import enable_activation_checkpointing, set_train_modes
 
     ids = torch.tensor([[3, 9, 12, 15, 20, 8]])
     results = []
@@ -112,8 +113,8 @@ def test_activation_checkpointing_recomputes_layers_in_backward_with_dropout_off
         # attention dropout 0.5 in the config: the learner must not apply it.
         lm = AutoModelForCausalLM.from_pretrained(random_model_dir, attention_dropout=0.5)
         if checkpointing:
-            _enable_activation_checkpointing(lm)
-        _set_train_modes(lm)
+            enable_activation_checkpointing(lm)
+        set_train_modes(lm)
         calls = _layer_calls(lm)
         logits = lm(input_ids=ids, use_cache=False).logits
         again = lm(input_ids=ids, use_cache=False).logits
