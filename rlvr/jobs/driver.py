@@ -6,19 +6,27 @@ then runs :func:`rlvr.train.run`, which writes the run directory, with a sink th
 to the store, so the API sees metrics as they happen even when this process runs on another
 machine. Stopping: Ray's ``stop_job`` sends SIGTERM, and a ``cancelled`` status in the
 store is noticed between steps; either one makes the loop stop at the next step boundary.
+
+A driver never outlives its cluster: when the Ray head's GCS stops answering for
+``RLVR_DRIVER_LOST_S`` seconds (default 10) the run stops at the next step boundary, and
+``RLVR_DRIVER_EXIT_S`` seconds later (default 20) the process ends with its children
+whatever it is doing. It then writes no status: the service decides (resume or fail).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from rlvr.config import JobSpec
 from rlvr.jobs.sink import StoreSink
@@ -58,6 +66,97 @@ class _StopFlag:
         return self._event.is_set()
 
 
+class _ClusterWatch(threading.Thread):
+    """Checks every ``poll_s`` that the GCS at ``gcs_address`` (``host:port``) accepts a
+    TCP connection. Unanswered for ``lost_after_s``: sets ``lost`` and calls ``on_lost``
+    (the run stops at its next step); ``exit_after_s`` later ends this process and its
+    children, since a driver whose cluster is gone may be blocked on a dead actor."""
+
+    def __init__(
+        self,
+        gcs_address: str,
+        on_lost: Any,
+        *,
+        lost_after_s: float = 10.0,
+        exit_after_s: float = 20.0,
+        poll_s: float = 1.0,
+    ):
+        super().__init__(name="rlvr-cluster-watch", daemon=True)
+        host, _, port = gcs_address.rpartition(":")
+        self.host, self.port = host.strip("[]") or "127.0.0.1", int(port)
+        self.on_lost, self.lost_after_s = on_lost, lost_after_s
+        self.exit_after_s, self.poll_s = exit_after_s, poll_s
+        self.lost = threading.Event()
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2.0):
+                return True
+        except OSError:
+            return False
+
+    def run(self) -> None:
+        last_answer = time.monotonic()
+        while True:
+            time.sleep(self.poll_s)
+            if self._answers():
+                last_answer = time.monotonic()
+            elif time.monotonic() - last_answer >= self.lost_after_s:
+                break
+        log.error(
+            "the Ray cluster (GCS %s:%d) has not answered for %.0fs: stopping; this process "
+            "ends in %.0fs", self.host, self.port, self.lost_after_s, self.exit_after_s,
+        )  # fmt: skip
+        self.lost.set()
+        self.on_lost()
+        time.sleep(self.exit_after_s)
+        log.error("the Ray cluster is gone: ending the driver and its children now")
+        _end_self_and_children()
+
+
+def _end_self_and_children() -> None:
+    import psutil  # a Ray dependency
+
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    logging.shutdown()
+    os._exit(3)
+
+
+def _watch_cluster(on_lost: Any) -> _ClusterWatch | None:
+    """A started :class:`_ClusterWatch` for ``$RAY_ADDRESS`` (``host:port``, as Ray sets it
+    for a job's driver); None when there is no such address (a driver run by hand)."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    if "://" in address or ":" not in address or not address.rsplit(":", 1)[1].isdigit():
+        return None
+    watch = _ClusterWatch(
+        address,
+        on_lost,
+        lost_after_s=float(os.environ.get("RLVR_DRIVER_LOST_S", "10")),
+        exit_after_s=float(os.environ.get("RLVR_DRIVER_EXIT_S", "20")),
+    )
+    watch.start()
+    return watch
+
+
+class _DriverSink(StoreSink):
+    """The store sink, writing no status once the cluster is lost: the run then stops as
+    ``cancelled`` or fails on dead actors, and neither is true of the job."""
+
+    def __init__(self, store: JobStore, job_id: str, *, attempt: int, watch: Any):
+        super().__init__(store, job_id, attempt=attempt)
+        self.watch = watch
+
+    def cluster_lost(self) -> bool:
+        return self.watch is not None and self.watch.lost.is_set()
+
+    def status(self, status: str, *, step: int | None = None, error: str | None = None) -> None:
+        if not self.cluster_lost():
+            super().status(status, step=step, error=error)
+
+
 def _setup_logging(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -82,9 +181,10 @@ def drive(job_id: str, *, db_url: str, attempt: int = 1, resume: bool = False) -
     run_dir = Path(job.run_dir)
     _setup_logging(run_dir)
     # rlvr.train.run writes the run dir itself; this sink adds the job store.
-    store_sink = StoreSink(store, job_id, attempt=attempt)
     should_stop = _StopFlag(store, job_id)
     signal.signal(signal.SIGTERM, should_stop.set)
+    watch = _watch_cluster(should_stop.set)
+    store_sink = _DriverSink(store, job_id, attempt=attempt, watch=watch)
 
     log.info(
         "job %s attempt %d%s: run dir %s", job_id, attempt, " (resume)" if resume else "", run_dir
@@ -106,11 +206,16 @@ def drive(job_id: str, *, db_url: str, attempt: int = 1, resume: bool = False) -
         tb = traceback.format_exc()
         log.error("job %s failed:\n%s", job_id, tb)
         stopped = should_stop() or isinstance(exc, KeyboardInterrupt)
+        if store_sink.cluster_lost():
+            return 3  # the cluster is gone: the service resumes or fails the job
         if stopped:
             store_sink.status("cancelled")
             return 0
         store_sink.status("failed", error=f"{type(exc).__name__}: {exc}\n\n{tb[-8000:]}")
         return 1
+    if store_sink.cluster_lost():
+        log.info("job %s stopped (%s): its Ray cluster is gone", job_id, summary)
+        return 3  # stopped by the lost cluster, not a cancel: the service resumes it
     final = "cancelled" if should_stop() else "succeeded"
     log.info("job %s %s: %s", job_id, final, summary)
     store_sink.status(final, step=getattr(summary, "step", None) or getattr(summary, "steps", None))

@@ -98,13 +98,18 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
+HEAD_MARK_ENV = "RLVR_RAY_HEAD"  # set to the head's directory in everything it starts
+
+
 class LocalRayHead:
     """A single-node Ray cluster on 127.0.0.1 that this process starts and stops.
 
-    ``ray start --head --block`` runs in a session of its own; stopping sends it SIGTERM
-    (it then takes its raylet, GCS, dashboard and job drivers down) and SIGKILLs the
-    process group if it lingers. Never ``ray stop``: that kills every Ray on the machine.
-    Token auth is on, with a fresh token in a 0600 file that only this head uses.
+    ``ray start --head --block`` runs in a session of its own, with ``RLVR_RAY_HEAD`` set to
+    the head's directory: every process it starts inherits that, job drivers included,
+    although Ray runs each driver in a session of its own. Stopping signals all of them
+    (found in the whole process table, :func:`head_processes`), SIGTERM then SIGKILL.
+    Never ``ray stop``: that kills every Ray on the machine. Token auth is on, with a
+    fresh token in a 0600 file that only this head uses.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class LocalRayHead:
         self.token: str | None = None
         self._proc: subprocess.Popen | None = None
         self._dir: Path | None = None
+        self.mark: str | None = None  # the head's directory: RLVR_RAY_HEAD of its processes
 
     def start(self) -> str:
         """Start the head and wait until its Jobs API answers; returns its address."""
@@ -129,6 +135,7 @@ class LocalRayHead:
             return self.address or ""
         # Short path: Ray's unix sockets live under the temp dir (108-byte limit).
         self._dir = Path(tempfile.mkdtemp(prefix="rlvr-ray-", dir="/tmp"))
+        self.mark = str(self._dir)
         self.token = secrets.token_hex(32)
         token_file = self._dir / "auth_token"
         token_file.write_text(self.token)
@@ -162,6 +169,7 @@ class LocalRayHead:
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN_PATH=str(token_file),
             RAY_USAGE_STATS_ENABLED="0",
+            **{HEAD_MARK_ENV: self.mark},
             # Job drivers find `python` and `rlvr` first in this interpreter's bin dir.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         )
@@ -208,26 +216,59 @@ class LocalRayHead:
         path = self._dir / "ray-start.log" if self._dir else None
         return path.read_text(errors="replace")[-n:] if path and path.exists() else ""
 
+    def alive(self) -> bool:
+        """Whether ``ray start --block`` still runs (it exits when the head goes down)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def processes(self) -> list[Any]:
+        """Every live process of this head and its jobs (``psutil.Process``)."""
+        return head_processes(self.mark) if self.mark else []
+
     def stop(self, timeout_s: float = 5.0) -> None:
-        """SIGTERM to the head's whole process group (GCS, raylet, dashboard, drivers all
-        at once), SIGKILL whatever is left after ``timeout_s``; returns once it is gone."""
+        """SIGTERM to the head's process group and to every other process it started (job
+        drivers and their children run in sessions of their own), SIGKILL to whatever is
+        left after ``timeout_s``; returns once they are all gone (at most ~10 s more)."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while live_group_members(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10.0
-            while live_group_members(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+        if proc is not None or self.mark:
+            for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+                if proc is not None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, sig)
+                for p in self.processes():
+                    with contextlib.suppress(Exception):
+                        p.send_signal(sig)
+                deadline = time.monotonic() + wait_s
+                while time.monotonic() < deadline and (
+                    (proc is not None and live_group_members(proc.pid)) or self.processes()
+                ):
+                    time.sleep(0.2)
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+        self.mark = None
+
+
+def head_processes(mark: str) -> list[Any]:
+    """Live processes (``psutil.Process``) of the local head whose directory is ``mark``:
+    those with ``RLVR_RAY_HEAD=mark`` in their environment (inherited from the head) or
+    ``mark`` on their command line (Ray's own, whose session directory is under it). The
+    whole process table is searched: drivers run in sessions of their own."""
+    import psutil  # a Ray dependency
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        if p.info["pid"] == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            on_cmdline = any(mark + os.sep in arg for arg in p.info["cmdline"] or ())
+            if on_cmdline or p.environ().get(HEAD_MARK_ENV) == mark:
+                found.append(p)
+        except psutil.Error:  # gone meanwhile, or another user's
+            continue
+    return found
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -269,8 +310,12 @@ class JobRunner:
         http_timeout_s: timeout of every Jobs API request.
         dispatch_timeout_s: a queued job that cannot be submitted (Ray down) this long fails.
         stop_grace_s: a cancelled job's driver gets this long to stop by itself (it polls the
-            store and checkpoints) before ``stop_job``; also Ray's SIGTERM-to-SIGKILL wait.
+            store and checkpoints) before ``stop_job``; also Ray's SIGTERM-to-SIGKILL wait,
+            and how long stopping the owned head waits for its drivers to checkpoint.
         local_head: options for the owned head (``num_cpus``, ``object_store_mb``).
+        auto_resume: when the owned head goes down (the service stops, or the head dies) or
+            Ray has lost a job, queue its jobs again to resume from their last checkpoint
+            instead of failing them; default ``$RLVR_AUTO_RESUME`` (on unless ``0``).
     """
 
     def __init__(
@@ -286,6 +331,7 @@ class JobRunner:
         dispatch_timeout_s: float = 300.0,
         stop_grace_s: float = 30.0,
         local_head: dict[str, Any] | None = None,
+        auto_resume: bool | None = None,
     ):
         self.store = store
         self.db_url = db_url
@@ -297,6 +343,11 @@ class JobRunner:
         self.dispatch_timeout_s = dispatch_timeout_s
         self.stop_grace_s = stop_grace_s
         self._head_options = local_head or {}
+        if auto_resume is None:
+            auto_resume = os.environ.get("RLVR_AUTO_RESUME", "1").strip().lower() not in (
+                "0", "false", "no", "off",
+            )  # fmt: skip
+        self.auto_resume = auto_resume
         self._head: LocalRayHead | None = None
         self._client: Any = None
         self._error: str | None = None
@@ -315,25 +366,69 @@ class JobRunner:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread; an owned head goes down with its jobs, which are marked failed."""
+        """Stop the thread; an owned head goes down with all its jobs' processes, after they
+        were stopped through the Jobs API (so they checkpoint) and queued to resume when the
+        service is back (``auto_resume``; else marked failed)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.http_timeout_s * 3)
             self._thread = None
         if self._head is not None:
-            for job in self.store.jobs_for_runner():
-                if job.status in ("queued", "running") and job.submission_id:
-                    self.store.set_status(
-                        job.id,
-                        "failed",
-                        error="the service stopped and took its local Ray head, and this "
-                        "job with it; resume it to continue from its last checkpoint",
-                    )
-                    self.store.set_dispatch(job.id, ray_status="STOPPED")
-            self._head.stop()
-            self._head = None
-            self._client = None
+            with self._lock:
+                self._release_head("the service stopped and took its local Ray head")
+
+    def _release_head(self, reason: str) -> None:
+        """Take the owned head down with every job it runs, bounded in time: interrupt the
+        jobs in the store, ``stop_job`` each (its driver checkpoints, as on a cancel), wait
+        up to ``stop_grace_s`` for them, then signal whatever of the head is left."""
+        head, client = self._head, self._client
+        if head is None:
+            return
+        ray_jobs = [j for j in self.store.jobs_for_runner() if j.submission_id]
+        for job in ray_jobs:
+            if job.terminal:  # cancelled, its driver still stopping
+                self.store.set_dispatch(job.id, ray_status="STOPPED")
+            else:
+                self._interrupt(job, reason)
+        if client is not None and head.alive():
+            self._stop_ray_jobs(client, [j.submission_id for j in ray_jobs])
+        head.stop()
+        self._head = None
+        self._client = None
+
+    def _interrupt(self, job: JobRecord, reason: str) -> None:
+        """A job whose Ray job is gone or going through no fault of its own: queued again to
+        resume from its last checkpoint (``auto_resume``), else failed."""
+        if self.auto_resume and self.store.requeue(job.id):
+            log.warning("%s: job %s is queued to resume from its last checkpoint", reason, job.id)
+            return
+        self.store.set_status(
+            job.id, "failed", error=f"{reason}; resume it to continue from its last checkpoint"
+        )
+        self.store.set_dispatch(job.id, ray_status="STOPPED")
+
+    def _stop_ray_jobs(self, client: Any, submission_ids: list[str | None]) -> None:
+        """``stop_job`` each, then wait (at most ``stop_grace_s`` + 5 s) until none runs."""
+        pending = {sid for sid in submission_ids if sid}
+        for sid in pending:
+            try:
+                client.stop_job(sid)
+            except Exception as exc:  # gone already, or Ray not answering
+                log.info("could not stop Ray job %s: %s", sid, exc)
+        deadline = time.monotonic() + self.stop_grace_s + 5.0
+        while pending and time.monotonic() < deadline:
+            try:
+                active = {
+                    d.submission_id
+                    for d in client.list_jobs()
+                    if getattr(d.status, "value", str(d.status)) in _RAY_ACTIVE
+                }
+            except Exception:
+                return
+            pending &= active
+            if pending:
+                time.sleep(0.5)
 
     def wake(self) -> None:
         """Tick now rather than at the next poll (a submission or cancel just happened)."""
@@ -397,6 +492,9 @@ class JobRunner:
     def tick(self) -> None:
         """One round of dispatch + reconcile (the background thread calls this)."""
         with self._lock:
+            if self._head is not None and not self._head.alive():
+                log.warning("the local Ray head exited; its jobs' processes are stopped")
+                self._release_head("the local Ray head exited")
             jobs = self.store.jobs_for_runner()
             if not jobs:
                 return
@@ -436,7 +534,7 @@ class JobRunner:
                         "RAY_JOB_STOP_WAIT_TIME_S": str(int(self.stop_grace_s)),
                     }
                 },
-                metadata={"rlvr_job_id": job.id, "rlvr_name": job.name},
+                metadata={"rlvr_job_id": job.id, "rlvr_name": job.name, "rlvr_owner": job.owner},
             )
         except Exception as exc:
             text = str(exc)
@@ -456,6 +554,11 @@ class JobRunner:
 
     def _reconcile(self, client: Any, job: JobRecord, info: Any) -> None:
         if info is None:
+            if not job.terminal and self.auto_resume and self.store.requeue(job.id):
+                # The cluster (an owned head after a crash of the service) was restarted.
+                log.warning("Ray has no job %s: job %s is queued to resume", job.submission_id,
+                            job.id)  # fmt: skip
+                return
             self.store.set_dispatch(job.id, ray_status="MISSING")
             self.store.set_status(
                 job.id,

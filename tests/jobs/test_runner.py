@@ -1,7 +1,10 @@
-"""The runner against a real local Ray cluster: dispatch, driver failures, orphans, timeouts."""
+"""The runner against a real local Ray cluster: dispatch, driver failures, orphans, timeouts,
+and an owned head that takes every process of its jobs down with it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
 import threading
@@ -11,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from rlvr.config import JobSpec
-from rlvr.jobs.runner import JobRunner, RayUnavailableError, _job_client_class, live_group_members
+from rlvr.jobs.runner import (
+    JobRunner,
+    RayUnavailableError,
+    _job_client_class,
+    head_processes,
+)
 from rlvr.jobs.store import JobStore
 
 
@@ -64,7 +72,8 @@ def test_a_failing_driver_is_recorded_with_its_error(store, runner, tmp_path):
     assert "broken" in logs or "Traceback" in logs
 
 
-def test_a_job_ray_never_heard_of_is_marked_an_orphan(store, runner):
+def test_a_job_ray_never_heard_of_is_marked_an_orphan_without_auto_resume(store, runner):
+    runner.auto_resume = False
     job = store.create_job(JobSpec(name="ghost"), run_dir="/tmp/ghost")
     store.set_dispatch(job.id, submission_id=f"{job.id}-gone", ray_status="RUNNING")
     store.set_status(job.id, "running")
@@ -72,6 +81,28 @@ def test_a_job_ray_never_heard_of_is_marked_an_orphan(store, runner):
     after = store.get_job(job.id)
     assert after.status == "failed" and after.error.startswith("orphaned")
     assert after.ray_status == "MISSING"
+
+
+def test_a_job_ray_lost_is_queued_to_resume_from_its_checkpoint(store, ray_head):
+    runner = JobRunner(
+        store, db_url=store.url, ray_address=ray_head.address, ray_token=ray_head.token,
+        dispatch_timeout_s=0.0,
+    )  # fmt: skip
+    assert runner.auto_resume  # the default
+    job = store.create_job(JobSpec(name="lost", model={"path": "/nonexistent"}), run_dir="/x")
+    store.set_dispatch(job.id, submission_id=f"{job.id}-gone", ray_status="RUNNING")
+    store.set_status(job.id, "running", step=7)
+    runner._reconcile(runner.client(), store.get_job(job.id), None)  # Ray has no such job
+    after = store.get_job(job.id)
+    assert (after.status, after.attempt, after.resume, after.step) == ("queued", 2, True, 7)
+    assert after.submission_id is None and after.error is None
+
+
+def test_auto_resume_is_on_unless_rlvr_auto_resume_is_0(store, monkeypatch):
+    monkeypatch.setenv("RLVR_AUTO_RESUME", "0")
+    assert not JobRunner(store, db_url=store.url, ray_address="http://127.0.0.1:1").auto_resume
+    monkeypatch.setenv("RLVR_AUTO_RESUME", "1")
+    assert JobRunner(store, db_url=store.url, ray_address="http://127.0.0.1:1").auto_resume
 
 
 def test_an_unresponsive_cluster_times_out_and_fails_queued_jobs(store, tmp_path):
@@ -117,11 +148,15 @@ def test_a_cancelled_driver_that_does_not_stop_in_time_is_stopped_by_ray(
 
 
 @pytest.mark.slow
-def test_without_an_address_the_runner_owns_a_head_and_takes_it_down_on_stop(
-    store, tiny_spec, tmp_path
+def test_an_owned_head_takes_every_process_of_its_jobs_down_when_killed_or_stopped(
+    store, tiny_spec, tmp_path, processes_mentioning
 ):
+    """The runner owns a head. kill -9 of the head: the runner notices, ends every process
+    of that head and its job (the driver runs in a session of its own, so the whole process
+    table is searched) and queues the job to resume on a new head. Stopping the runner then
+    leaves no process of any head or of the job behind either."""
     runner = JobRunner(
-        store, db_url=store.url, driver_python=sys.executable, poll_s=0.5,
+        store, db_url=store.url, driver_python=sys.executable, poll_s=0.5, stop_grace_s=10,
         local_head={"num_cpus": 2, "object_store_mb": 256},
     )  # fmt: skip
     spec = JobSpec.model_validate(tiny_spec(name="owned", max_steps=2000, every=1000))
@@ -129,14 +164,28 @@ def test_without_an_address_the_runner_owns_a_head_and_takes_it_down_on_stop(
     runner.start()
     try:
         try:  # the head starts on first need; Ray runs the driver
-            wait_for(lambda: store.get_job(job.id).ray_status == "RUNNING", 180, "the driver")
+            wait_for(lambda: store.get_job(job.id).step >= 1, 180, "the driver's first step")
         except AssertionError:
             raise AssertionError(f"{store.get_job(job.id)}\n{runner.state()}") from None
         state = runner.state()
         assert state.owned and state.connected and state.address.startswith("http://127.0.0.1:")
-        head_pid = runner._head._proc.pid
+        head, mark = runner._head._proc.pid, runner._head.mark
+        drivers = [
+            p for p in processes_mentioning(job.id) if "rlvr.jobs.driver" in " ".join(p.cmdline())
+        ]
+        assert drivers and all(os.getsid(p.pid) != os.getsid(head) for p in drivers)
+        assert {p.pid for p in drivers} <= {p.pid for p in head_processes(mark)}
+
+        os.kill(head, signal.SIGKILL)
+        wait_for(lambda: not head_processes(mark), 90, "the runner to end the head's processes")
+        assert not [p for p in drivers if p.is_running() and p.status() != "zombie"]
+        requeued = store.get_job(job.id)
+        assert requeued.attempt == 2 and requeued.resume and requeued.error is None
+        assert requeued.status in ("queued", "running")  # on the next head, already maybe
     finally:
+        marks = [mark, runner._head.mark if runner._head else None]  # the next head's too
         runner.stop()
+    assert runner._head is None
+    assert processes_mentioning(job.id, store.url, *filter(None, marks)) == []  # none, anywhere
     after = store.get_job(job.id)
-    assert after.status == "failed" and "the service stopped" in after.error
-    assert live_group_members(head_pid) == []  # the head's whole process group is gone
+    assert after.status == "queued" and after.resume  # resumes when a runner is back
