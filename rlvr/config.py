@@ -72,7 +72,7 @@ class RewardSpec(_Strict):
         min_length=1,
     )
     timeout_s: float = Field(10.0, gt=0, le=600)  # per completion, per verifier
-    workers: int = Field(2, ge=1, le=256)  # processes in the reward pool
+    workers: int = Field(2, ge=1, le=64)  # processes in the reward pool
 
 
 Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
@@ -87,7 +87,7 @@ class AlgorithmSpec(_Strict):
     prompts_per_step: int = Field(16, ge=1, le=65536)
     lr: float = Field(1.0e-5, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0, le=1.0)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=10_000_000)
     max_steps: int = Field(100, ge=1, le=10_000_000)
     clip_low: float = Field(0.2, ge=0, le=1.0)
     clip_high: float = Field(0.28, ge=0, le=10.0)
@@ -101,8 +101,8 @@ class AlgorithmSpec(_Strict):
     # at most this many rows x columns); replaces micro_batch_size when set.
     micro_batch_tokens: int | None = Field(None, ge=16, le=16_777_216)
     epochs_per_step: int = Field(1, ge=1, le=16)  # optimizer passes over each rollout batch
-    num_learners: int = Field(0, ge=0, le=1024)  # 0: the learner lives in the driver's actor
-    seed: int = 0
+    num_learners: int = Field(0, ge=0, le=64)  # 0: the learner lives in the driver's actor
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # what numpy and torch seeding take
 
 
 class RolloutSpec(_Strict):
@@ -110,7 +110,7 @@ class RolloutSpec(_Strict):
     max_new_tokens: int = Field(256, ge=1, le=131072)
     temperature: float = Field(1.0, ge=0, le=10)
     top_p: float = Field(1.0, gt=0, le=1)
-    replicas: int = Field(1, ge=1, le=1024)
+    replicas: int = Field(1, ge=1, le=64)
     gpu_memory_utilization: float = Field(0.35, gt=0, le=0.95)
     # GPUs per vLLM engine (tensor parallel); an engine's GPUs are always on one node.
     tensor_parallel_size: int = Field(1, ge=1, le=64)
@@ -132,8 +132,8 @@ class PlacementSpec(_Strict):
 
 
 class CheckpointSpec(_Strict):
-    every: int = Field(50, ge=1)
-    keep: int = Field(3, ge=1)  # newest checkpoints kept on disk
+    every: int = Field(50, ge=1, le=10_000_000)
+    keep: int = Field(3, ge=1, le=100)  # newest checkpoints kept on disk
 
 
 MAX_EVAL_SETS = 8
@@ -144,8 +144,8 @@ _SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 class EvalSpec(_Strict):
     """Evaluation every ``every`` steps (metrics: docs/evaluation.md)."""
 
-    every: int = Field(25, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)  # default: rollout.max_new_tokens
+    every: int = Field(25, ge=1, le=10_000_000)
+    max_new_tokens: int | None = Field(None, ge=1, le=131072)  # default: rollout.max_new_tokens
     at_start: bool = True  # evaluate the initial policy (step 0) too
     # Named eval sets {name: source}, replacing data.eval; metrics eval/<name>/pass@1, ...
     sets: dict[str, str] = Field(default_factory=dict, max_length=MAX_EVAL_SETS)

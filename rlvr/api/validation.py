@@ -10,6 +10,7 @@ reported as a FastAPI-style error (``loc``, ``msg``, ``type``) so a 422 names th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ MAX_TOKENS_PER_STEP = 2**28
 # A spec is a small document: nesting and its stored (expanded) size are bounded.
 MAX_SPEC_NESTING = 32
 MAX_STORED_SPEC_BYTES = 256_000
+MAX_TINY_SEED = 9999
 
 ErrorList = list[dict[str, Any]]
 
@@ -209,6 +211,10 @@ def _tiny_problem(value: str) -> str | None:
         tiny_model_dir_name(value)
     except Exception as exc:
         return f"{exc}; built-in tiny models: tiny:arithmetic, tiny:countdown"
+    seed = re.search(r"(?:\?|&)seed=(-?\d+)", value)
+    if seed and not 0 <= int(seed.group(1)) <= MAX_TINY_SEED:
+        # Each seed is a model of its own, built by the driver and cached on disk.
+        return f"{value}: seed must be in 0..{MAX_TINY_SEED}"
     return None
 
 

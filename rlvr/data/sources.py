@@ -28,7 +28,9 @@ from rlvr.data.records import SPLITS, DataError, PromptRecord
 
 BUILTIN_PREFIX = "builtin:"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-MAX_BUILTIN_N = 1_000_000
+# What a run can use, and what the service can check at submission (every row) in ~1 s.
+MAX_BUILTIN_N = 50_000
+MAX_SEED = 2**32 - 1
 
 # -- built-in generators ---------------------------------------------------------------------
 # name -> {param: (type, default)}; bounds are checked by the generator (ValueError -> DataError)
@@ -93,6 +95,8 @@ def parse_builtin(source: str) -> tuple[str, dict[str, Any]]:
             params[key] = value
     if not 1 <= params["n"] <= MAX_BUILTIN_N:
         raise DataError(source, None, "n", f"must be in 1..{MAX_BUILTIN_N}, got {params['n']}")
+    if not 0 <= params["seed"] <= MAX_SEED:
+        raise DataError(source, None, "seed", f"must be in 0..{MAX_SEED}, got {params['seed']}")
     if params["split"] not in SPLITS:
         raise DataError(source, None, "split", f"must be one of {', '.join(SPLITS)}")
     if "ops" not in params:
