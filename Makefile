@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-fast lint format demo clean
+.PHONY: install system-deps test test-fast lint typecheck format demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,7 @@ system-deps:
 test: install system-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
@@ -32,6 +33,12 @@ test-fast: install
 
 lint: install
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	$(MAKE) --no-print-directory typecheck
+
+# mypy over rlvr/, verifiers/, sandbox/ ([tool.mypy] in pyproject.toml); .mypy_cache keeps
+# later runs to seconds.
+typecheck: install
+	$(PY) -m mypy
 
 format: install
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
@@ -40,4 +47,4 @@ demo: install system-deps
 	$(VENV)/bin/rlvr demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

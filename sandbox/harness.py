@@ -233,8 +233,8 @@ def _main() -> None:
     ns: dict = {"__name__": "solution", "__file__": "solution.py"}
     fn = None
     if mode == "record":
-        with open("solution.py", "rb") as f:
-            source = f.read()
+        with open("solution.py", "rb") as program:
+            source = program.read()
         try:
             end = _run_step(compile(source, "solution.py", "exec"), ns, timeout_s)
         except SyntaxError as exc:

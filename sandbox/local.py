@@ -123,12 +123,13 @@ class LocalSandbox(Sandbox):
         seccomp: bool = True,
     ) -> None:
         super().__init__(concurrency)
-        self._bwrap = shutil.which("bwrap")
-        if self._bwrap is None:
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
             raise SandboxUnavailable(
                 "bubblewrap (bwrap) is not installed; install it with "
                 "`apt-get install bubblewrap` (or `make system-deps` as root)"
             )
+        self._bwrap = bwrap
         self.python = python or find_python()
         if not _world_executable(self.python):
             raise SandboxUnavailable(
@@ -229,6 +230,7 @@ class LocalSandbox(Sandbox):
         disk = int(limits.disk_mb) << 20
         argv: list[str] = []
         if slot.uid is not None:
+            assert self._setpriv is not None  # slot uids exist only as root, which needs setpriv
             argv += [self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}", "--clear-groups"]
         argv += [self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
         argv += ["--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
@@ -307,7 +309,7 @@ class LocalSandbox(Sandbox):
             try:
                 fds.close_passed()  # the child has its copies; ours would keep pipes open
                 if slot.cgroup is not None:
-                    _join_cgroup(proc.pid, slot)
+                    _join_cgroup(proc.pid, slot.cgroup)
                 fds.send_program()
                 out, err, timed_out, truncated = _collect(proc, limits, start)
             except BaseException:  # e.g. a caller's SIGALRM: never leave the run behind
@@ -362,14 +364,14 @@ class LocalSandbox(Sandbox):
             self._finalizer()
 
 
-def _join_cgroup(pid: int, slot: _Slot) -> None:
+def _join_cgroup(pid: int, cgroup: _cgroup.SlotCgroup) -> None:
     """Move the run's outer process into the slot's cgroups, so that everything it will
     start is counted there. It is still waiting for its arguments: it has started nothing.
 
     Raises :class:`SandboxError` if the process is gone or the cgroup refuses it.
     """
     try:
-        slot.cgroup.add(pid)
+        cgroup.add(pid)
     except OSError as exc:
         raise SandboxError(f"cannot move the sandbox {pid} into its cgroup: {exc}") from exc
 
@@ -465,6 +467,7 @@ def _collect(
     """
     cap = int(limits.output_bytes)
     deadline = start + limits.wall_s
+    assert proc.stdout is not None and proc.stderr is not None  # started with PIPEs
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     bufs = {out_fd: bytearray(), err_fd: bytearray()}
     exited = os.pidfd_open(proc.pid)  # readable once the process exits (it is not reaped)

@@ -79,7 +79,7 @@ def _load(name: str, module_hint: str | None, options: dict, cache: dict) -> tup
         importlib.import_module(module_hint)  # runs its @register_verifier
         verifier = get_verifier(name, **options)
     module = sys.modules.get(type(verifier).__module__)
-    if hasattr(module, "_warm_up") and module.__name__ not in _warmed:
+    if module is not None and hasattr(module, "_warm_up") and module.__name__ not in _warmed:
         module._warm_up()  # its lazy imports happen now, not inside an item's time
         _warmed.add(module.__name__)
     cache[key] = verifier

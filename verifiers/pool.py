@@ -261,7 +261,7 @@ class VerifierPool:
             worker = by_conn[conn]
             job = inflight[worker]
             try:
-                message = conn.recv()
+                message = worker.conn.recv()
             except (EOFError, OSError):
                 try:  # the socket closes a moment before the process is reaped
                     code = worker.proc.wait(timeout=1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import threading
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from verifiers.base import Verifier
@@ -20,7 +20,7 @@ _BUILTINS: dict[str, str] = {
     "code": "verifiers.code:CodeVerifier",
 }
 
-_registered: dict[str, type[Verifier]] = {}
+_registered: dict[str, type[Verifier] | EntryPoint] = {}  # plugins: resolved on first use
 _lock = threading.Lock()
 _plugins_loaded = False
 

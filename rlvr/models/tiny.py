@@ -112,6 +112,7 @@ def default_recipe(task: str, *, size: str = "cpu", seed: int = 0, warm_start: b
 # -- problems ----------------------------------------------------------------------------------
 def _problems(recipe: TinyRecipe) -> tuple[list, list]:
     """(train, valid) problems from the ``train`` split; the ``test`` split is never seen."""
+    pool: list[Any]
     if recipe.task == "arithmetic":
         pool = arithmetic.generate(20_000, seed=recipe.seed, split="train", **recipe.task_params)
     else:

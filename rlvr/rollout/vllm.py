@@ -124,7 +124,7 @@ class VllmEngineConfig:
         """From a :class:`rlvr.config.JobSpec` and the resolved model directory."""
         dtype = str(precision(spec.model.dtype, "cuda").weights).removeprefix("torch.")
         max_len = spec.data.max_prompt_tokens + spec.rollout.max_new_tokens
-        kw = dict(
+        kw: dict[str, Any] = dict(
             model=model_path,
             dtype=dtype,
             gpu_memory_utilization=spec.rollout.gpu_memory_utilization,
@@ -260,7 +260,7 @@ class VllmEngine:
         tokenizer = self._llm.get_tokenizer()
         self._strip = frozenset(getattr(tokenizer, "all_special_tokens", ())) - MARKUP_TOKENS
         self._version = 0
-        self._group = None  # NCCL weight-sync group, formed on request
+        self._group: Any = None  # NCCL weight-sync group, formed on request
 
     # RolloutEngine -----------------------------------------------------------------------------
     def generate(
@@ -312,7 +312,7 @@ class VllmEngine:
         from torch.multiprocessing.reductions import rebuild_cuda_tensor
 
         gpu = current_gpu_uuid()
-        if gpu not in handles:
+        if gpu is None or gpu not in handles:
             raise ValueError(
                 f"this engine's GPU {gpu} is not among the IPC handles' GPUs {list(handles)}: "
                 "CUDA IPC needs the sender on the same GPU (use method='nccl' or 'object_store')"

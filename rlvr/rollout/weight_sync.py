@@ -27,7 +27,7 @@ The engine side of each path is :class:`rlvr.rollout.vllm.VllmEngine` (``load_pa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -37,6 +37,8 @@ from rlvr.net import free_port
 from rlvr.rollout._common import wait_all
 
 SyncMethod = Literal["auto", "object_store", "cuda_ipc", "nccl"]
+# A state dict, or its (name, tensor) pairs.
+Weights = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
 SYNC_METHODS = ("auto", "object_store", "cuda_ipc", "nccl")
 
 # Every tensor starts on a 256-byte boundary: views of any dtype are legal and aligned.
@@ -61,7 +63,7 @@ class WeightLayout:
         return cls(**d)
 
 
-def _named_tensors(weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]):
+def _named_tensors(weights: Weights) -> Iterator[tuple[str, torch.Tensor]]:
     items = weights.items() if isinstance(weights, Mapping) else weights
     seen: set[tuple[int, torch.dtype, tuple[int, ...]]] = set()
     for name, tensor in items:
@@ -80,7 +82,7 @@ def _named_tensors(weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, tor
 
 
 def plan_layout(
-    weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+    weights: Weights,
     dtype: torch.dtype | None = None,
 ) -> tuple[WeightLayout, list[torch.Tensor]]:
     """The layout of ``weights`` packed (floating tensors cast to ``dtype`` if given)."""
@@ -98,7 +100,7 @@ def plan_layout(
 
 
 def pack_weights(
-    weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+    weights: Weights,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     out: torch.Tensor | None = None,
@@ -149,7 +151,7 @@ def current_gpu_uuid() -> str | None:
     return str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
 
 
-def choose_method(sender_gpu: str | None, engine_gpus: list[str | None]) -> str:
+def choose_method(sender_gpu: str | None, engine_gpus: list[str | None]) -> SyncMethod:
     """The fastest path for this topology (see the module docstring)."""
     if sender_gpu is not None and engine_gpus and all(g == sender_gpu for g in engine_gpus):
         return "cuda_ipc"
@@ -203,15 +205,15 @@ class WeightSender:
             )
         if method == "nccl" and (self._gpu is None or any(g is None for g in engine_gpus)):
             raise ValueError("method='nccl' needs CUDA in the sender and every engine")
-        self.method: str = method
+        self.method: SyncMethod = method
         self._pinned: torch.Tensor | None = None
-        self._group = None
+        self._group: Any = None  # the NCCL group (vLLM's PyNcclCommunicator), formed on use
         self._ray = ray
 
     # -- the three paths ------------------------------------------------------------------
     def push(
         self,
-        weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+        weights: Weights,
         version: int,
     ) -> dict[str, float]:
         """Send ``weights`` (HF names) to every engine; returns timings in seconds and bytes.
@@ -228,7 +230,7 @@ class WeightSender:
         stats["total_s"] = time.perf_counter() - t0
         return stats
 
-    def _push_object_store(self, weights, version: int) -> dict[str, float]:
+    def _push_object_store(self, weights: Weights, version: int) -> dict[str, float]:
         t0 = time.perf_counter()
         weights = list(weights.items() if isinstance(weights, Mapping) else weights)
         layout, _ = plan_layout(weights, self.dtype)
@@ -248,7 +250,7 @@ class WeightSender:
         t3 = time.perf_counter()
         return {"pack_s": t1 - t0, "put_s": t2 - t1, "load_s": t3 - t2, "bytes": layout.nbytes}
 
-    def _push_ipc(self, weights, version: int) -> dict[str, float]:
+    def _push_ipc(self, weights: Weights, version: int) -> dict[str, float]:
         from torch.multiprocessing.reductions import reduce_tensor
 
         t0 = time.perf_counter()
@@ -269,7 +271,7 @@ class WeightSender:
         torch.cuda.ipc_collect()
         return {"pack_s": t1 - t0, "load_s": t2 - t1, "bytes": layout.nbytes}
 
-    def _push_nccl(self, weights, version: int) -> dict[str, float]:
+    def _push_nccl(self, weights: Weights, version: int) -> dict[str, float]:
         if self._group is None:
             self._group = self._form_group()
         t0 = time.perf_counter()
@@ -282,7 +284,7 @@ class WeightSender:
         t2 = time.perf_counter()
         return {"pack_s": t1 - t0, "load_s": t2 - t1, "bytes": layout.nbytes}
 
-    def _form_group(self):
+    def _form_group(self) -> Any:
         """Rank 0 (this process) + one rank per engine, outside any torch.distributed group."""
         from vllm.distributed.weight_transfer.nccl_common import stateless_init_process_group
 

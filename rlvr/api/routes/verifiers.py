@@ -109,7 +109,7 @@ def _check_code_limits(options: dict[str, Any], reference: Any) -> None:
         return  # check_reference names the problem
     timeout = reference.get("timeout_s")
     number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-    if number and not 0 < timeout <= MAX_CASE_TIMEOUT_S:
+    if number and not 0 < float(timeout or 0) <= MAX_CASE_TIMEOUT_S:
         raise _invalid(
             ("reference", "timeout_s"),
             f"must be > 0 and at most {MAX_CASE_TIMEOUT_S:g} s per test here",
