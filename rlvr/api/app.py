@@ -22,7 +22,7 @@ import rlvr
 from rlvr.api.auth import TokenTable
 from rlvr.api.deps import require_token
 from rlvr.api.middleware import Guard, RequestCounter
-from rlvr.api.routes import jobs, system, verifiers
+from rlvr.api.routes import evals, jobs, system, verifiers
 from rlvr.api.settings import Settings
 from rlvr.jobs.runner import JobRunner
 from rlvr.jobs.store import JobStore
@@ -86,6 +86,11 @@ def create_app(
     """
     settings = settings or Settings.from_env()
     tokens = TokenTable.from_settings(settings)  # a bad tokens file fails here, clearly
+    if tokens.open and not settings.loopback_only:
+        raise ValueError(
+            f"refusing to serve on {settings.host} without a token: anyone who can reach it "
+            "could run jobs. Set RLVR_API_TOKEN (or RLVR_TOKENS_FILE), or bind to 127.0.0.1"
+        )
     store = JobStore(settings.db_url)  # fails here, clearly, on a schema mismatch
     runner = runner or JobRunner(
         store,
@@ -115,6 +120,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     app.state.runner = runner
+    app.state.tokens = tokens
 
     registry = CollectorRegistry()
     registry.register(_JobCollector(store))
@@ -135,6 +141,7 @@ def create_app(
     auth = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=auth)
     app.include_router(verifiers.router, dependencies=auth)
+    app.include_router(evals.router, dependencies=auth)
     app.include_router(system.router)
     app.mount("/static", StaticFiles(directory=system.STATIC_DIR), name="static")
     return app

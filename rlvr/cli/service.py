@@ -172,6 +172,13 @@ def run_serve(args: argparse.Namespace) -> int:
     except (SchemaVersionError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(f"rlvr service on http://{settings.host}:{settings.port}  (db {settings.db_url})")
+    if app.state.tokens.open:  # create_app allows that on a loopback bind only
+        print(
+            "WARNING: no RLVR_API_TOKEN or RLVR_TOKENS_FILE: every caller on this machine is "
+            "the admin; set a token before binding to another address",
+            file=sys.stderr,
+            flush=True,
+        )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
 
