@@ -8,14 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.config import JobSpec
-from rlvr.jobs.store import JobRecord
-
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from rlvr.jobs.store import JobRecord, JobStatus
 
 
 class JobCreated(BaseModel):
     id: str
-    status: Status
+    status: JobStatus
 
 
 class JobSummary(BaseModel):
@@ -23,7 +21,7 @@ class JobSummary(BaseModel):
 
     id: str
     name: str
-    status: Status
+    status: JobStatus
     step: int = Field(description="the newest step with metrics")
     max_steps: int
     created_at: float = Field(description="unix seconds")
@@ -41,7 +39,7 @@ class JobSummary(BaseModel):
         return cls(
             id=job.id,
             name=job.name,
-            status=job.status,  # type: ignore[arg-type]
+            status=job.status,
             step=job.step,
             max_steps=int(job.spec.get("algorithm", {}).get("max_steps", 0)),
             created_at=job.created_at,

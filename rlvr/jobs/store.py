@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from sqlalchemy import (
     Boolean,
@@ -73,7 +73,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE = frozenset({"queued", "running"})
 
@@ -178,7 +179,7 @@ class JobRecord:
 
     id: str
     name: str
-    status: str
+    status: JobStatus
     spec: dict[str, Any]
     run_dir: str
     created_at: float
@@ -212,7 +213,7 @@ def _job_record(row: _Job) -> JobRecord:
     return JobRecord(
         id=row.id,
         name=row.name,
-        status=row.status,
+        status=cast(JobStatus, row.status),  # set_status writes only STATUSES
         spec=json.loads(row.spec_json),
         run_dir=row.run_dir,
         created_at=row.created_at,

@@ -27,11 +27,14 @@ dynamic sampling (DAPO).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import torch
 
-ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
-LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+from rlvr.config import Estimator, LossAgg
+
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)  # the job spec's names, defined there
+LOSS_AGGS: tuple[str, ...] = get_args(LossAgg)
 EPS = 1e-6
 
 
@@ -48,7 +51,7 @@ def _group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
 def compute_advantages(
     rewards: torch.Tensor | Sequence[float],
     group_ids: torch.Tensor | Sequence[int],
-    estimator: str = "grpo",
+    estimator: Estimator = "grpo",
     eps: float = EPS,
 ) -> torch.Tensor:
     """One advantage per completion.
@@ -112,7 +115,7 @@ def groups_with_signal(
     return (hi > lo)[index]
 
 
-def aggregate(loss: torch.Tensor, mask: torch.Tensor, loss_agg: str) -> torch.Tensor:
+def aggregate(loss: torch.Tensor, mask: torch.Tensor, loss_agg: LossAgg) -> torch.Tensor:
     """Reduce per-token ``loss[B, T]`` over ``mask[B, T]`` (see module doc)."""
     mask = mask.to(loss.dtype)
     if loss_agg == "token_mean":
@@ -141,7 +144,7 @@ def policy_loss(
     mask: torch.Tensor,
     clip_low: float = 0.2,
     clip_high: float = 0.28,
-    loss_agg: str = "token_mean",
+    loss_agg: LossAgg = "token_mean",
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     rollout_logprobs: torch.Tensor | None = None,

@@ -43,6 +43,20 @@ def test_reinforce_pp_whitens_over_the_whole_batch():
     assert float(adv.mean()) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_every_estimator_and_loss_agg_a_job_spec_accepts_is_implemented():
+    from typing import get_args
+
+    from rlvr.config import AlgorithmSpec, Estimator, LossAgg
+    from rlvr.train.algorithms import aggregate
+
+    for name in get_args(Estimator):
+        AlgorithmSpec(estimator=name)
+        assert compute_advantages(REWARDS, GROUPS, name).shape == (8,)
+    for name in get_args(LossAgg):
+        AlgorithmSpec(loss_agg=name)
+        assert aggregate(torch.ones(2, 3), torch.ones(2, 3), name) == pytest.approx(1.0)
+
+
 def test_unknown_estimator_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match="grpo"):
         compute_advantages([1.0], [0], "ppo")

@@ -30,11 +30,10 @@ from rlvr.api.models import (
     SampleList,
     SampleOut,
     Series,
-    Status,
 )
 from rlvr.api.validation import MAX_STORED_SPEC_BYTES, check_spec, parse_spec_body
 from rlvr.config import JobSpec
-from rlvr.jobs.store import TERMINAL, new_job_id
+from rlvr.jobs.store import TERMINAL, JobStatus, new_job_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -119,13 +118,13 @@ async def submit_job(
     await run_in_threadpool(write_plan, run_dir, plan)
     job = await run_in_threadpool(store.create_job, spec, run_dir=str(run_dir), job_id=job_id)
     runner.wake()
-    return JobCreated(id=job.id, status=job.status)  # type: ignore[arg-type]
+    return JobCreated(id=job.id, status=job.status)
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 def list_jobs(
     store: StoreDep,
-    status: Status | None = None,
+    status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JobList:
@@ -190,7 +189,7 @@ def resume_job(job: JobDep, store: StoreDep, runner: RunnerDep) -> JobCreated:
     except ValueError as exc:
         raise HTTPException(409, detail=str(exc)) from None
     runner.wake()
-    return JobCreated(id=job.id, status=job.status)  # type: ignore[arg-type]
+    return JobCreated(id=job.id, status=job.status)
 
 
 @router.get("/{job_id}/plan", responses={**_NOT_FOUND, 200: {"description": "the plan"}})
