@@ -4,7 +4,8 @@
   repository (a markdown link that climbs out of it, a sibling checkout, a scratch dir);
 - the layering rules of docs/design.md hold for every module's imports;
 - the job-spec table of docs/design.md lists every field of ``rlvr.config.JobSpec`` with the
-  model's own type, default and bounds (``python scripts/job_spec_table.py --write``).
+  model's own type, default and bounds (``python scripts/job_spec_table.py --write``);
+- its metric table names every metric the loop and the learner write.
 """
 
 from __future__ import annotations
@@ -135,3 +136,27 @@ def test_spec_table_reads_back_what_it_writes():
     assert script.table_in(table) == {r["field"]: r for r in rows}
     assert any(r["field"] == "reward.verifiers[].weight" for r in rows)
     assert next(r for r in rows if r["field"] == "algorithm.group_size")["bounds"] == "≥ 2, ≤ 1024"
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_design_doc_names_every_metric_the_loop_and_the_learner_write():
+    from rlvr.train.update import LEARNER_METRICS
+
+    written = set(LEARNER_METRICS) | {"accuracy"}
+    for module in ("loop.py", "evaluate.py"):  # the step's own metrics, spelled as literals
+        tree = ast.parse((REPO / "rlvr" / "train" / module).read_text(encoding="utf-8"))
+        written |= {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and re.fullmatch(r"[a-z_]+(/[a-z_@0-9]+)+", node.value)
+        }
+    table = _section(DESIGN.read_text(encoding="utf-8"), "Metric names")
+    missing = sorted(name for name in written if f"`{name}`" not in table)
+    assert len(written) > 20 and not missing, (
+        f"docs/design.md, Metric names, lacks {missing}: name and explain each there"
+    )
