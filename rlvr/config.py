@@ -192,7 +192,7 @@ class JobSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_safe(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if not _NAME_RE.fullmatch(v):  # match() would accept "evil\n" ($ before a newline)
             raise ValueError(
                 "name must be 1-64 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"

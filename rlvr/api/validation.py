@@ -297,6 +297,18 @@ def _check_scale(spec: JobSpec) -> ErrorList:
     return errors
 
 
+def _without_server_paths(error: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The error with each data/model root's absolute path replaced by the root's name
+    (``/srv/rlvr/data/x.jsonl`` -> ``data/x.jsonl``): a caller learns nothing of the
+    server's file system beyond the names it may use."""
+    msg = error["msg"]
+    roots = [*settings.data_roots, *settings.model_roots]
+    spellings = {str(p): r.expanduser().name for r in roots for p in (r, r.expanduser().resolve())}
+    for path in sorted(spellings, key=len, reverse=True):
+        msg = msg.replace(path, spellings[path])
+    return {**error, "msg": msg}
+
+
 def check_spec(spec: JobSpec, settings: Settings) -> tuple[JobSpec, ErrorList]:
     """Every problem with ``spec`` on this service, and the spec to store (local model and
     data paths made absolute). An empty error list means the job can be queued."""
@@ -305,7 +317,7 @@ def check_spec(spec: JobSpec, settings: Settings) -> tuple[JobSpec, ErrorList]:
     data_errors, data_paths = _check_data(spec, settings, verifier_names)
     errors = verifier_errors + model_errors + data_errors + _check_scale(spec)
     if errors:
-        return spec, errors
+        return spec, [_without_server_paths(e, settings) for e in errors]
     update: dict[str, Any] = {}
     if model_path != spec.model.path:
         update["model"] = spec.model.model_copy(update={"path": model_path})
