@@ -19,6 +19,7 @@ import yaml
 from rlvr.api.models import nesting_depth
 from rlvr.api.settings import Settings
 from rlvr.config import JobSpec
+from rlvr.models.importer import KNOWN_MODELS
 
 # Completions sampled per step (prompts_per_step x group_size) beyond which a run is a typo.
 MAX_COMPLETIONS_PER_STEP = 65_536
@@ -153,6 +154,9 @@ def _check_model(spec: JobSpec, settings: Settings) -> tuple[ErrorList, str]:
     if value.startswith("tiny:"):
         problem = _tiny_problem(value)
         return ([_error(loc, problem)] if problem else []), value
+    if value in KNOWN_MODELS:  # imported from a package's GGUF file by the trainer
+        problem = _imported_problem(value)
+        return ([_error(loc, problem)] if problem else []), value
     roots = list(settings.model_roots)
     if _looks_like_path(value):
         raw = Path(value).expanduser()
@@ -215,6 +219,18 @@ def _tiny_problem(value: str) -> str | None:
     if seed and not 0 <= int(seed.group(1)) <= MAX_TINY_SEED:
         # Each seed is a model of its own, built by the driver and cached on disk.
         return f"{value}: seed must be in 0..{MAX_TINY_SEED}"
+    return None
+
+
+def _imported_problem(value: str) -> str | None:
+    """Why an imported model (``smollm2-135m-instruct``) is unavailable here (None: it is).
+    Only its package is looked for: importing is the driver's work."""
+    from rlvr.models.resolve import imported_model_dir_name
+
+    try:
+        imported_model_dir_name(value)
+    except LookupError as exc:
+        return str(exc)
     return None
 
 

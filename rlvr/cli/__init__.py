@@ -26,6 +26,7 @@ _COMMANDS: dict[str, str] = {
     "cancel": "service",
     "resume": "service",
     "demo": "service",
+    "models": "models",
 }
 
 

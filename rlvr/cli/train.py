@@ -78,9 +78,6 @@ def _precheck(spec: Any) -> None:
     from rlvr.data import DataError, validate_source
     from verifiers import get_verifier
 
-    if spec.model.lora is not None:
-        raise UsageError("model.lora: LoRA training is not supported yet; remove model.lora")
-
     for i, v in enumerate(spec.reward.verifiers):
         try:
             get_verifier(v.name, **v.options)
@@ -97,6 +94,14 @@ def _precheck(spec: Any) -> None:
         except DataError as exc:
             raise UsageError(f"{field_name}: {exc}") from None
     model = spec.model.path
+    from rlvr.models.importer import KNOWN_MODELS
+    from rlvr.models.resolve import imported_model_dir_name
+
+    if model in KNOWN_MODELS:  # imported on first use: its package must be here
+        try:
+            imported_model_dir_name(model)
+        except LookupError as exc:
+            raise UsageError(f"model.path: {exc}") from None
     looks_local = model.startswith(("/", ".", "~"))  # "org/name" is a hub id
     if looks_local and not Path(model).expanduser().is_dir():
         raise UsageError(

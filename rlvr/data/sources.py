@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from rlvr.data import arithmetic, countdown, humaneval
+from rlvr.data import arithmetic, countdown, humaneval, word_problems
 from rlvr.data.records import SPLITS, DataError, PromptRecord
 
 BUILTIN_PREFIX = "builtin:"
@@ -51,11 +51,13 @@ _BUILTIN_PARAMS: dict[str, dict[str, tuple[type, Any]]] = {
         "ops": (str, countdown.OPS),
         "split": (str, "all"),
     },
+    "word_problems": {"n": (int, 2000), "seed": (int, 0), "split": (str, "all")},
     "humaneval": {"n": (int, 164), "seed": (int, 0), "split": (str, "all")},  # n: at most
 }
 _GENERATORS: dict[str, Callable[..., list]] = {
     "arithmetic": arithmetic.generate,
     "countdown": countdown.generate,
+    "word_problems": word_problems.generate,
     "humaneval": humaneval.generate,
 }
 # Other spellings people type for the operators (and '+' survives, unlike in URL forms).

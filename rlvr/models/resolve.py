@@ -1,9 +1,12 @@
 """Turning ``model.path`` into a local Hugging Face model directory, offline.
 
-Three kinds of path, tried in this order:
+Four kinds of path, tried in this order:
 
 * ``tiny:<task>`` (optionally ``tiny:<task>?size=gpu&seed=1&warm_start=0``): built here by
   :mod:`rlvr.models.tiny` the first time, then reused from the cache;
+* a pretrained model imported from a GGUF file that an installed package ships
+  (``smollm2-135m-instruct``, :mod:`rlvr.models.importer`): imported the first time,
+  then reused from the cache;
 * a directory (absolute, relative to the working directory, or under one of the model
   roots ``RLVR_MODEL_ROOTS``) that holds ``config.json``;
 * a Hugging Face id (``Qwen/Qwen2.5-0.5B-Instruct``), found in the local HF cache only:
@@ -21,8 +24,12 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+from rlvr.models.importer import KNOWN_MODELS
 
 TINY_PREFIX = "tiny:"
 LOCK_TIMEOUT_S = 30 * 60  # how long to wait for another process building the same model
@@ -55,7 +62,7 @@ def _parse_tiny(spec: str):
 
     body = spec[len(TINY_PREFIX) :]
     task, _, query = body.partition("?")
-    kw: dict[str, object] = {}
+    kw: dict[str, Any] = {}
     for pair in filter(None, query.split("&")):
         key, _, value = pair.partition("=")
         if key == "size":
@@ -89,7 +96,7 @@ def _code_fingerprint() -> str:
     h = hashlib.sha256()
     for mod in (rlvr.models.tiny, rlvr.data.arithmetic, rlvr.data.countdown, rlvr.data.records,
                 rlvr.data.templates):  # fmt: skip
-        h.update(Path(mod.__file__).read_bytes())
+        h.update(Path(str(mod.__file__)).read_bytes())
     return h.hexdigest()
 
 
@@ -124,22 +131,19 @@ def _lock(path: Path, what: str):
         time.sleep(0.5)
 
 
-def _resolve_tiny(spec: str, cache_dir: Path) -> Path:
-    from rlvr.models import tiny
-
-    recipe = _parse_tiny(spec)
-    final = cache_dir / tiny_model_dir_name(spec)
+def _build_cached(spec: str, final: Path, build: Callable[[Path], object]) -> Path:
+    """``final`` if it holds a model, else ``build(tmp)`` renamed to ``final`` under a lock."""
     if (final / "config.json").is_file():
         return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fh = _lock(cache_dir / f".{final.name}.lock", spec)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fh = _lock(final.parent / f".{final.name}.lock", spec)
     try:
         if (final / "config.json").is_file():  # built by the process we waited for
             return final
-        tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            tiny.build_from_recipe(recipe, tmp)
+            build(tmp)
             os.rename(tmp, final)  # atomic: readers see a complete directory or none
             print(f"[rlvr.models] {spec} is at {final}", file=sys.stderr, flush=True)
         finally:
@@ -148,6 +152,33 @@ def _resolve_tiny(spec: str, cache_dir: Path) -> Path:
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def _resolve_tiny(spec: str, cache_dir: Path) -> Path:
+    from rlvr.models import tiny
+
+    recipe = _parse_tiny(spec)
+    final = cache_dir / tiny_model_dir_name(spec)
+    return _build_cached(spec, final, lambda tmp: tiny.build_from_recipe(recipe, tmp))
+
+
+# -- imported pretrained models (smollm2-135m-instruct) ----------------------------------------
+def imported_model_dir_name(name: str) -> str:
+    """The cache directory of a known imported model; :class:`ModelNotFoundError` naming the
+    package to install when its GGUF file is not here."""
+    from rlvr.models import importer
+
+    try:
+        return f"{name}-{importer.cache_key(name)}"
+    except importer.ImportSourceError as exc:
+        raise ModelNotFoundError(str(exc)) from None
+
+
+def _resolve_imported(name: str, cache_dir: Path) -> Path:
+    from rlvr.models import importer
+
+    final = cache_dir / imported_model_dir_name(name)
+    return _build_cached(name, final, lambda tmp: importer.import_gguf(name, tmp))
 
 
 # -- directories and HF ids ---------------------------------------------------------------------
@@ -165,7 +196,8 @@ def resolve_model(path_spec: str, *, cache_dir: str | Path | None = None) -> Pat
     """A local HF model directory for ``path_spec`` (built or looked up, never downloaded).
 
     Args:
-        path_spec: ``tiny:<task>[?size=cpu|gpu&seed=N&warm_start=0|1]``, a directory
+        path_spec: ``tiny:<task>[?size=cpu|gpu&seed=N&warm_start=0|1]``, an imported
+            model's name (``smollm2-135m-instruct``, needs ``rlvr[models]``), a directory
             holding ``config.json``, a name under one of the model roots, or an HF id
             present in the local Hugging Face cache.
         cache_dir: where ``tiny:`` models are built and cached (default: the first of
@@ -183,6 +215,10 @@ def resolve_model(path_spec: str, *, cache_dir: str | Path | None = None) -> Pat
     spec = path_spec.strip()
     if spec.startswith(TINY_PREFIX):
         return _resolve_tiny(
+            spec, Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        )
+    if spec in KNOWN_MODELS:
+        return _resolve_imported(
             spec, Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         )
     local = Path(spec).expanduser()

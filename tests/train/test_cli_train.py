@@ -23,7 +23,7 @@ def _write(tmp_path, text):
         ("reward: {verifiers: [{name: nope}]}\n", "reward.verifiers[0].name"),
         ("data: {train: 'builtin:nosuch'}\n", "data.train"),
         ("model: {path: ./no/such/dir}\n", "model.path"),
-        ("model: {lora: {rank: 8}}\n", "model.lora"),
+        ("model: {lora: {rank: 0}}\n", "model.lora.rank"),
         ("[not, a, mapping]\n", "mapping"),
         ("a: [unclosed\n", "YAML"),
     ],

