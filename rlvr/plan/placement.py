@@ -298,9 +298,9 @@ def make_plan(
     model: dict[str, Any] = {"params": None, "trainable_params": None}
     per_gpu: list[dict[str, Any]] = []
     if shape is not None and not problems:
-        sharding = sharding or getattr(a, "sharding", "none")
+        shard_mode = str(sharding or getattr(a, "sharding", "none"))
         per_gpu = _memory(
-            spec, shape, cluster, mode, engine, actors, learners, problems, model, sharding
+            spec, shape, cluster, mode, engine, actors, learners, problems, model, shard_mode
         )
     elif shape is None:
         notes.append(f"model {spec.model.path!r}: shape unknown here, memory not estimated")
@@ -330,13 +330,13 @@ def _place(
 ) -> list[Actor]:
     """Actors onto GPUs: each engine on ``tp`` GPUs of one node; learners on the GPUs left
     (split) or on the first GPUs, beside the engines (colocate)."""
+    actors = [Actor(f"engine-{i}", "engine", 0, [], 0.0) for i in range(replicas)]
     if mode == "cpu" or problems:
-        actors = [Actor(f"engine-{i}", "engine", 0, [], 0.0) for i in range(replicas)]
         if learners == 0:  # num_learners: 0 on CPU: the learner lives in the driver's process
             return [*actors, Actor("learner-driver", "learner", 0, [], 0.0)]
         return actors + [Actor(f"learner-{i}", "learner", 0, [], 0.0) for i in range(learners)]
     free = [list(range(n.gpus)) for n in cluster.nodes]
-    actors: list[Actor] = []
+    actors = []
     for i in range(replicas):
         node = next((n for n, f in enumerate(free) if len(f) >= tp), None)
         if node is None:

@@ -17,6 +17,7 @@ their models in Ray actors:
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from typing import Any
 
 from rlvr.rollout.base import Completion, RolloutEngine, SamplingConfig
@@ -65,6 +66,7 @@ def create_rollout(
     num_gpus: float | None = None,
     call_timeout_s: float = 1800.0,
     engine: str | None = None,
+    actor_options: Callable[[int], dict] | None = None,
 ) -> Any:
     """Start ``spec.rollout.replicas`` engine actors serving ``model_path``.
 
@@ -79,6 +81,8 @@ def create_rollout(
         engine: ``hf`` or ``vllm`` as the job's placement plan chose it from the cluster
             (``rlvr.plan``; the trainer passes it); None: :func:`resolve_engine`, which looks
             at this process's own CUDA (tools and tests without a plan).
+        actor_options: Ray options of replica ``i`` from the plan's placement groups
+            (:func:`rlvr.plan.reserve.engine_options`); None: placed by ``num_gpus``.
     """
     engine = engine or resolve_engine(spec.rollout.engine)
     replicas = spec.rollout.replicas
@@ -96,6 +100,7 @@ def create_rollout(
             num_gpus=num_gpus,
             num_cpus=num_cpus,
             call_timeout_s=call_timeout_s,
+            actor_options=actor_options,
         )
     from rlvr.rollout.hf import HFEngineConfig, HFRollout
 
@@ -106,4 +111,5 @@ def create_rollout(
         num_cpus=num_cpus,
         num_gpus=num_gpus or 0.0,
         call_timeout_s=call_timeout_s,
+        actor_options=actor_options,
     )

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,6 +325,8 @@ class HFRollout:
         num_gpus: Ray GPUs per replica (the HF engine on a GPU is a fallback; vLLM is faster).
         start_timeout_s: bound on loading the model in every replica.
         call_timeout_s: bound on each generate / load call.
+        actor_options: Ray options of replica ``i`` (the placement plan's bundle,
+            :func:`rlvr.plan.reserve.engine_options`); they override num_cpus/num_gpus.
     """
 
     def __init__(
@@ -335,6 +337,7 @@ class HFRollout:
         num_gpus: float = 0.0,
         start_timeout_s: float = 600.0,
         call_timeout_s: float = 1800.0,
+        actor_options: Callable[[int], dict[str, Any]] | None = None,
     ) -> None:
         import ray
 
@@ -344,8 +347,14 @@ class HFRollout:
             raise RuntimeError("HFRollout needs a Ray cluster: call ray.init() first")
         self.config = config
         self.replicas = ReplicaGroup("HF", call_timeout_s)
-        actor = ray.remote(HFEngine).options(num_cpus=num_cpus, num_gpus=num_gpus)
-        self.infos = self.replicas.start(lambda _: actor.remote(config), replicas, start_timeout_s)
+        actor = ray.remote(HFEngine)
+
+        def new_actor(i: int) -> Any:
+            options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+            options.update(actor_options(i) if actor_options else {})
+            return actor.options(**options).remote(config)
+
+        self.infos = self.replicas.start(new_actor, replicas, start_timeout_s)
 
     def generate(
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -388,6 +388,8 @@ class VllmRollout:
         runtime_env: extra Ray runtime env for the actors (``env_vars`` are merged).
         start_timeout_s: bound on the engines' start (vLLM compiles for ~40 s).
         call_timeout_s: bound on each generate / load call.
+        actor_options: Ray options of replica ``i`` (the placement plan's bundle,
+            :func:`rlvr.plan.reserve.engine_options`); no placement group of its own then.
     """
 
     def __init__(
@@ -399,6 +401,7 @@ class VllmRollout:
         runtime_env: dict[str, Any] | None = None,
         start_timeout_s: float = 900.0,
         call_timeout_s: float = 3600.0,
+        actor_options: Callable[[int], dict[str, Any]] | None = None,
     ) -> None:
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
@@ -417,7 +420,7 @@ class VllmRollout:
         env = dict(runtime_env or {})
         env["env_vars"] = {**ENGINE_ENV, **env.get("env_vars", {})}
 
-        if num_gpus > 0:
+        if num_gpus > 0 and actor_options is None:  # else the plan's groups place them
             bundle = {"GPU": num_gpus, **({"CPU": num_cpus} if num_cpus else {})}
             self._pg = placement_group([bundle] * replicas, strategy="PACK")
             try:
@@ -442,6 +445,7 @@ class VllmRollout:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement_group=self._pg, placement_group_bundle_index=i
                 )
+            options.update(actor_options(i) if actor_options else {})
             return actor.options(**options).remote(config)
 
         # Several engines profiling memory on one GPU at once would see each other's

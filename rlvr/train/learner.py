@@ -236,7 +236,9 @@ class Learner:
     data-parallel (DDP over gloo on CPU, NCCL on GPU), each on a contiguous slice of the batch.
     """
 
-    def __init__(self, config: LearnerConfig) -> None:
+    def __init__(self, config: LearnerConfig, placement_group: Any = None) -> None:
+        """``placement_group``: the learners' reserved group (the placement plan's,
+        :func:`rlvr.plan.reserve.reserve`); None: Ray places the learner actors."""
         import gymnasium as gym
         from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
         from ray.rllib.core.learner.learner_group import LearnerGroup
@@ -277,6 +279,7 @@ class Learner:
         self.group = LearnerGroup(
             config=algo_config,
             module_spec=MultiRLModuleSpec(rl_module_specs={MODULE_ID: module_spec}),
+            placement_group=placement_group,
         )
 
     @property

@@ -19,6 +19,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -229,6 +230,7 @@ class _Trainer:
         import ray
 
         from rlvr.plan import cluster_from_ray, make_plan
+        from rlvr.plan.reserve import engine_options, reserve
         from rlvr.plan.service import write_plan
 
         # Engines, learners and their GPU shares come from the cluster's resources, never
@@ -247,13 +249,28 @@ class _Trainer:
             policy_path, self.plan.mode, spec.rollout.replicas, self.plan.engine, learners,
             self.plan.sync,
         )  # fmt: skip
-        self.rollout = create_rollout(
-            spec,
-            str(policy_path),
-            num_cpus=actor_cpus,
-            num_gpus=self.plan.actor("engine-0").gpu_share,
-            engine=self.plan.engine,
+        # GPUs: one placement group per node (a bundle per GPU) and one for the learners.
+        self.reservation = (
+            reserve(self.plan, cpus_per_actor=actor_cpus) if self.plan.gpu_count else None
         )
+        place = None
+        if self.reservation is not None:
+            place = functools.partial(
+                engine_options, self.plan, self.reservation, num_cpus=actor_cpus
+            )
+        try:
+            self.rollout = create_rollout(
+                spec,
+                str(policy_path),
+                num_cpus=actor_cpus,
+                num_gpus=self.plan.actor("engine-0").gpu_share,
+                engine=self.plan.engine,
+                actor_options=place,
+            )
+        except BaseException:
+            if self.reservation is not None:
+                self.reservation.release()
+            raise
         try:
             overrides: dict[str, Any] = {
                 "num_cpus_per_learner": actor_cpus,
@@ -278,12 +295,15 @@ class _Trainer:
                     f"algorithm.num_learners={a.num_learners} exceeds the batch "
                     f"({a.prompts_per_step * a.group_size} sequences); lower it"
                 )
-            self.learner = Learner(config)
+            learner_group = self.reservation.learners if self.reservation else None
+            self.learner = Learner(config, placement_group=learner_group)
             self.rewards = RewardPool(spec.reward)
         except BaseException:
             self.rollout.shutdown()
             if hasattr(self, "learner"):
                 self.learner.shutdown()
+            if self.reservation is not None:
+                self.reservation.release()
             raise
         if ckpt is not None:
             self.learner.load_optimizer(ckpt[1])
@@ -305,7 +325,10 @@ class _Trainer:
                 raise ValueError(f"reward.verifiers[{i}] ({v.name!r}): {exc}") from exc
 
     def close(self) -> None:
-        for closer in (self.rewards.close, self.rollout.shutdown, self.learner.shutdown):
+        closers = [self.rewards.close, self.rollout.shutdown, self.learner.shutdown]
+        if self.reservation is not None:  # after the actors in its groups are gone
+            closers.append(self.reservation.release)
+        for closer in closers:
             try:
                 closer()
             except Exception as exc:  # closing must not hide the run's own error
