@@ -40,9 +40,10 @@ import json
 import os
 import signal
 import sys
+from typing import Any
 
 MAX_DEPTH = 100
-_RANDOM = None  # the seeded ``random`` module (when the spec has a seed)
+_RANDOM: Any = None  # the seeded ``random`` module (when the spec has a seed)
 
 
 def encode(value: object, depth: int = 0) -> list:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +27,9 @@ from fastapi.exceptions import RequestValidationError
 from rlvr.api.deps import SettingsDep
 from rlvr.api.models import ErrorOut, VerdictOut, VerifierOut, VerifyRequest, nesting_depth
 from rlvr.api.validation import verifier_option_problems
+
+if TYPE_CHECKING:
+    from verifiers import VerifierPool
 
 router = APIRouter(prefix="/v1", tags=["verifiers"])
 
@@ -132,7 +135,7 @@ class VerifySlots:
         self.workers = workers
         self.busy = 0
         self._lock = threading.Lock()
-        self._pool = None
+        self._pool: VerifierPool | None = None
         self.threads = ThreadPoolExecutor(workers, thread_name_prefix="rlvr-verify")
 
     def try_acquire(self) -> bool:
