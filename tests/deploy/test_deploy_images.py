@@ -133,7 +133,8 @@ def test_api_image_healthcheck_asks_healthz_on_rlvr_port(validate, status, healt
 
 def test_api_image_healthcheck_passes_against_the_real_service(validate, tmp_path):
     # The service under uvicorn, configured the way the image configures it (all interfaces,
-    # RLVR_PORT), with the Ray runner off: /healthz must answer without a cluster.
+    # RLVR_PORT), with the Ray runner off: /healthz must answer without a cluster, and
+    # without the token the deployment sets (a service on all interfaces needs one).
     from rlvr.api.app import create_app
     from rlvr.api.server import BackgroundServer, free_port
 
@@ -142,6 +143,7 @@ def test_api_image_healthcheck_passes_against_the_real_service(validate, tmp_pat
         port=free_port(),
         db_url=f"sqlite:///{tmp_path / 'rlvr.db'}",
         runs_dir=tmp_path / "runs",
+        api_token="set-by-the-deployment",
     )
     app = create_app(settings, start_runner=False)
     command = _healthcheck_command(validate)
