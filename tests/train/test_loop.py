@@ -117,6 +117,21 @@ def test_every_learner_metric_reaches_metrics_jsonl_and_the_callers_sink(first_r
         assert rec["learner/skipped_steps"] == 0.0
 
 
+def test_every_metric_the_dashboard_charts_is_one_the_loop_writes(first_run):
+    import re
+    from pathlib import Path
+
+    import rlvr.api
+
+    app_js = (Path(rlvr.api.__file__).parent / "static" / "app.js").read_text()
+    charts = app_js[app_js.index("const CHARTS") :].split("];")[0]
+    lines = " ".join(re.findall(r"lines: \[([^\]]*)\]", charts))
+    charted = set(re.findall(r'"([^"]+)"', lines))
+    assert {"loss", "grad_norm", "learner/skipped_steps"} <= charted
+    written = set(read_jsonl(first_run[0] / "metrics.jsonl")[-1])  # the last step has eval too
+    assert sorted(charted - written) == []
+
+
 def test_samples_checkpoints_spec_and_curves_are_in_the_run_dir(first_run):
     from transformers import AutoModelForCausalLM
 

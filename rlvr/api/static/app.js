@@ -178,6 +178,9 @@ const CHARTS = [
   { id: "chart-kl", title: "KL", lines: ["kl", "mismatch/kl"] },
   { id: "chart-entropy", title: "entropy", lines: ["entropy"] },
   { id: "chart-throughput", title: "rollout throughput (tok/s)", lines: ["throughput/rollout_tok_s"] },
+  { id: "chart-loss", title: "loss", lines: ["loss", "pg_loss"] },
+  { id: "chart-gradient", title: "gradient norm, skipped steps", lines: ["grad_norm", "learner/skipped_steps"] },
+  { id: "chart-ratio", title: "importance ratio, clipping", lines: ["ratio_mean", "clip_frac", "tis_weight_mean"] },
 ];
 const COLORS = ["#2f6fde", "#e07b39", "#1a8d4a", "#8e44ad", "#c8392b", "#555"];
 
@@ -317,6 +320,24 @@ async function loadCheckpoints(jobId) {
   } catch (e) { /* ignore */ }
 }
 
+function gib(bytes) { return bytes === undefined ? "–" : `${(bytes / 2 ** 30).toFixed(1)} GiB`; }
+
+async function loadPlan(jobId) {  // the placement plan made at submission (docs/gpu.md)
+  let plan;
+  try { plan = await api(`/v1/jobs/${encodeURIComponent(jobId)}/plan`); }
+  catch (e) { $("#plan-summary").textContent = "(none)"; $("#plan-table").replaceChildren(); return; }
+  $("#plan-summary").textContent =
+    `${plan.mode}: ${plan.engine} engines, ${plan.num_learners} learner actor(s), weights by ${plan.sync}`;
+  const head = el("tr", {}, ...["actor", "node", "GPUs", "GPU share", "memory per GPU"].map((h) => el("th", {}, h)));
+  const rows = plan.actors.map((a) => el("tr", {}, el("td", {}, a.name), el("td", { class: "num" }, String(a.node)),
+    el("td", {}, a.gpus.length ? a.gpus.join(", ") : "CPU"),
+    el("td", { class: "num" }, a.gpus.length ? String(a.gpu_share) : "–"),
+    el("td", { class: "num" }, gib(a.memory_bytes.total))));
+  $("#plan-table").replaceChildren(head, ...rows);
+  const notes = [...plan.notes, ...plan.problems.map((p) => `${p.loc.join(".")}: ${p.msg}`)];
+  $("#plan-notes").replaceChildren(...notes.map((n) => el("li", {}, n)));
+}
+
 async function loadLogs(jobId) {
   try {
     const out = await api(`/v1/jobs/${encodeURIComponent(jobId)}/logs?tail=200`);
@@ -368,6 +389,7 @@ async function showJob(jobId) {
   drawCharts();
   loadSamples(jobId);
   loadCheckpoints(jobId);
+  loadPlan(jobId);
   loadLogs(jobId);
   pageAbort = new AbortController();
   follow(jobId, job.last_event_id, pageAbort.signal);
