@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from typing import Any
 
+from rlvr.config import JobSpec
 from rlvr.rollout.base import Completion, RolloutEngine, SamplingConfig
 
 __all__ = [
@@ -59,7 +59,7 @@ def resolve_engine(engine: str) -> str:
 
 
 def create_rollout(
-    spec: Any,
+    spec: JobSpec,
     model_path: str,
     *,
     num_cpus: float = 1.0,
@@ -67,7 +67,7 @@ def create_rollout(
     call_timeout_s: float = 1800.0,
     engine: str | None = None,
     actor_options: Callable[[int], dict] | None = None,
-) -> Any:
+) -> RolloutEngine:
     """Start ``spec.rollout.replicas`` engine actors serving ``model_path``.
 
     Args:
