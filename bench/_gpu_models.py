@@ -24,40 +24,31 @@ from typing import Any
 import torch
 
 from rlvr.models.tiny import IM_END, IM_START, MARKUP_TOKENS, PAD
+from rlvr.plan.memory import QWEN25, ModelShape
 
 # The tiny models' chat and markup tokens, then <unk>.
 SPECIAL_TOKENS = [PAD, IM_START, IM_END, *MARKUP_TOKENS, "<unk>"]
 
-# Shapes of the released Qwen2.5 models (config.json of Qwen/Qwen2.5-0.5B and -1.5B);
-# "tiny" is for tests: a few M parameters, head_dim 64 like the real ones.
+
+def qwen2_config_kwargs(shape: ModelShape) -> dict[str, Any]:
+    """``Qwen2Config`` keyword arguments of a shape from the memory model."""
+    return dict(
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        vocab_size=shape.vocab,
+        tie_word_embeddings=shape.tie_embeddings,
+    )
+
+
+# The released Qwen2.5 shapes (rlvr.plan.memory.QWEN25, from their config.json); "tiny" is
+# for tests: a few M parameters, head_dim 64 like the real ones.
 SHAPES: dict[str, dict[str, Any]] = {
-    "qwen2.5-0.5b": dict(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "qwen2.5-1.5b": dict(
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "tiny": dict(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=1024,
-        tie_word_embeddings=True,
-    ),
+    "qwen2.5-0.5b": qwen2_config_kwargs(QWEN25["Qwen2.5-0.5B"]),
+    "qwen2.5-1.5b": qwen2_config_kwargs(QWEN25["Qwen2.5-1.5B"]),
+    "tiny": qwen2_config_kwargs(ModelShape(256, 2, 4, 2, 512, 1024, tie_embeddings=True)),
 }
 
 
