@@ -178,6 +178,9 @@ const CHARTS = [
   { id: "chart-kl", title: "KL", lines: ["kl", "mismatch/kl"] },
   { id: "chart-entropy", title: "entropy", lines: ["entropy"] },
   { id: "chart-throughput", title: "rollout throughput (tok/s)", lines: ["throughput/rollout_tok_s"] },
+  { id: "chart-loss", title: "loss", lines: ["loss", "pg_loss"] },
+  { id: "chart-gradient", title: "gradient norm, skipped steps", lines: ["grad_norm", "learner/skipped_steps"] },
+  { id: "chart-ratio", title: "importance ratio, clipping", lines: ["ratio_mean", "clip_frac", "tis_weight_mean"] },
 ];
 const COLORS = ["#2f6fde", "#e07b39", "#1a8d4a", "#8e44ad", "#c8392b", "#555"];
 
