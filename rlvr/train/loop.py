@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from rlvr.config import JobSpec
+from rlvr.data.records import PromptRecord
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.train.algorithms import compute_advantages, groups_with_signal
 from rlvr.train.batch import make_train_batch
@@ -81,7 +82,7 @@ def _resolve_model(path: str) -> Path:
 
 @dataclass
 class _Prompts:
-    records: list[Any]
+    records: list[PromptRecord]
     token_ids: list[list[int]]
 
 
@@ -166,7 +167,7 @@ def _rollout_metrics(
 
 
 def _sample_rows(
-    completions: list[Completion], rewards: list[Reward], records: list[Any], k: int
+    completions: list[Completion], rewards: list[Reward], records: list[PromptRecord], k: int
 ) -> list[SampleRow]:
     """The first completion of the first k groups, with rewards and every verdict."""
     from verifiers import split_think
