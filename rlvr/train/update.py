@@ -13,7 +13,7 @@ averages gradients), so the summed gradient is that of the loss over the full ba
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,8 +47,8 @@ TOKEN_STATS = ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weigh
 
 @dataclass
 class StepStats:
-    """One learner's sums over a step. Learners' stats add up (``+``); :meth:`metrics` turns
-    the total into the step's metrics."""
+    """One learner's sums over a step. Summed field by field over the learners (RLlib's
+    ``MetricsLogger`` does it), :meth:`metrics` turns them into the step's metrics."""
 
     pg_loss: float = 0.0  # TOKEN_STATS: token-weighted sums over every epoch
     kl: float = 0.0
@@ -66,11 +66,6 @@ class StepStats:
     lr: float = 0.0
     skipped_steps: float = 0.0  # optimizer steps skipped for a non-finite gradient
     learners: float = 1.0
-
-    def __add__(self, other: StepStats) -> StepStats:
-        return StepStats(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        )
 
     def metrics(self) -> dict[str, float]:
         """The step's learner metrics (names: :data:`LEARNER_METRICS`)."""
