@@ -121,6 +121,7 @@ def create_app(
     app.state.store = store
     app.state.runner = runner
     app.state.tokens = tokens
+    app.state.open_streams = {}  # user -> event streams open now (quota_streams)
 
     registry = CollectorRegistry()
     registry.register(_JobCollector(store))

@@ -33,13 +33,23 @@ class JobSummary(BaseModel):
     accuracy: float | None
     eval_accuracy: float | None
     error: str | None
+    owner: str = Field("admin", description="the user who submitted it")
+    priority: int = Field(0, description="higher is admitted to the cluster first")
+    queue_position: int | None = Field(
+        None, description="1 = admitted next; null once handed to the cluster"
+    )
 
     @classmethod
-    def of(cls, job: JobRecord, latest: dict[str, float | None]) -> JobSummary:
+    def of(
+        cls, job: JobRecord, latest: dict[str, float | None], queue_position: int | None = None
+    ) -> JobSummary:
         return cls(
             id=job.id,
             name=job.name,
             status=job.status,
+            owner=job.owner,
+            priority=job.priority,
+            queue_position=queue_position,
             step=job.step,
             max_steps=int(job.spec.get("algorithm", {}).get("max_steps", 0)),
             created_at=job.created_at,

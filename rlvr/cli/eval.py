@@ -108,7 +108,7 @@ def run_eval(args: argparse.Namespace) -> int:
     _check_sources(spec)
     import ray
 
-    from rlvr.train.evaluate import evaluate_model
+    from rlvr.train.evaluate import eval_sets, evaluate_model
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = not ray.is_initialized()
@@ -133,7 +133,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if started:
             ray.shutdown()
     if args.json:
-        print(json.dumps({"sets": dict(spec.eval.sets), "results": results}, indent=1))
+        print(json.dumps({"sets": eval_sets(spec), "results": results}, indent=1))
     else:
         print(format_table(results))
     return 0

@@ -72,7 +72,7 @@ class EvalOut(BaseModel):
             id=e.id, status=e.status, progress=e.progress, message=e.message,
             created_at=e.created_at, finished_at=e.finished_at, error=e.error,
             targets=e.request.get("targets", []),
-            sets=e.request.get("spec", {}).get("eval", {}).get("sets", {}),
+            sets=e.request.get("sets", {}),
             results=e.results,
         )  # fmt: skip
 
@@ -103,7 +103,7 @@ def _plan(body: EvalRequest, store: Any, settings: Any, user: Any) -> dict[str, 
     """The stored request: targets and the eval-only job spec, checked like a job's
     (verifiers, data roots, every row; model roots, or a job's run directory)."""
     from rlvr.api.validation import check_spec
-    from rlvr.train.evaluate import EvalTarget, eval_spec, eval_targets
+    from rlvr.train.evaluate import EvalTarget, eval_sets, eval_spec, eval_targets
 
     base, targets, errors = None, [], []
     if body.job_id is not None:
@@ -147,6 +147,7 @@ def _plan(body: EvalRequest, store: Any, settings: Any, user: Any) -> dict[str, 
     return {
         "targets": [t.__dict__ for t in targets],
         "job_id": body.job_id,
+        "sets": eval_sets(spec),
         "spec": spec.model_dump(mode="json"),
     }
 

@@ -9,14 +9,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
-from rlvr.api.deps import JobDep, RunnerDep, SettingsDep, StoreDep
+from rlvr.api.deps import (
+    JobDep,
+    RunnerDep,
+    SettingsDep,
+    StoreDep,
+    UserDep,
+    check_job_quota,
+    stream_slot,
+)
 from rlvr.api.models import (
     CheckpointList,
     CheckpointOut,
@@ -95,13 +103,21 @@ async def submit_job(
     store: StoreDep,
     runner: RunnerDep,
     settings: SettingsDep,
+    user: UserDep,
     dry_run: Annotated[bool, Query(description="return the placement plan only")] = False,
+    priority: Annotated[
+        int,
+        Query(ge=-100, le=100, description="admission order, higher first; above 0: admins only"),
+    ] = 0,
 ) -> Any:
     """Validate the spec against this service (verifiers, model and data roots, every data
     row) and the cluster (the placement plan: a job that cannot fit is refused) and queue it;
     the runner submits it to Ray as a job of the same id."""
     from rlvr.plan.service import plan_errors, plan_for_service, write_plan
 
+    if priority > 0 and not user.admin:
+        raise HTTPException(403, detail="priority: only an admin may set a priority above 0")
+    await run_in_threadpool(check_job_quota, store, user, settings.quota_jobs)
     spec = await _read_spec(request)
     spec, errors = await run_in_threadpool(check_spec, spec, settings)
     if errors:
@@ -116,7 +132,10 @@ async def submit_job(
     job_id = new_job_id(spec.name)
     run_dir = Path(settings.runs_dir).expanduser() / job_id
     await run_in_threadpool(write_plan, run_dir, plan)
-    job = await run_in_threadpool(store.create_job, spec, run_dir=str(run_dir), job_id=job_id)
+    job = await run_in_threadpool(
+        store.create_job, spec, run_dir=str(run_dir), job_id=job_id, owner=user.user,
+        priority=priority,
+    )  # fmt: skip
     runner.wake()
     return JobCreated(id=job.id, status=job.status)
 
@@ -124,18 +143,25 @@ async def submit_job(
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 def list_jobs(
     store: StoreDep,
+    user: UserDep,
     status: JobStatus | None = None,
+    owner: Annotated[str | None, Query(max_length=64, description="admins: one user's")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JobList:
-    jobs, total = store.list_jobs(status=status, limit=limit, offset=offset)
-    rows = [JobSummary.of(j, store.latest_metrics(j.id)) for j in jobs]
+    """A user sees its own jobs, an admin everyone's; queued jobs show their place in the
+    admission queue (``queue_position``)."""
+    owner = owner if user.admin else user.user
+    jobs, total = store.list_jobs(status=status, owner=owner, limit=limit, offset=offset)
+    places = store.queue_positions() if any(j.status == "queued" for j in jobs) else {}
+    rows = [JobSummary.of(j, store.latest_metrics(j.id), places.get(j.id)) for j in jobs]
     return JobList(jobs=rows, total=total, limit=limit, offset=offset)
 
 
 def _detail(store: Any, job: Any) -> JobDetail:
     latest = store.latest_metrics(job.id)
-    summary = JobSummary.of(job, latest)
+    place = store.queue_positions().get(job.id) if job.status == "queued" else None
+    summary = JobSummary.of(job, latest, place)
     return JobDetail(
         **summary.model_dump(),
         spec=JobSpec.model_validate(job.spec),
@@ -174,7 +200,9 @@ def cancel_job(job: JobDep, store: StoreDep, runner: RunnerDep) -> JobDetail:
     response_model=JobCreated,
     responses={**_NOT_FOUND, 409: {"model": ErrorOut, "description": "not resumable"}},
 )
-def resume_job(job: JobDep, store: StoreDep, runner: RunnerDep) -> JobCreated:
+def resume_job(
+    job: JobDep, store: StoreDep, runner: RunnerDep, user: UserDep, settings: SettingsDep
+) -> JobCreated:
     """Continue a failed or cancelled job from its last checkpoint (a new Ray job)."""
     if job.status not in ("failed", "cancelled"):
         raise HTTPException(
@@ -184,6 +212,7 @@ def resume_job(job: JobDep, store: StoreDep, runner: RunnerDep) -> JobCreated:
         raise HTTPException(
             409, detail=f"job {job.id} has no checkpoint to resume from; submit it again instead"
         )
+    check_job_quota(store, user, settings.quota_jobs)
     try:
         job = store.reopen(job.id)
     except ValueError as exc:
@@ -235,6 +264,7 @@ def get_metrics(
 async def stream_events(
     job: JobDep,
     store: StoreDep,
+    _slot: Annotated[None, Depends(stream_slot)],
     after: Annotated[int | None, Query(ge=0, le=2**62, description="last event id seen")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
