@@ -65,8 +65,10 @@ def _left_behind(session_id: str, basetemp: str | None) -> list[psutil.Process]:
             continue
         try:
             ours = p.environ().get(SESSION_ENV) == session_id
-            if not ours and basetemp:
-                ours = basetemp in cmdline or p.cwd().startswith(basetemp)
+            if not ours and basetemp:  # with its "/": pytest-4 is not pytest-41
+                ours = basetemp + os.sep in cmdline or (p.cwd() + os.sep).startswith(
+                    basetemp + os.sep
+                )
         except psutil.Error:
             continue
         if ours:
