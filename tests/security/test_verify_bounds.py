@@ -144,5 +144,6 @@ def test_a_burst_gets_429_beyond_the_workers_and_health_stays_prompt(server):
     codes = [code for code, _ in answers]
     assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
     assert all(ra and int(ra) > 0 for code, ra in answers if code == 429)
-    # Generous on purpose: a stalled service answered in ~47 s.
-    assert health_s < 2.0, f"/healthz took {health_s:.1f} s during the burst"
+    # Not a timing benchmark (bench/api_burst.py is): generous, for a shared 2-core machine
+    # under load; a stalled service answered in ~47 s.
+    assert health_s < 5.0, f"/healthz took {health_s:.1f} s during the burst"
