@@ -64,7 +64,7 @@ class _Client:
                 detail = r.json().get("detail", r.text)
             except ValueError:
                 detail = r.text
-            if r.status_code in (404, 409):
+            if r.status_code in (403, 404, 409, 413, 415, 429):  # the caller can act on these
                 raise UsageError(str(detail))
             raise RuntimeError(f"{method} {path}: HTTP {r.status_code}: {detail}")
         return r.json()

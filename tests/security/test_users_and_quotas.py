@@ -10,7 +10,9 @@ import time
 
 import httpx
 import pytest
+import yaml
 
+from rlvr.cli import main
 from tests.security.conftest import ALICE, BOB, OPS, client, make_settings, serve, write_tokens
 
 ADMIN_TOKEN = "single-admin-token-0123456789"
@@ -63,7 +65,7 @@ def test_a_wrong_token_is_401(server):
         assert stranger.get("/v1/jobs").status_code == 401
 
 
-def test_the_job_quota_is_per_user_and_named(as_user, small_spec):
+def test_the_job_quota_is_per_user_and_named(as_user, small_spec, tmp_path, capsys):
     alice, bob = as_user["alice"], as_user["bob"]
     queued = [_submit(bob, small_spec, f"bob-{i}") for i in range(2)]
     assert [r.status_code for r in queued] == [201, 201]
@@ -71,6 +73,10 @@ def test_the_job_quota_is_per_user_and_named(as_user, small_spec):
     assert r.status_code == 429, r.text
     assert "quota_jobs" in r.json()["detail"]
     assert _submit(alice, small_spec, "alice-2").status_code == 201  # alice's own quota
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({**small_spec, "name": "bob-cli"}))
+    code = main(["submit", str(spec_file), "--server", str(bob.base_url), "--token", BOB])
+    assert code == 2 and "quota_jobs" in capsys.readouterr().err  # a message, no traceback
     bob.post(f"/v1/jobs/{queued[0].json()['id']}/cancel")
     assert _submit(bob, small_spec, "bob-4").status_code == 201  # a finished job frees a place
     assert _submit(as_user["ops"], small_spec, "ops-1").status_code == 201  # admins: no quota
