@@ -3,17 +3,21 @@
 The API only writes jobs into the store (``queued``); this runner's background thread
 does everything that talks to Ray, once a second while there is work:
 
-1. dispatch: a queued job with no Ray submission yet is submitted as
-   ``python -m rlvr.jobs.driver --job-id ID`` (submission id = job id; a resume is
-   ``ID-r<attempt>``, since Ray never reuses a submission id);
-2. reconcile: every job that may still run in Ray is compared with ``list_jobs()``: Ray's
+1. reconcile: every job that may still run in Ray is compared with ``list_jobs()``: Ray's
    terminal states are copied into the store when the driver could not write them (killed,
    out of memory), a ``cancelled`` job's driver that has not stopped by itself within
    ``stop_grace_s`` is stopped with ``stop_job``, and a job Ray has never heard of (the
-   cluster was restarted) is marked failed as an orphan.
+   cluster was restarted) is queued to resume from its last checkpoint (or, with
+   ``RLVR_AUTO_RESUME=0``, marked failed as an orphan);
+2. admit: queued jobs, higher ``priority`` first and then oldest first, are submitted as
+   ``python -m rlvr.jobs.driver --job-id ID`` (submission id = job id; a resume is
+   ``ID-r<attempt>``, since Ray never reuses a submission id) while their needs
+   (:func:`job_needs`) fit the cluster's resources left by the jobs already in Ray.
 
-Because dispatch and reconcile work from the store alone, a service restart loses nothing:
-the first tick after start is the reconciliation.
+Because both work from the store alone, a service restart loses nothing: the first tick
+after start is the reconciliation. With an external cluster the jobs keep running while
+the service is away and are adopted again; an owned head goes down with the service,
+whose jobs are first stopped through the Jobs API (they checkpoint) and queued to resume.
 
 The cluster is ``RAY_ADDRESS`` when set (Ray client ``ray://`` addresses are not the
 Jobs API: give the dashboard's ``http://host:8265``), else a local head that the runner
@@ -39,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlvr.config import JobSpec
 from rlvr.jobs.store import JobRecord, JobStore
 from rlvr.net import free_port
 
@@ -285,6 +290,32 @@ def live_group_members(pgid: int) -> list[int]:
     return out
 
 
+GiB = 2**30
+
+
+def job_needs(spec: JobSpec, cluster: Any = None) -> dict[str, float]:
+    """What one job holds while it runs: the one estimate behind the admission queue.
+
+    ``CPU``: one for the driver (which is also the learner when ``num_learners`` is 0), one
+    per rollout replica and learner actor, half per reward worker. ``GPU``: the whole GPUs
+    of its placement plan on ``cluster`` (:func:`rlvr.plan.make_plan`; none on a CPU
+    cluster). ``memory`` (bytes): 1 GiB per driver, replica and learner, 256 MiB per reward
+    worker, a floor rather than the model's size (Ray's own memory resource is no better).
+    """
+    processes = 1 + spec.rollout.replicas + spec.algorithm.num_learners
+    workers = spec.reward.workers
+    gpus = 0.0
+    if cluster is not None and getattr(cluster, "gpus", 0):
+        from rlvr.plan import make_plan
+
+        gpus = float(make_plan(spec, cluster).gpu_count)
+    return {
+        "CPU": processes + 0.5 * workers,
+        "GPU": gpus,
+        "memory": processes * GiB + workers * GiB / 4,
+    }
+
+
 @dataclass
 class RayState:
     """What ``/healthz`` says about the cluster."""
@@ -356,6 +387,8 @@ class JobRunner:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one tick at a time (the thread, or a test's tick())
+        self._needs_cache: dict[str, dict[str, float]] = {}
+        self._waiting: str | None = None  # the job at the head of the queue, last logged
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -506,16 +539,92 @@ class JobRunner:
                 if not isinstance(exc, RayUnavailableError):
                     self._client = None  # reconnect next time (the head may have moved)
                 return
-            for job in jobs:
+            for job in jobs:  # first: what has ended frees its resources
                 if self._stopping.is_set():
                     return
-                if job.submission_id is None:
-                    if job.status == "queued":
-                        self._dispatch(client, job)
-                    continue
-                self._reconcile(client, job, ray_jobs.get(job.submission_id))
+                if job.submission_id is not None:
+                    self._reconcile(client, job, ray_jobs.get(job.submission_id))
+            self._admit(client)
 
-    def _dispatch(self, client: Any, job: JobRecord) -> None:
+    # -- the admission queue -----------------------------------------------------------
+    def _admit(self, client: Any) -> None:
+        """Submit queued jobs in admission order (higher priority first, then oldest) while
+        each one's needs (:func:`job_needs`) fit what the cluster has beyond the needs of
+        the jobs already in Ray; the first that does not fit waits, and the jobs behind it
+        too. A cluster whose resources cannot be read takes one job at a time."""
+        jobs = self.store.jobs_for_runner()
+        queued = [j for j in jobs if j.status == "queued" and j.submission_id is None]
+        if not queued:
+            return
+        held = [
+            j for j in jobs if j.submission_id and (not j.terminal or j.ray_status in _RAY_ACTIVE)
+        ]
+        capacity = self._capacity(client)
+        for job in queued:
+            if self._stopping.is_set():
+                return
+            if capacity is None:
+                if held:
+                    return
+            else:
+                total, cluster = capacity
+                free = dict(total)
+                for other in held:
+                    for k, v in self._needs(other, cluster, total).items():
+                        free[k] -= v
+                needs = self._needs(job, cluster, total)
+                short = [k for k, v in needs.items() if v > free[k] + 1e-6]
+                if short:
+                    if self._waiting != job.id:
+                        self._waiting = job.id
+                        log.info("job %s waits for %s (needs %s, free %s)", job.id,
+                                 ", ".join(short), needs, free)  # fmt: skip
+                    return
+            outcome = self._dispatch(client, job)
+            if outcome == "retry":
+                return
+            if outcome == "submitted":
+                held.append(job)
+
+    def _capacity(self, client: Any) -> tuple[dict[str, float], Any] | None:
+        """(total ``CPU``/``GPU``/``memory`` of the cluster's nodes, the cluster for the
+        placement plan), from the Jobs API's ``/api/cluster_status``; None when unknown."""
+        from rlvr.plan.placement import cluster_from_status
+
+        try:
+            response = client._do_request("GET", "/api/cluster_status")
+            status = response.json() if response.status_code == 200 else {}
+            cluster = cluster_from_status(status)
+        except Exception as exc:  # an older Ray, a dashboard restarting: one job at a time
+            log.info("cannot read the cluster's resources: %s", exc)
+            return None
+        if cluster is None:  # nodes not reported yet
+            return None
+        report = status["data"]["clusterStatus"]["loadMetricsReport"]
+        total = dict.fromkeys(("CPU", "GPU", "memory"), 0.0)
+        for usage in (report.get("usageByNode") or {}).values():
+            for key in total:
+                value = usage.get(key)
+                if isinstance(value, list) and len(value) == 2:
+                    total[key] += float(value[1])
+        return total, cluster
+
+    def _needs(self, job: JobRecord, cluster: Any, total: dict[str, float]) -> dict[str, float]:
+        """:func:`job_needs` of a stored job (cached), each at most the cluster's total: a
+        job larger than the cluster runs alone (its plan names what it lacks)."""
+        if job.id not in self._needs_cache:
+            if len(self._needs_cache) > 10_000:
+                self._needs_cache.clear()
+            try:
+                self._needs_cache[job.id] = job_needs(JobSpec.model_validate(job.spec), cluster)
+            except Exception as exc:  # a spec of an older rlvr: it will fail on its own
+                log.info("cannot estimate what job %s needs: %s", job.id, exc)
+                self._needs_cache[job.id] = {}
+        return {k: min(v, total[k]) for k, v in self._needs_cache[job.id].items()}
+
+    def _dispatch(self, client: Any, job: JobRecord) -> str:
+        """Submit ``job`` to Ray: ``submitted`` (or found submitted before a crash),
+        ``retry`` (Ray cannot take it yet) or ``refused`` (the job failed)."""
         submission_id = job.id if job.attempt == 1 else f"{job.id}-r{job.attempt}"
         cmd = [
             self.driver_python, "-m", "rlvr.jobs.driver",
@@ -543,14 +652,15 @@ class JobRunner:
             elif _transient(exc) and time.time() - job.updated_at < self.dispatch_timeout_s:
                 # e.g. a fresh head whose job agent has not registered yet: next tick
                 log.info("Ray cannot take job %s yet (%s); retrying", job.id, text[:200])
-                return
+                return "retry"
             else:
                 self.store.set_status(
                     job.id, "failed", error=f"Ray refused the job ({submission_id}): {text}"
                 )
-                return
+                return "refused"
         self.store.set_dispatch(job.id, submission_id=submission_id, ray_status="PENDING")
         log.info("submitted job %s as Ray job %s", job.id, submission_id)
+        return "submitted"
 
     def _reconcile(self, client: Any, job: JobRecord, info: Any) -> None:
         if info is None:

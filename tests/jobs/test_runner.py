@@ -19,6 +19,7 @@ from rlvr.jobs.runner import (
     RayUnavailableError,
     _job_client_class,
     head_processes,
+    job_needs,
 )
 from rlvr.jobs.store import JobStore
 
@@ -189,3 +190,44 @@ def test_an_owned_head_takes_every_process_of_its_jobs_down_when_killed_or_stopp
     assert processes_mentioning(job.id, store.url, *filter(None, marks)) == []  # none, anywhere
     after = store.get_job(job.id)
     assert after.status == "queued" and after.resume  # resumes when a runner is back
+
+
+def test_a_jobs_needs_grow_with_its_replicas_learners_and_reward_workers():
+    from rlvr.plan import cluster_from_args
+
+    small = job_needs(JobSpec())
+    big = job_needs(JobSpec(rollout={"replicas": 3}, algorithm={"num_learners": 2},
+                            reward={"workers": 8}))  # fmt: skip
+    assert small["GPU"] == big["GPU"] == 0  # no cluster, or a CPU one: no GPUs
+    assert big["CPU"] - small["CPU"] == 2 + 2 + 0.5 * (8 - 2)
+    assert big["memory"] > small["memory"] >= 2 * 2**30  # driver + one replica
+    on_gpus = job_needs(JobSpec(rollout={"engine": "vllm", "replicas": 2}), cluster_from_args(8))
+    assert on_gpus["GPU"] >= 2  # the placement plan's GPUs: one per engine at least
+
+
+def test_queued_jobs_are_admitted_by_priority_then_age_while_they_fit(store, ray_head):
+    """On the 2-CPU head one job takes the whole cluster (its needs, capped at the cluster's
+    size): the higher-priority job goes first, the others wait in order and are admitted
+    as resources come free. Jobs that fail at once (no model) keep the head idle."""
+    runner = JobRunner(store, db_url=store.url, ray_address=ray_head.address,
+                       ray_token=ray_head.token, driver_python=sys.executable)  # fmt: skip
+    client = runner.client()
+    total, _ = wait_for(lambda: runner._capacity(client), 60, "the head's resources")
+    assert total["CPU"] == 2 and total["GPU"] == 0 and total["memory"] > 0
+    spec = JobSpec(name="q", model={"path": "/nonexistent"}, reward={"workers": 1})
+    old, new = (store.create_job(spec, run_dir="/tmp/q").id for _ in range(2))
+    urgent = store.create_job(spec, run_dir="/tmp/q", priority=5).id
+    assert store.queue_positions() == {urgent: 1, old: 2, new: 3}
+
+    runner._admit(client)
+    assert store.get_job(urgent).submission_id == urgent  # first, although the newest
+    assert store.get_job(old).submission_id is None  # waits: the cluster is taken
+    assert store.queue_positions() == {old: 1, new: 2}
+
+    store.set_status(urgent, "failed", error="done")  # its Ray job ends: resources free
+    store.set_dispatch(urgent, ray_status="FAILED")
+    runner._admit(client)
+    assert store.get_job(old).submission_id == old
+    assert store.queue_positions() == {new: 1}  # FIFO within a priority
+    runner._admit(client)
+    assert store.get_job(new).submission_id is None
