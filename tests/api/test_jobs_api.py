@@ -177,7 +177,7 @@ def test_a_late_write_from_an_old_attempt_does_not_relabel_the_job(http, store):
 def test_logs_fall_back_to_the_run_dirs_driver_log(http, store):
     job = submit(http)
     run_dir = Path(http.get(f"/v1/jobs/{job}").json()["run_dir"])
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # submission wrote plan.json there
     (run_dir / "driver.log").write_text("".join(f"line {i}\n" for i in range(500)))
     out = http.get(f"/v1/jobs/{job}/logs", params={"tail": 3}).json()
     assert out["source"] == "file" and out["text"] == "line 497\nline 498\nline 499"
