@@ -6,8 +6,10 @@
     summary = run(JobSpec.from_file("examples/arithmetic.yaml"), "runs/arith")
     summary.final_eval_accuracy
 
-Modules: :mod:`~rlvr.train.algorithms` (advantages, policy loss), :mod:`~rlvr.train.learner`
-(RLlib TorchLearner / LearnerGroup), :mod:`~rlvr.train.reward` (verifier pool),
+Modules: :mod:`~rlvr.train.algorithms` (advantages, policy loss), :mod:`~rlvr.train.batch`
+(train batches, micro-batches), :mod:`~rlvr.train.update` (one gradient step),
+:mod:`~rlvr.train.learner` (RLlib TorchLearner / LearnerGroup), :mod:`~rlvr.train.reward`
+(verifier pool),
 :mod:`~rlvr.train.loop` (the loop), :mod:`~rlvr.train.checkpoint`,
 :mod:`~rlvr.train.rundir` (run-dir sink), :mod:`~rlvr.train.plot`, :mod:`~rlvr.train.sink`.
 Importing this package is cheap; torch and Ray load when :func:`run` is called.
