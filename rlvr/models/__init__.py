@@ -4,6 +4,8 @@
     >>> path = resolve_model("tiny:arithmetic")   # built once (~1 min on 2 cores), then cached
     >>> AutoModelForCausalLM.from_pretrained(path); AutoTokenizer.from_pretrained(path)
 
+:mod:`rlvr.models.causal_lm` is how the learner and the engines run an HF causal LM (the
+precision policy, LoRA, token logprobs); it imports torch, so it is not re-exported here.
 Importing this package is cheap (torch and transformers load only when a model is built).
 """
 
