@@ -402,8 +402,11 @@ class VerifierPool:
 
 # What a worker inherits of the caller's environment: enough to run Python, a sandbox and
 # plugins, never the caller's secrets (a service's RLVR_API_TOKEN, database URL, cloud keys).
-_ENV_NAMES = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV", "RLVR_HOME")
-_ENV_PREFIXES = ("LC_", "DOCKER_", "RLVR_VERIFIER", "RLVR_SANDBOX")
+_ENV_NAMES = (
+    *("PATH", "HOME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "RLVR_HOME"),
+    *("DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"),  # the docker sandbox backend
+)
+_ENV_PREFIXES = ("LC_", "PYTHON", "RLVR_VERIFIER", "RLVR_SANDBOX")
 
 
 def worker_env() -> dict[str, str]:
