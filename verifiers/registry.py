@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -42,7 +43,7 @@ class UnknownVerifierError(KeyError):
         return f"unknown verifier {self.name!r}; known verifiers: {', '.join(self.known)}"
 
 
-def register_verifier(name: str):
+def register_verifier(name: str) -> Callable[[type[Verifier]], type[Verifier]]:
     """Class decorator: make ``cls`` available as ``get_verifier(name)``."""
 
     def deco(cls: type[Verifier]) -> type[Verifier]:

@@ -81,7 +81,9 @@ def _step(x: tuple[int, str], y: tuple[int, str], op: str):
     return (value, f"{_wrap(ea)}{op}{_wrap(eb)}"), f"{a}{op}{b}={value}"
 
 
-def _search(pool: list, target: int, ops: str, depth: int, steps: list[str]):
+def _search(
+    pool: list[tuple[int, str]], target: int, ops: str, depth: int, steps: list[str]
+) -> tuple[list[str], str] | None:
     """Depth-first, fixed order: the first way to make ``target`` in ``depth`` more steps."""
     if depth == 0:
         return None
@@ -101,7 +103,9 @@ def _search(pool: list, target: int, ops: str, depth: int, steps: list[str]):
     return None
 
 
-def canonical_solution(numbers: tuple[int, ...], target: int, ops: str = OPS):
+def canonical_solution(
+    numbers: tuple[int, ...], target: int, ops: str = OPS
+) -> tuple[list[str], str] | None:
     """The fewest-steps solution that a fixed-order search finds first: (steps, expression).
 
     One problem, one worked solution: a model learns a function, not a guess between
@@ -167,7 +171,9 @@ def generate(
         if p is not None and p.key not in seen and in_split(p.key, split):
             seen.add(p.key)
             if numbers <= _CANONICAL_UP_TO:  # the worked solution: the canonical one
-                steps, expression = canonical_solution(p.numbers, p.target, ops)
+                solution = canonical_solution(p.numbers, p.target, ops)
+                assert solution is not None  # _one built the target from these numbers
+                steps, expression = solution
                 p = CountdownProblem(p.numbers, p.target, tuple(steps), expression)
             out.append(p)
             stalled = 0

@@ -48,7 +48,8 @@ class DataError(ValueError):
             where += f", field {self.field!r}"
         return f"{where}: {self.message}"
 
-    def __reduce__(self):  # keep the fields when pickled across processes (Ray, pools)
+    def __reduce__(self) -> tuple[type[DataError], tuple[str, int | None, str | None, str]]:
+        # keep the fields when pickled across processes (Ray, pools)
         return (type(self), (self.source, self.row, self.field, self.message))
 
 

@@ -88,7 +88,9 @@ class TinyRecipe:
     max_new_tokens: int = 64
 
 
-def default_recipe(task: str, *, size: str = "cpu", seed: int = 0, warm_start: bool = True):
+def default_recipe(
+    task: str, *, size: str = "cpu", seed: int = 0, warm_start: bool = True
+) -> TinyRecipe:
     """The recipe of ``tiny:<task>``."""
     if task not in TASKS:
         raise ValueError(f"unknown tiny model task {task!r}; known: {', '.join(TASKS)}")
@@ -134,7 +136,7 @@ def _chat_text(prompt: str) -> str:
 
 
 # -- tokenizer ---------------------------------------------------------------------------------
-def train_tokenizer(texts: Sequence[str], vocab_size: int = 384):
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 384) -> Any:
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts``, with chat markup."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -223,7 +225,12 @@ def _sft_batch(examples: list[tuple[list[int], int]], pad_id: int):
 
 
 def greedy_completions(
-    model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 256
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 256,
 ) -> list[str]:
     """Greedy completions (KV-cached ``generate``) of already-rendered prompt texts."""
     import torch
@@ -301,7 +308,12 @@ _BIN_OPS = {
 
 
 def greedy_accuracy(
-    model, tokenizer, task: str, records: Sequence[PromptRecord], *, max_new_tokens: int = 64
+    model: Any,
+    tokenizer: Any,
+    task: str,
+    records: Sequence[PromptRecord],
+    *,
+    max_new_tokens: int = 64,
 ) -> float:
     """Fraction of ``records`` answered exactly right by greedy decoding (``think`` template)."""
     prompts = [render_prompt(tokenizer, r, "think") for r in records]
