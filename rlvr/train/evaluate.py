@@ -307,3 +307,33 @@ def eval_spec(
     if max_new_tokens is not None:
         e["max_new_tokens"] = max_new_tokens
     return JobSpec.model_validate({**base.model_dump(), "data": data, "eval": e})
+
+
+def prompt_pass_rates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per prompt, over a run's sample rows (``id`` or ``prompt``, ``step``, ``passed``):
+    samples, passes, pass rate, first/last step seen, the last step it passed, and
+    ``failing_for``: how many steps, up to the newest sample of the run, since the prompt
+    last passed (since it was first seen when it never did; 0 when its latest sample
+    passed). Longest-failing first, then the lowest pass rate."""
+    newest = max((int(r.get("step", 0)) for r in rows), default=0)
+    stats: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: int(r.get("step", 0))):
+        key = str(r.get("id") or r.get("prompt") or "")
+        step, ok = int(r.get("step", 0)), bool(r.get("passed"))
+        s = stats.setdefault(
+            key,
+            {"id": key, "prompt": str(r.get("prompt", ""))[:500], "samples": 0, "passed": 0,
+             "first_step": step, "last_step": step, "last_passed_step": None, "latest_passed": ok},
+        )  # fmt: skip
+        s["samples"] += 1
+        s["passed"] += ok
+        s["last_step"], s["latest_passed"] = step, ok
+        if ok:
+            s["last_passed_step"] = step
+    for s in stats.values():
+        s["pass_rate"] = s["passed"] / s["samples"]
+        since = s["first_step"] if s["last_passed_step"] is None else s["last_passed_step"]
+        s["failing_for"] = (
+            0 if s["latest_passed"] else newest - since + (s["last_passed_step"] is None)
+        )
+    return sorted(stats.values(), key=lambda s: (-s["failing_for"], s["pass_rate"], s["id"]))

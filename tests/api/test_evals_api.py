@@ -128,3 +128,26 @@ def test_compare_is_bounded_and_names_unknown_jobs(http, two_jobs):
     r = http.get("/v1/compare", params={"jobs": two_jobs[0], "metrics": metrics})
     assert r.status_code == 422 and "metrics" in r.text
     assert http.get("/v1/compare", params={"jobs": "nope"}).status_code == 404
+
+
+def test_prompt_pass_rates_of_a_job_longest_failing_first(http, settings):
+    from rlvr.jobs.store import JobStore
+
+    store = JobStore(settings.db_url)
+    job = store.create_job(JobSpec(name="prompts"), run_dir=str(settings.runs_dir / "prompts"))
+    for step in range(1, 5):
+        store.record_samples(
+            job.id,
+            step,
+            [
+                {"id": "p0", "prompt": "1+1?", "passed": False},
+                {"id": "p1", "prompt": "2+2?", "passed": step >= 3},
+            ],
+        )
+    r = http.get(f"/v1/jobs/{job.id}/prompts", params={"limit": 1})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["samples"], out["total"]) == (8, 2)
+    assert [(p["id"], p["failing_for"], p["pass_rate"]) for p in out["prompts"]] == [("p0", 4, 0.0)]
+    assert http.get("/v1/jobs/nope/prompts").status_code == 404
+    assert http.get(f"/v1/jobs/{job.id}/prompts", params={"limit": 1001}).status_code == 422

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,11 +17,6 @@ from rlvr.api.settings import Settings
 from rlvr.jobs.runner import JobRunner
 from rlvr.jobs.store import JobStore
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 # Set RLVR_DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the committed screenshot.
 SCREENSHOT = os.environ.get("RLVR_DASHBOARD_SCREENSHOT")
 
@@ -46,19 +40,6 @@ def server(tmp_path, ray_head, model_root):
     )  # fmt: skip
     with BackgroundServer(create_app(settings, runner=runner)) as srv:
         yield srv
-
-
-@pytest.fixture
-def page():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        yield page
-        browser.close()
 
 
 @pytest.mark.slow

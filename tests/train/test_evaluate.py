@@ -18,6 +18,7 @@ from rlvr.train.evaluate import (
     evaluate_sets,
     maj_at_k,
     pass_at_k,
+    prompt_pass_rates,
     set_name,
 )
 from rlvr.train.reward import Reward
@@ -185,3 +186,17 @@ def test_evaluate_sets_reports_every_set_and_keeps_eval_accuracy_greedy():
     assert metrics["eval/second/pass@1"] == 0.25
     assert metrics["eval/first/length_mean"] == pytest.approx(1.5)
     assert results["second"].passed == [[False, False, True, False]]
+
+
+def test_prompt_pass_rates_rank_the_longest_failing_prompts_first():
+    rows = [
+        {"id": "a", "prompt": "A?", "step": s, "passed": s in (2, 3)} for s in range(1, 9)
+    ]  # passed at 2 and 3, failing since step 4
+    rows += [{"id": "b", "prompt": "B?", "step": s, "passed": False} for s in range(3, 9)]
+    rows += [{"id": "c", "prompt": "C?", "step": s, "passed": s == 8} for s in range(1, 9)]
+    stats = prompt_pass_rates(rows)
+    assert [(s["id"], s["failing_for"]) for s in stats] == [("b", 6), ("a", 5), ("c", 0)]
+    b = stats[0]
+    assert (b["samples"], b["passed"], b["last_passed_step"], b["first_step"]) == (6, 0, None, 3)
+    assert stats[1]["pass_rate"] == 2 / 8 and stats[1]["last_passed_step"] == 3
+    assert prompt_pass_rates([]) == []

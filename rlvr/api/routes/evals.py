@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rlvr.api.deps import SettingsDep, StoreDep, UserDep
+from rlvr.api.deps import JobDep, SettingsDep, StoreDep, UserDep
 from rlvr.config import MAX_EVAL_SAMPLES, MAX_EVAL_SETS, JobSpec
 from rlvr.jobs.evals import EvalRecord, EvalRunner, EvalStore
 
@@ -262,3 +262,24 @@ def _csv(data: dict[str, Any]) -> str:
                 ok = value is not None and math.isfinite(value)
                 w.writerow([job_id, job["name"], name, step, wall, value if ok else ""])
     return buf.getvalue()
+
+
+MAX_PROMPT_STATS_ROWS = 20_000  # sample rows read per request
+
+
+@router.get(
+    "/v1/jobs/{job_id}/prompts",
+    summary="Per-prompt pass rates over training, the longest-failing prompts first",
+    responses={404: {"description": "no such job"}},
+)
+def prompt_stats(
+    job: JobDep, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> dict[str, Any]:
+    """From the job's stored samples (the newest 20,000): per prompt, its samples, passes,
+    pass rate, and ``failing_for`` (steps since it last passed); see
+    :func:`rlvr.train.evaluate.prompt_pass_rates`."""
+    from rlvr.train.evaluate import prompt_pass_rates
+
+    rows = store.samples(job.id, limit=MAX_PROMPT_STATS_ROWS)
+    stats = prompt_pass_rates(rows)
+    return {"job_id": job.id, "samples": len(rows), "total": len(stats), "prompts": stats[:limit]}

@@ -97,9 +97,11 @@ function leavePage() {
 function route() {
   leavePage();
   const m = location.hash.match(/^#\/jobs\/(.+)$/);
-  $("#view-jobs").hidden = !!m;
+  const compare = location.hash.startsWith("#/compare");
+  $("#view-jobs").hidden = !!m || compare;
   $("#view-job").hidden = !m;
-  if (m) showJob(decodeURIComponent(m[1])); else showJobs();
+  $("#view-compare").hidden = !compare;
+  if (compare) showCompare(); else if (m) showJob(decodeURIComponent(m[1])); else showJobs();
 }
 
 // ---------------------------------------------------------------- jobs view -------------
@@ -165,6 +167,8 @@ async function submitSpec() {
 
 function showJobs() {
   loadJobs();
+  loadEvals("#evals-table", "#evals-empty");  // compare.js
+  pageTimers.push(setInterval(() => loadEvals("#evals-table", "#evals-empty"), 3000));
   if (!examples.length) loadExamples();
   pageTimers.push(setInterval(loadJobs, 2000));
 }
@@ -282,10 +286,13 @@ function renderSamples() {
   const steps = [...new Set(sampleRows.map((r) => r.step))].sort((a, b) => b - a);
   const chosen = select.value === "" || select.value === "latest" ? steps[0] : Number(select.value);
   const keep = select.value;
-  select.replaceChildren(el("option", { value: "latest" }, "latest step"), ...steps.map((s) => el("option", { value: s }, `step ${s}`)));
+  select.replaceChildren(el("option", { value: "latest" }, "latest step"), el("option", { value: "all" }, "all steps"),
+    ...steps.map((s) => el("option", { value: s }, `step ${s}`)));
   select.value = keep || "latest";
-  const rows = sampleRows.filter((r) => r.step === chosen);
-  $("#samples-note").textContent = rows.length ? `${rows.length} completions at step ${chosen}` : "none yet";
+  fillReasonFilter(sampleRows);  // compare.js: failed/passed and verifier-reason filters
+  const rows = sampleRows.filter((r) => (select.value === "all" || r.step === chosen) && sampleMatches(r));
+  const where = select.value === "all" ? "over all steps" : `at step ${chosen}`;
+  $("#samples-note").textContent = rows.length ? `${rows.length} completions ${where}` : "none";
   $("#samples").replaceChildren(...rows.map(renderSample));
 }
 
@@ -388,6 +395,7 @@ async function showJob(jobId) {
   }
   drawCharts();
   loadSamples(jobId);
+  loadPromptStats(jobId);  // compare.js
   loadCheckpoints(jobId);
   loadPlan(jobId);
   loadLogs(jobId);
