@@ -75,8 +75,19 @@ class RewardSpec(_Strict):
     workers: int = Field(2, ge=1, le=64)  # processes in the reward pool
 
 
-Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
+Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"]
 LossAgg = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
+RatioLevel = Literal["token", "sequence"]
+Objective = Literal["clip", "cispo"]
+KlMode = Literal["loss", "reward"]
+KlEstimator = Literal["k1", "k2", "k3"]
+
+
+class OverlongSpec(_Strict):
+    """Completions cut at rollout.max_new_tokens (docs/training.md, "Overlong handling")."""
+
+    mode: Literal["none", "mask", "penalty"] = "none"  # mask: out of the loss; penalty: DAPO's
+    buffer_tokens: int = Field(0, ge=0, le=131072)  # penalty: the soft zone before the limit
 
 
 class AlgorithmSpec(_Strict):
@@ -95,6 +106,14 @@ class AlgorithmSpec(_Strict):
     loss_agg: LossAgg = "token_mean"
     tis_cap: float | None = Field(None, gt=0)
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal
+    max_refill_rounds: int = Field(0, ge=0, le=64)  # dynamic_sampling: rounds of new prompts
+    ratio_level: RatioLevel = "token"  # sequence: GSPO's length-normalised sequence ratio
+    objective: Objective = "clip"  # cispo: clipped, detached IS weight x logprob gradient
+    entropy_coef: float = Field(0.0, ge=0, le=10)  # entropy bonus in the loss
+    kl_mode: KlMode = "loss"  # reward: -kl_coef*KL folded into the reward (REINFORCE++)
+    kl_estimator: KlEstimator = "k3"
+    overlong: OverlongSpec = Field(default_factory=OverlongSpec)
+    mini_batches: int = Field(1, ge=1, le=1024)  # optimizer steps per rollout batch and epoch
     max_grad_norm: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(16, ge=1, le=65536)  # sequences per forward/backward
     # Size micro-batches by padded tokens instead (sequences sorted by length, each micro-batch
@@ -204,6 +223,19 @@ class JobSpec(_Strict):
         if self.algorithm.clip_low >= 1.0:
             raise ValueError(
                 "algorithm.clip_low must be < 1 (the ratio's lower bound is 1 - clip_low)"
+            )
+        a = self.algorithm
+        if a.kl_mode == "reward" and not a.estimator.startswith("reinforce_pp"):
+            raise ValueError(
+                "algorithm.kl_mode='reward' folds the KL into REINFORCE++'s token rewards; "
+                "use estimator reinforce_pp or reinforce_pp_baseline, or kl_mode='loss'"
+            )
+        if a.overlong.mode == "penalty" and a.overlong.buffer_tokens > self.rollout.max_new_tokens:
+            raise ValueError("algorithm.overlong.buffer_tokens must be <= rollout.max_new_tokens")
+        if a.mini_batches > a.prompts_per_step * a.group_size:
+            raise ValueError(
+                f"algorithm.mini_batches={a.mini_batches} exceeds the batch "
+                f"({a.prompts_per_step * a.group_size} sequences); lower it"
             )
         if self.eval.sets and self.data.eval is not None:  # eval.sets replace data.eval
             if "eval" in self.data.model_fields_set:

@@ -176,10 +176,14 @@ def enable_activation_checkpointing(lm: Any) -> None:
 
 # -- logprobs ----------------------------------------------------------------------------------
 def token_logprobs(
-    lm: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float, with_entropy: bool
+    lm: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    temperature: float,
+    with_entropy: bool | str,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``[B, R]`` logprobs (and entropies) of the response tokens of a train batch, under the
-    sampling temperature (logits divided by it, as the engine sampled)."""
+    sampling temperature (logits divided by it, as the engine sampled). ``with_entropy``:
+    True (detached entropy, a metric) or ``"grad"`` (with grad, for an entropy bonus)."""
     ids, attn = batch["input_ids"], batch["attention_mask"]
     r = batch["response_mask"].shape[1]
     # Left padding: positions count real tokens only (as generate does).
@@ -197,7 +201,9 @@ def token_logprobs(
     lse = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, ids[:, -r:].unsqueeze(-1)).squeeze(-1) - lse
     entropy = None
-    if with_entropy:
+    if with_entropy == "grad":  # an entropy bonus in the loss: H with its gradient
+        entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    elif with_entropy:
         with torch.no_grad():  # H = logsumexp - sum(p * logit)
             p_logit = torch.softmax(logits, dim=-1).mul_(logits)
             entropy = lse - p_logit.sum(-1)
@@ -226,6 +232,7 @@ class PolicyModel(torch.nn.Module):
         gradient_checkpointing: bool = False,
         lora: dict[str, Any] | None = None,
         lora_adapter_path: str | None = None,
+        entropy_grad: bool = False,
     ) -> None:
         super().__init__()
         self.lm = load_lm(path, dtype, attn_implementation, trained=not lora)
@@ -240,12 +247,13 @@ class PolicyModel(torch.nn.Module):
             self.ref_lm.eval()
         self.kl_to_base = bool(lora) and bool(ref_path)
         self.temperature = float(temperature or 1.0)
+        self.with_entropy: bool | str = "grad" if entropy_grad else True  # entropy_coef > 0
 
     def forward_train(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``logprobs`` (with grad) and ``entropy`` of the response tokens; with a KL
         reference also its ``ref_logprobs``."""
         set_train_modes(self.lm)  # every call: whatever set the modes last (RLlib, a user)
-        logp, entropy = token_logprobs(self.lm, batch, self.temperature, with_entropy=True)
+        logp, entropy = token_logprobs(self.lm, batch, self.temperature, self.with_entropy)
         out = {"logprobs": logp, "entropy": entropy}
         if self.ref_lm is not None:
             with torch.no_grad():

@@ -195,6 +195,12 @@ class LearnerConfig(UpdateConfig):
             kl_coef=a.kl_coef,
             loss_agg=a.loss_agg,
             tis_cap=a.tis_cap,
+            ratio_level=a.ratio_level,
+            objective=a.objective,
+            entropy_coef=a.entropy_coef,
+            kl_mode=a.kl_mode,
+            kl_estimator=a.kl_estimator,
+            mini_batches=a.mini_batches,
             temperature=spec.rollout.temperature or 1.0,
             gen_budget=spec.rollout.max_new_tokens,
             num_learners=a.num_learners,
@@ -262,6 +268,7 @@ class Learner:
                 "gradient_checkpointing": config.gradient_checkpointing,
                 "lora": config.lora,
                 "lora_adapter_path": config.lora_adapter_path,
+                "entropy_grad": config.entropy_coef > 0,
             },
         )
         algo_config = (

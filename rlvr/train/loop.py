@@ -19,6 +19,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -35,7 +36,7 @@ import torch
 from rlvr.config import JobSpec
 from rlvr.data.records import PromptRecord
 from rlvr.rollout.base import Completion, SamplingConfig
-from rlvr.train.algorithms import compute_advantages, groups_with_signal
+from rlvr.train.algorithms import groups_with_signal, overlong_penalty, sequence_signal
 from rlvr.train.batch import make_train_batch
 from rlvr.train.checkpoint import (
     latest_checkpoint,
@@ -124,6 +125,19 @@ def _prompt_indices(step: int, size: int, n: int, seed: int, shuffle: bool) -> l
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
         out.append(int(order[offset]))
     return out
+
+
+def _refill_indices(step: int, rnd: int, size: int, n: int, seed: int) -> list[int]:
+    """The prompts of refill round ``rnd`` (>= 1) of ``step``: drawn without replacement
+    (as far as ``n`` allows) by a generator seeded with (seed, step, rnd), so a resumed run
+    refills exactly as an uninterrupted one."""
+    rng = np.random.default_rng([seed, step, rnd])
+    return [int(i) for i in rng.choice(n, size=size, replace=size > n)]
+
+
+def _sampling_seed(seed: int, step: int, rnd: int) -> int:
+    """The engines' sampling seed of (step, refill round); round 0 is the step's own seed."""
+    return (seed * 1_000_003 + step + rnd * 7_919) % 2**31
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -339,42 +353,72 @@ class _Trainer:
     def step(self, step: int) -> tuple[dict[str, float], list[SampleRow]]:
         spec, a, r = self.spec, self.spec.algorithm, self.spec.rollout
         t_step = time.perf_counter()
-        idx = _prompt_indices(
-            step, a.prompts_per_step, len(self.train_set.records), a.seed, spec.data.shuffle
-        )
-        records = [self.train_set.records[i] for i in idx]
-        prompt_ids = [self.train_set.token_ids[i] for i in idx]
+        n_prompts = len(self.train_set.records)
+        rounds = 1 + (a.max_refill_rounds if a.dynamic_sampling else 0)
+        records: list[PromptRecord] = []
+        prompt_ids: list[list[int]] = []
+        completions: list[Completion] = []
+        rewards: list[Reward] = []
+        rollout_s = reward_s = 0.0
+        for rnd in range(rounds):
+            # 1. rollout (refill rounds: new prompts while too few groups have signal)
+            if rnd == 0:
+                idx = _prompt_indices(
+                    step, a.prompts_per_step, n_prompts, a.seed, spec.data.shuffle
+                )
+            else:
+                idx = _refill_indices(step, rnd, a.prompts_per_step, n_prompts, a.seed)
+            t0 = time.perf_counter()
+            sampling = SamplingConfig(
+                n=a.group_size,
+                max_new_tokens=r.max_new_tokens,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                stop=list(r.stop),
+                seed=_sampling_seed(a.seed, step, rnd),
+            )
+            new = self.rollout.generate([self.train_set.token_ids[i] for i in idx], sampling)
+            rollout_s += time.perf_counter() - t0
+            offset = len(records)
+            new = [dataclasses.replace(c, prompt_index=c.prompt_index + offset) for c in new]
+            records += [self.train_set.records[i] for i in idx]
+            prompt_ids += [self.train_set.token_ids[i] for i in idx]
 
-        # 1. rollout
-        t0 = time.perf_counter()
-        sampling = SamplingConfig(
-            n=a.group_size,
-            max_new_tokens=r.max_new_tokens,
-            temperature=r.temperature,
-            top_p=r.top_p,
-            stop=list(r.stop),
-            seed=(a.seed * 1_000_003 + step) % 2**31,
-        )
-        completions = self.rollout.generate(prompt_ids, sampling)
-        rollout_s = time.perf_counter() - t0
+            # 2. rewards
+            t0 = time.perf_counter()
+            rewards += self.rewards.score(
+                [c.text for c in new], [records[c.prompt_index] for c in new]
+            )
+            reward_s += time.perf_counter() - t0
+            completions += new
+            if rnd + 1 < rounds:
+                totals = torch.tensor([x.total for x in rewards])
+                groups = torch.tensor([c.prompt_index for c in completions])
+                signal = groups_with_signal(totals, groups)
+                if len({int(g) for g in groups[signal]}) >= a.prompts_per_step:
+                    break
         n_tokens = sum(len(c.token_ids) for c in completions)
 
-        # 2. rewards
-        t0 = time.perf_counter()
-        rewards = self.rewards.score(
-            [c.text for c in completions], [records[c.prompt_index] for c in completions]
-        )
-        reward_s = time.perf_counter() - t0
-
-        # 3. advantages (+ dynamic sampling)
+        # 3. advantages (+ overlong handling, dynamic sampling)
         totals = torch.tensor([x.total for x in rewards])
+        if a.overlong.mode == "penalty":
+            lengths = [len(c.token_ids) for c in completions]
+            totals = totals + torch.tensor(
+                overlong_penalty(lengths, r.max_new_tokens, a.overlong.buffer_tokens),
+                dtype=totals.dtype,
+            )
         groups = torch.tensor([c.prompt_index for c in completions])
-        advantages = compute_advantages(totals, groups, a.estimator)
+        advantages = sequence_signal(totals, groups, a.estimator, a.kl_mode)
         keep = (
             groups_with_signal(totals, groups)
             if a.dynamic_sampling
             else torch.ones(len(completions), dtype=torch.bool)
         )
+        if a.dynamic_sampling and rounds > 1:  # at most prompts_per_step groups, first found
+            first = sorted({int(g) for g in groups[keep]})[: a.prompts_per_step]
+            keep &= torch.isin(groups, torch.tensor(first, dtype=groups.dtype))
+        if a.overlong.mode == "mask":  # truncated completions out of the loss
+            keep &= torch.tensor([c.finish_reason != "length" for c in completions])
         kept = [i for i in range(len(completions)) if keep[i]]
 
         # 4. learn
@@ -401,7 +445,8 @@ class _Trainer:
         metrics.update(
             {
                 "batch/groups_kept_frac": len({completions[i].prompt_index for i in kept})
-                / a.prompts_per_step,
+                / len(records),
+                "batch/refill_rounds": float(len(records) // a.prompts_per_step - 1),
                 "time/rollout_s": rollout_s,
                 "time/reward_s": reward_s,
                 "time/learn_s": learn_s,

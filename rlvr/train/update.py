@@ -1,8 +1,9 @@
 """One gradient step of the policy, as a plain function: RLlib's learner calls it on its
 shard of the batch, tests call it on a :class:`~rlvr.models.causal_lm.PolicyModel`.
 
-    micro-batches -> (old logprobs) -> per epoch: forward, loss, backward per micro-batch
-    -> clip -> optimizer step -> stats
+    mini-batches -> micro-batches -> (old logprobs; REINFORCE++ token advantages)
+    -> per epoch, per mini-batch: forward, loss, backward per micro-batch -> clip -> step
+    -> stats
 
 The loss is normalised exactly under micro-batching and sharding: each micro-batch's loss is
 scaled by its share of the whole (all-learner) batch and by the number of learners (DDP
@@ -18,10 +19,17 @@ from typing import Any
 
 import torch
 
-from rlvr.config import LossAgg
+from rlvr.config import KlEstimator, KlMode, LossAgg, Objective, RatioLevel
 from rlvr.models.causal_lm import precision
-from rlvr.train.algorithms import k3_kl, policy_loss
-from rlvr.train.batch import split_micro_batches
+from rlvr.rollout._common import split_evenly
+from rlvr.train.algorithms import (
+    k3_kl,
+    kl_estimate,
+    policy_loss,
+    reinforce_pp_returns,
+    whiten_masked_many,
+)
+from rlvr.train.batch import slice_batch, split_micro_batches
 
 
 @dataclass(kw_only=True)
@@ -39,6 +47,12 @@ class UpdateConfig:
     loss_agg: LossAgg = "token_mean"
     tis_cap: float | None = None
     gen_budget: int = 256  # max_new_tokens: Dr. GRPO's constant normaliser
+    ratio_level: RatioLevel = "token"  # sequence: GSPO
+    objective: Objective = "clip"  # cispo: clipped detached IS weight x logprob
+    entropy_coef: float = 0.0
+    kl_mode: KlMode = "loss"  # reward: REINFORCE++'s KL in the token rewards
+    kl_estimator: KlEstimator = "k3"
+    mini_batches: int = 1  # optimizer steps per epoch, each on a slice of the batch
 
 
 # Per-micro-batch statistics of policy_loss, summed weighted by response tokens.
@@ -107,19 +121,24 @@ def micro_batch_loss(
     loss, stats = policy_loss(
         logp,
         old_lp,
-        batch["advantages"],
+        batch.get("token_advantages", batch["advantages"]),
         batch["response_mask"],
         clip_low=hp.clip_low,
         clip_high=hp.clip_high,
         loss_agg=hp.loss_agg,
         ref_logprobs=None if ref is None else ref.float(),
-        kl_coef=hp.kl_coef,
+        kl_coef=hp.kl_coef if hp.kl_mode == "loss" else 0.0,  # reward: already in A
         rollout_logprobs=batch["rollout_logprobs"],
         tis_cap=hp.tis_cap,
+        ratio_level=hp.ratio_level,
+        objective=hp.objective,
+        kl_estimator=hp.kl_estimator,
+        entropy=out["entropy"].float() if hp.entropy_coef else None,
+        entropy_coef=hp.entropy_coef,
     )
     mask = batch["response_mask"]
     n_tok = mask.sum().clamp(min=1)
-    stats["entropy"] = (out["entropy"] * mask).sum() / n_tok
+    stats["entropy"] = (out["entropy"].detach() * mask).sum() / n_tok
     if ref is None:
         # No reference model: `kl` is the drift from the batch's policy (0 for a single
         # on-policy epoch, > 0 once epochs_per_step > 1 has moved the weights).
@@ -137,6 +156,24 @@ def _loss_share(
         return len(m["advantages"]) / total_seqs
     # seq_mean_token_sum_norm: the padded width is replaced by the generation budget
     return len(m["advantages"]) / total_seqs * m["response_mask"].shape[1] / hp.gen_budget
+
+
+def _token_advantages(
+    micro: list[dict[str, torch.Tensor]], outs: list[dict[str, torch.Tensor]], hp: UpdateConfig
+) -> list[torch.Tensor]:
+    """REINFORCE++ with the KL in the reward: each micro-batch's returns, whitened over every
+    response token of this learner's shard (algorithms.reinforce_pp_token_advantages)."""
+    returns = []
+    for m, o in zip(micro, outs, strict=True):
+        ref = o.get("ref_logprobs")
+        logp = o["logprobs"].float()
+        kl = (
+            torch.zeros_like(logp)
+            if ref is None
+            else kl_estimate(logp, ref.float(), hp.kl_estimator)
+        )
+        returns.append(reinforce_pp_returns(m["advantages"], kl, m["response_mask"], hp.kl_coef))
+    return whiten_masked_many(returns, [m["response_mask"] for m in micro])
 
 
 def _no_sync(model: Any, last: bool) -> contextlib.AbstractContextManager:
@@ -157,7 +194,8 @@ def gradient_step(
     total_tokens: float | None = None,
     total_seqs: float | None = None,
 ) -> StepStats:
-    """One optimizer step per epoch on ``batch``, accumulated over micro-batches.
+    """``mini_batches`` optimizer steps per epoch on ``batch``, each accumulated over
+    micro-batches (one mini-batch: the whole batch, one step per epoch).
 
     ``model.forward_train(micro_batch)`` returns ``logprobs`` (with grad), ``entropy`` and
     optionally ``ref_logprobs`` (a :class:`~rlvr.models.causal_lm.PolicyModel`, or RLlib's
@@ -165,56 +203,88 @@ def gradient_step(
     :func:`~rlvr.train.batch.make_train_batch`, this learner's shard of a batch of
     ``total_tokens`` response tokens and ``total_seqs`` sequences over ``shards`` learners.
     """
-    micro = split_micro_batches(batch, hp.micro_batch_size, hp.micro_batch_tokens)
-    total_tokens = float(total_tokens or sum(float(m["response_mask"].sum()) for m in micro))
+    steps = max(1, hp.mini_batches)
+    if steps == 1:
+        minis = [batch]
+    else:  # contiguous slices of rows (groups stay together where the split allows)
+        minis = [slice_batch(batch, a, b) for a, b in split_evenly(len(batch["advantages"]), steps)]
+        minis = [mb for mb in minis if len(mb["advantages"])]
+    plans = [split_micro_batches(mb, hp.micro_batch_size, hp.micro_batch_tokens) for mb in minis]
+    micro = [m for plan in plans for m in plan]
+    local_tokens = sum(float(m["response_mask"].sum()) for m in micro)
+    total_tokens = float(total_tokens or local_tokens)
     total_seqs = float(total_seqs or len(batch["advantages"]))
     autocast = precision(hp.dtype, device, trained=True).autocast
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats = StepStats()
 
-    # 1. old logprobs: the batch's policy before any of this step's updates
+    # 1. old logprobs: the batch's (rollout) policy before any of this step's updates; and
+    # REINFORCE++'s token advantages, which need the reference logprobs
     old: list[torch.Tensor | None] = [None] * len(micro)
-    if hp.epochs_per_step > 1:
+    needs_old = hp.epochs_per_step > 1 or len(minis) > 1
+    if needs_old or hp.kl_mode == "reward":
         with torch.no_grad(), autocast():
-            old = [model.forward_train(m)["logprobs"].float() for m in micro]
+            outs = [model.forward_train(m) for m in micro]
+        if needs_old:
+            old = [o["logprobs"].float() for o in outs]
+        if hp.kl_mode == "reward":
+            token_adv = _token_advantages(micro, outs, hp)
+            micro = [{**m, "token_advantages": t} for m, t in zip(micro, token_adv, strict=True)]
+        del outs
+    bounds, at = [], 0
+    for plan in plans:
+        bounds.append((at, at + len(plan)))
+        at += len(plan)
 
     for epoch in range(hp.epochs_per_step):
-        # 2. the whole batch's gradient, accumulated over the micro-batches
-        optimizer.zero_grad(set_to_none=True)
-        for i, m in enumerate(micro):
-            if old[i] is not None:
-                m = {**m, "old_logprobs": old[i]}
-            share = _loss_share(m, hp, total_tokens, total_seqs) * shards
-            with _no_sync(model, last=i == len(micro) - 1):
-                with autocast():
-                    out = model.forward_train(m)
-                loss, mb_stats, old_lp = micro_batch_loss(out, m, hp)
-                (loss * share).backward()
+        for lo, hi in bounds:
+            # 2. a mini-batch's gradient, accumulated over its micro-batches; its loss is
+            # normalised by its own size (the whole batch's when there is one mini-batch)
+            mb_frac = sum(float(m["response_mask"].sum()) for m in micro[lo:hi]) / max(
+                local_tokens, 1.0
+            )
+            mb_seq_frac = sum(len(m["advantages"]) for m in micro[lo:hi]) / max(
+                sum(len(m["advantages"]) for m in micro), 1
+            )
+            mb_tokens = total_tokens if len(bounds) == 1 else total_tokens * mb_frac
+            mb_seqs = total_seqs if len(bounds) == 1 else total_seqs * mb_seq_frac
+            optimizer.zero_grad(set_to_none=True)
+            for i in range(lo, hi):
+                m = micro[i]
+                if old[i] is not None:
+                    m = {**m, "old_logprobs": old[i]}
+                share = _loss_share(m, hp, mb_tokens, mb_seqs) * shards
+                with _no_sync(model, last=i == hi - 1):
+                    with autocast():
+                        out = model.forward_train(m)
+                    loss, mb_stats, old_lp = micro_batch_loss(out, m, hp)
+                    (loss * share).backward()
 
-            # 3. statistics: the objective's value over the whole batch (summed over
-            # learners, shares add to 1), not a mean of micro-batch losses
-            stats.batch_loss += float(loss.detach()) * share / shards
-            n_tok = float(m["response_mask"].sum())
-            stats.tokens += n_tok
-            stats.input_tokens += float(m["attention_mask"].sum())
-            stats.padded_tokens += float(m["attention_mask"].numel())
-            for k in TOKEN_STATS:
-                setattr(stats, k, getattr(stats, k) + float(mb_stats[k]) * n_tok)
-            if epoch == 0:  # rollout engine vs learner on the same policy (k3, >= 0 in fp64)
-                mismatch = k3_kl(old_lp.double(), m["rollout_logprobs"].double())
-                stats.mismatch_kl += float((mismatch * m["response_mask"]).sum())
+                # 3. statistics: the objective's value over the whole batch (summed over
+                # learners, shares add to 1), not a mean of micro-batch losses
+                whole = _loss_share(m, hp, total_tokens, total_seqs)
+                stats.batch_loss += float(loss.detach()) * whole
+                n_tok = float(m["response_mask"].sum())
+                stats.tokens += n_tok
+                stats.input_tokens += float(m["attention_mask"].sum())
+                stats.padded_tokens += float(m["attention_mask"].numel())
+                for k in TOKEN_STATS:
+                    setattr(stats, k, getattr(stats, k) + float(mb_stats[k]) * n_tok)
+                if epoch == 0:  # rollout engine vs learner on the same policy (k3, >= 0 in fp64)
+                    mismatch = k3_kl(old_lp.double(), m["rollout_logprobs"].double())
+                    stats.mismatch_kl += float((mismatch * m["response_mask"]).sum())
 
-        # 4. clip and step; a non-finite gradient would poison AdamW's moments: skip it
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
-        if torch.isfinite(grad_norm):
-            optimizer.step()
-        else:
-            stats.skipped_steps += 1
-        stats.grad_norm += float(grad_norm)
+            # 4. clip and step; a non-finite gradient would poison AdamW's moments: skip it
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                stats.skipped_steps += 1
+            stats.grad_norm += float(grad_norm)
 
     epochs = hp.epochs_per_step
     stats.batch_loss /= epochs
-    stats.grad_norm /= epochs
+    stats.grad_norm /= epochs * len(bounds)
     stats.first_epoch_tokens = stats.tokens / epochs
     stats.lr = float(optimizer.param_groups[0]["lr"])
     return stats
