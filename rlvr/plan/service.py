@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,30 @@ def _gpu_memory_gb() -> float | None:
         return None
 
 
+CLUSTER_TTL_S = 5.0  # submissions within this long share one read of the cluster
+_cached: tuple[float, int, Cluster | None] = (0.0, 0, None)
+
+
 def service_cluster(runner: Any) -> Cluster | None:
     """The cluster behind the service's job runner (``/api/cluster_status`` of its Jobs API),
     or None when it cannot be read now (not connected yet, unreachable, nodes not reported).
     Never starts the local head: that is the runner's work, on its own thread."""
+    global _cached
     if not runner.state().connected:
         return None
+    at, owner, cluster = _cached
+    if owner == id(runner) and cluster is not None and time.monotonic() - at < CLUSTER_TTL_S:
+        return cluster
     try:
         response = runner.client()._do_request("GET", "/api/cluster_status")
         if response.status_code != 200:
             return None
-        return cluster_from_status(response.json(), _gpu_memory_gb())
+        cluster = cluster_from_status(response.json(), _gpu_memory_gb())
     except Exception as exc:  # the plan is advice when the cluster is away, never a 500
         log.info("cluster resources unavailable: %s", exc)
         return None
+    _cached = (time.monotonic(), id(runner), cluster)
+    return cluster
 
 
 def plan_for_service(spec: Any, runner: Any) -> Plan:
