@@ -4,7 +4,7 @@ Same model (random-init, Qwen2.5-0.5B shapes by default, built locally), same pr
 sampling (temperature 1, ``logprobs=0``, ``ignore_eos`` so every completion is exactly
 ``--new-tokens`` long):
 
-- ``ours``: ``VllmRollout.generate`` from the driver: a Ray actor holding ``vllm.LLM`` with its
+- ``ours``: ``VllmRollout.replicas.generate`` from the driver: a Ray actor holding ``vllm.LLM`` with its
   engine core in-process; includes shipping the completions (tokens, logprobs, text) back.
 - ``raw``: ``vllm.LLM.generate`` in a plain process with vLLM's defaults (engine core in a
   separate process), the same ``LLM`` arguments and ``SamplingParams``.
@@ -144,7 +144,10 @@ def _measure(args, prompts: list[list[int]]) -> dict:
         def run(ps, max_tokens):
             s = _sampling()
             s.max_new_tokens = max_tokens
-            return sum(len(c.token_ids) for c in rollout.generate(ps, s, ignore_eos=True))
+            # The engines' own ignore_eos (decode exactly max_new_tokens), past the rollout's
+            # request checks: the benchmark's prompts are made to fit.
+            completions = rollout.replicas.generate(ps, s, ignore_eos=True)
+            return sum(len(c.token_ids) for c in completions)
 
     else:  # hf
         import torch

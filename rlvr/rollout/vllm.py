@@ -416,7 +416,7 @@ class VllmRollout:
         self.config = config
         self.replicas = ReplicaGroup("vLLM", call_timeout_s)
         self._remove_pg = remove_placement_group
-        self._pg = None
+        self._pg: Any = None  # the placement group this rollout made (and removes)
         env = dict(runtime_env or {})
         env["env_vars"] = {**ENGINE_ENV, **env.get("env_vars", {})}
 
@@ -459,16 +459,9 @@ class VllmRollout:
         self.max_model_len = min(i["max_model_len"] for i in self.infos)
 
     def generate(
-        self,
-        prompt_token_ids: list[list[int]],
-        sampling: SamplingConfig,
-        *,
-        ignore_eos: bool = False,
+        self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
     ) -> list[Completion]:
-        """``sampling.n`` completions per prompt, ordered by prompt (RolloutEngine).
-
-        ``ignore_eos`` (benchmarks only) decodes exactly ``max_new_tokens`` tokens.
-        """
+        """``sampling.n`` completions per prompt, ordered by prompt (RolloutEngine)."""
         validate_request(prompt_token_ids, sampling)
         for i, ids in enumerate(prompt_token_ids):
             if len(ids) >= self.max_model_len:
@@ -476,7 +469,7 @@ class VllmRollout:
                     f"prompt {i} has {len(ids)} tokens but the engine's max_model_len is "
                     f"{self.max_model_len}: shorten data.max_prompt_tokens or raise max_model_len"
                 )
-        return self.replicas.generate(prompt_token_ids, sampling, ignore_eos=ignore_eos)
+        return self.replicas.generate(prompt_token_ids, sampling)
 
     def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
         """Replace every replica's weights through the object store (RolloutEngine).
