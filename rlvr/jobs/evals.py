@@ -1,11 +1,12 @@
 """Eval-only jobs of the service: their table, the process that runs one, and its runner.
 
 ``POST /v1/evals`` stores a request (``queued``); :class:`EvalRunner` starts at most
-``max_running`` of them at a time as ``python -m rlvr.jobs.evals --db-url URL --eval-id ID``
-(a process of its own, killed past ``timeout_s`` and with the service), which evaluates
-each target (a model, or every checkpoint of a job: an eval-vs-step curve) with
-:func:`rlvr.train.evaluate.evaluate_model` and writes its progress and results back here.
-The table lives beside the job store's on the same database, created on first use.
+``max_running`` of them at a time as ``python -m rlvr.jobs.evals --eval-id ID`` (a process
+of its own, the database URL in ``RLVR_EVAL_DB_URL`` rather than on its command line; killed
+past ``timeout_s`` and with the service), which evaluates each target (a model, or every
+checkpoint of a job: an eval-vs-step curve) with :func:`rlvr.train.evaluate.evaluate_model`
+and writes its progress and results back here. The table lives beside the job store's on
+the same database, created on first use; evals a previous service left running fail.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 log = logging.getLogger("rlvr.evals")
 
 EVAL_STATUSES = ("queued", "running", "succeeded", "failed")
+DB_URL_ENV = "RLVR_EVAL_DB_URL"  # how the runner hands an eval process the database
 
 
 class _Base(DeclarativeBase):
@@ -182,6 +184,9 @@ class EvalRunner:
         self._procs: dict[str, tuple[subprocess.Popen, float]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
+        for e in store.list(limit=500):  # left running by a previous service: it is gone
+            if e.status == "running":
+                store.finish(e.id, "failed", error="interrupted: the service restarted")
         self._thread = threading.Thread(target=self._loop, name="rlvr-evals", daemon=True)
         self._thread.start()
 
@@ -229,29 +234,24 @@ class EvalRunner:
         from rlvr.jobs.runner import _die_with_parent
 
         self.store.update(eval_id, status="running", message="starting")
-        cmd = [
-            sys.executable,
-            "-m",
-            "rlvr.jobs.evals",
-            "--db-url",
-            self.db_url,
-            "--eval-id",
-            eval_id,
-        ]
+        cmd = [sys.executable, "-m", "rlvr.jobs.evals", "--eval-id", eval_id]
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            cmd,
+            env={**os.environ, DB_URL_ENV: self.db_url},  # credentials stay off the command line
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         self._procs[eval_id] = (proc, time.monotonic())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="run one stored eval (the service starts this)")
-    parser.add_argument("--db-url", required=True)
     parser.add_argument("--eval-id", required=True)
     args = parser.parse_args(argv)
     from rlvr.jobs.store import make_engine
 
-    run_eval(EvalStore(make_engine(args.db_url)), args.eval_id)
+    run_eval(EvalStore(make_engine(os.environ[DB_URL_ENV])), args.eval_id)
 
 
 if __name__ == "__main__":
