@@ -48,19 +48,25 @@ def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool], k: int
     passed = Counter(a for a, ok in zip(answers, correct, strict=True) if a is not None and ok)
     quality = {a: passed[a] / c for a, c in counts.items()}
     silent = n - sum(counts.values())
+    if k == n:  # one subset: the vote over all the samples
+        top = max(counts.values(), default=0)
+        winners = [a for a, c in counts.items() if c == top]
+        return sum(quality[a] for a in winners) / len(winners) if winners else 0.0
     total = 0.0
     for answer, c_win in counts.items():
         if not quality[answer]:
             continue
         others = [c for a, c in counts.items() if a != answer]
         for v in range(1, min(c_win, k) + 1):
-            # ways[s][t]: others pick s samples in all, t of them answers with exactly v too
-            ways = [[0] * (len(others) + 1) for _ in range(k - v + 1)]
+            # ways[s][t]: the others pick s samples in all, t answers of them exactly v each
+            # (so t <= (k - v) // v: the table stays small however many answers there are)
+            ties = (k - v) // v + 1
+            ways = [[0] * ties for _ in range(k - v + 1)]
             ways[0][0] = 1
             for c in others:
-                new = [[0] * (len(others) + 1) for _ in range(k - v + 1)]
+                new = [[0] * ties for _ in range(k - v + 1)]
                 for s in range(k - v + 1):
-                    for t in range(len(others) + 1):
+                    for t in range(ties):
                         if ways[s][t]:
                             for x in range(min(c, v, k - v - s) + 1):
                                 new[s + x][t + (x == v)] += ways[s][t] * math.comb(c, x)
@@ -68,7 +74,7 @@ def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool], k: int
             tally = sum(
                 ways[s][t] * math.comb(silent, k - v - s) / (t + 1)
                 for s in range(k - v + 1)
-                for t in range(len(others) + 1)
+                for t in range(ties)
                 if ways[s][t]
             )
             total += quality[answer] * math.comb(c_win, v) * tally
