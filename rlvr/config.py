@@ -45,6 +45,14 @@ class ModelSpec(_Strict):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 
 
+class CurriculumSpec(_Strict):
+    """Prompt choice from per-prompt pass rates (docs/training.md, "Curriculum")."""
+
+    retire_after_solved: int = Field(3, ge=0, le=1000)  # all-pass groups in a row; 0: never
+    prefer: Literal["mixed", "hard", "none"] = "mixed"  # which seen prompts to sample more
+    revisit_failed_every: int = Field(10, ge=1, le=1_000_000)  # steps before an all-fail returns
+
+
 class DataSpec(_Strict):
     """Where prompts come from: ``builtin:<name>?k=v`` or a ``.jsonl``/``.parquet`` path."""
 
@@ -53,6 +61,7 @@ class DataSpec(_Strict):
     prompt_template: Literal["think", "plain"] = "think"
     max_prompt_tokens: int = Field(512, ge=8, le=131072)
     shuffle: bool = True
+    curriculum: CurriculumSpec | None = None  # set: prompts chosen from their pass rates
 
 
 class VerifierRef(_Strict):

@@ -40,9 +40,11 @@ from rlvr.train.algorithms import groups_with_signal, overlong_penalty, sequence
 from rlvr.train.batch import make_train_batch
 from rlvr.train.checkpoint import (
     latest_checkpoint,
+    load_trainer_state,
     restore_rng,
     save_checkpoint,
 )
+from rlvr.train.curriculum import Curriculum
 from rlvr.train.evaluate import eval_sets, evaluate_sets
 from rlvr.train.reward import Reward, RewardPool
 from rlvr.train.rundir import METRICS_FILE, RunDirSink
@@ -241,6 +243,11 @@ class _Trainer:
         }
         self.eval_set = next(iter(self.eval_sets.values()), None)
         self._check_verifiers()
+        self.curriculum = (
+            Curriculum(len(self.train_set.records), d.curriculum) if d.curriculum else None
+        )
+        if self.curriculum is not None and ckpt is not None:  # resume: the same choices
+            self.curriculum.load_state_dict(load_trainer_state(ckpt[1])["curriculum"])
 
         import ray
 
@@ -360,9 +367,12 @@ class _Trainer:
         completions: list[Completion] = []
         rewards: list[Reward] = []
         rollout_s = reward_s = 0.0
+        sampled: list[int] = []  # train-set index of each prompt, every round
         for rnd in range(rounds):
             # 1. rollout (refill rounds: new prompts while too few groups have signal)
-            if rnd == 0:
+            if rnd == 0 and self.curriculum is not None:
+                idx = self.curriculum.choose(step, a.prompts_per_step, a.seed)
+            elif rnd == 0:
                 idx = _prompt_indices(
                     step, a.prompts_per_step, n_prompts, a.seed, spec.data.shuffle
                 )
@@ -382,6 +392,7 @@ class _Trainer:
             offset = len(records)
             new = [dataclasses.replace(c, prompt_index=c.prompt_index + offset) for c in new]
             records += [self.train_set.records[i] for i in idx]
+            sampled += idx
             prompt_ids += [self.train_set.token_ids[i] for i in idx]
 
             # 2. rewards
@@ -398,6 +409,12 @@ class _Trainer:
                 if len({int(g) for g in groups[signal]}) >= a.prompts_per_step:
                     break
         n_tokens = sum(len(c.token_ids) for c in completions)
+        if self.curriculum is not None:  # every group's outcome, refill rounds included
+            outcomes: dict[int, list[bool]] = {}
+            for c, x in zip(completions, rewards, strict=True):
+                outcomes.setdefault(c.prompt_index, []).append(bool(x.passed))
+            for j, passed in outcomes.items():
+                self.curriculum.record(step, sampled[j], passed)
 
         # 3. advantages (+ overlong handling, dynamic sampling)
         totals = torch.tensor([x.total for x in rewards])
@@ -455,6 +472,8 @@ class _Trainer:
                 "throughput/learn_tok_s": learned["learner/tokens"] / max(learn_s, 1e-9),
             }
         )
+        if self.curriculum is not None:
+            metrics.update(self.curriculum.metrics())
         metrics["time/step_s"] = time.perf_counter() - t_step
         return metrics, _sample_rows(completions, rewards, records, SAMPLES_PER_STEP)
 
@@ -484,6 +503,7 @@ class _Trainer:
                 "weights_version": step,
                 "base_model": str(self.model_path),
                 "spec_name": self.spec.name,
+                **({"curriculum": self.curriculum.state_dict()} if self.curriculum else {}),
             },
             keep=self.spec.checkpoint.keep,
         )
