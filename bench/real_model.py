@@ -61,9 +61,13 @@ def summarise(run_dir: Path, spec: Any, target: float, load: dict[str, Any]) -> 
     ]  # fmt: skip
     base = evals[0]["accuracy"]
     reached = next((e for e in evals if e["accuracy"] - base >= target - 1e-9), None)
-    per_step_keys = ("time/step_s", "time/rollout_s", "time/reward_s", "time/learn_s",
-                     "time/sync_s", "throughput/rollout_tok_s", "reward/mean", "accuracy",
-                     "response/length_mean", "response/truncated_frac")  # fmt: skip
+    per_step_keys = {  # name in the result -> metric
+        "step_s": "time/step_s", "rollout_s": "time/rollout_s", "reward_s": "time/reward_s",
+        "learn_s": "time/learn_s", "sync_s": "time/sync_s",
+        "rollout_tok_s": "throughput/rollout_tok_s", "reward_mean": "reward/mean",
+        "sample_accuracy": "accuracy", "length_mean": "response/length_mean",
+        "truncated_frac": "response/truncated_frac",
+    }  # fmt: skip
     return {
         "bench": "real_model",
         "model": spec.model.path,
@@ -80,7 +84,7 @@ def summarise(run_dir: Path, spec: Any, target: float, load: dict[str, Any]) -> 
         "best_gain_points": round((max(e["accuracy"] for e in evals) - base) * 100, 1),
         "target_points": target * 100,
         "target_reached": reached,
-        "per_step": {k.split("/")[-1]: _mean(steps, k) for k in per_step_keys},
+        "per_step": {name: _mean(steps, key) for name, key in per_step_keys.items()},
         "by_step": [
             {
                 "step": r["step"],

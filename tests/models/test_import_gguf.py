@@ -163,7 +163,7 @@ def test_imported_directory_has_the_logits_of_the_gguf_model(imported):
 
 @needs_model
 @pytest.mark.slow
-def test_the_model_name_trains_through_rlvr_train(imported, tmp_path, capsys):
+def test_the_model_name_trains_through_rlvr_train(ray_cluster, imported, tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"""
