@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from rlvr.rollout._common import ReplicaGroup
 
 
 @dataclass
@@ -39,6 +42,8 @@ class Completion:
 class RolloutEngine(Protocol):
     """What the training loop drives: :class:`~rlvr.rollout.hf.HFRollout` and
     :class:`~rlvr.rollout.vllm.VllmRollout` (driver side, several engine actors each)."""
+
+    replicas: ReplicaGroup  # the engine actors (``replicas.engines``: a learner pushes to them)
 
     def generate(
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
