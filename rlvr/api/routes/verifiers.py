@@ -78,11 +78,11 @@ def _checked(req: VerifyRequest, timeout_cap: float) -> tuple[dict[str, Any], fl
     timeout = timeout_cap
     if req.verifier == "code":
         _check_code_limits(options, req.reference)
-    elif "timeout_s" in options:
-        if options["timeout_s"] > timeout_cap:
+    elif isinstance(options.get("timeout_s"), int | float):  # (a plugin's may be anything)
+        if not 0 < options["timeout_s"] <= timeout_cap:
             raise _invalid(
                 ("options", "timeout_s"),
-                f"at most {timeout_cap:g} s here (RLVR_VERIFY_TIMEOUT_S)",
+                f"must be > 0 and at most {timeout_cap:g} s here (RLVR_VERIFY_TIMEOUT_S)",
             )
         timeout = float(options["timeout_s"])
     elif req.verifier == "math":
