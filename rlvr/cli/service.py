@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -179,7 +180,21 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    # SIGTERM/SIGINT (uvicorn's) and SIGHUP (a closed terminal) end the service alike: open
+    # event streams get 10 s, then the runner stops its owned head's jobs (they checkpoint,
+    # to resume at the next start) and every process of the head; any other way out that
+    # Python sees (an exception in the server) stops the runner too.
+    signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        app.state.runner.stop()  # a no-op after the lifespan's own stop
     return 0
 
 

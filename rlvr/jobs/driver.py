@@ -95,6 +95,19 @@ class _ClusterWatch(threading.Thread):
         except OSError:
             return False
 
+    def confirm(self, within_s: float = 5.0) -> bool:
+        """Whether the cluster is still there, watched for ``within_s``: a run that just
+        failed on dead actors may be seeing the head go down. Two unanswered checks in a
+        row count as gone (``lost`` is set)."""
+        misses, deadline = 0, time.monotonic() + within_s
+        while not self.lost.is_set() and time.monotonic() < deadline:
+            misses = 0 if self._answers() else misses + 1
+            if misses >= 2:
+                self.lost.set()
+                break
+            time.sleep(0.5)
+        return not self.lost.is_set()
+
     def run(self) -> None:
         last_answer = time.monotonic()
         while True:
@@ -143,7 +156,8 @@ def _watch_cluster(on_lost: Any) -> _ClusterWatch | None:
 
 class _DriverSink(StoreSink):
     """The store sink, writing no status once the cluster is lost: the run then stops as
-    ``cancelled`` or fails on dead actors, and neither is true of the job."""
+    ``cancelled`` or fails on dead actors, and neither is true of the job. Before a run's
+    ``failed`` or ``cancelled`` is written, the cluster is watched a few seconds more."""
 
     def __init__(self, store: JobStore, job_id: str, *, attempt: int, watch: Any):
         super().__init__(store, job_id, attempt=attempt)
@@ -153,6 +167,8 @@ class _DriverSink(StoreSink):
         return self.watch is not None and self.watch.lost.is_set()
 
     def status(self, status: str, *, step: int | None = None, error: str | None = None) -> None:
+        if status in ("failed", "cancelled") and self.watch is not None:
+            self.watch.confirm()
         if not self.cluster_lost():
             super().status(status, step=step, error=error)
 

@@ -276,6 +276,20 @@ def head_processes(mark: str) -> list[Any]:
     return found
 
 
+def _driver_pids(job_id: str) -> list[int]:
+    """Pids of this machine's drivers of ``job_id`` (any attempt)."""
+    import psutil  # a Ray dependency
+
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = p.info["cmdline"] or []
+        if p.info["status"] == psutil.STATUS_ZOMBIE or "rlvr.jobs.driver" not in cmdline:
+            continue
+        if any(a == "--job-id" and b == job_id for a, b in zip(cmdline, cmdline[1:], strict=False)):
+            out.append(p.info["pid"])
+    return out
+
+
 def live_group_members(pgid: int) -> list[int]:
     """Pids of process group ``pgid`` that still run (zombies awaiting a reaper excluded)."""
     import psutil  # a Ray dependency
@@ -580,6 +594,11 @@ class JobRunner:
                         log.info("job %s waits for %s (needs %s, free %s)", job.id,
                                  ", ".join(short), needs, free)  # fmt: skip
                     return
+            if job.resume and _driver_pids(job.id):
+                # An earlier attempt's driver on this machine (a crashed service's) is still
+                # ending (within RLVR_DRIVER_LOST_S + RLVR_DRIVER_EXIT_S): never two at once.
+                log.info("job %s waits for its previous driver to end", job.id)
+                return
             outcome = self._dispatch(client, job)
             if outcome == "retry":
                 return
