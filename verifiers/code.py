@@ -395,9 +395,17 @@ def plan_function_tests(test_code: str, entry_point: str) -> _Plan:
         )
     # Per-assert cases are sound only when both runs see the same inputs and the replay run
     # (no program) can evaluate every statement; otherwise all the tests are one case.
-    plan.program_names = _program_names(module, plan.names)
-    if plan.program_names or _draws_random(module) or (check and _leaves_early(check)):
-        plan.whole = True
+    # (Names from the program are fine where only the recording run uses them: the
+    # arguments of a cut-out call, ``f(Point(1, 2)) == 3``.)
+    from_program = _program_names(module, plan.names)
+    replayed = [
+        c if k == "setup" else c.replay_source
+        for k, c in plan.steps
+        if k == "setup" or not c.judge_here
+    ]
+    replay_needs = set().union(*map(_loaded_names, replayed)) & set(from_program)
+    if replay_needs or _draws_random(module) or (check and _leaves_early(check)):
+        plan.whole, plan.program_names = True, from_program
         plan.steps = [*module_setup, ("case", _whole_case(module, check, entry_point, names))]
     return plan
 

@@ -133,3 +133,17 @@ def test_deterministic_tests_keep_per_assert_partial_credit(verifier):
 )
 def test_reward_hacks_score_zero_in_whole_mode(verifier, program):
     assert verifier.verify(fenced(program), RANDOM_REF).score == 0.0
+
+
+def test_program_names_only_in_recorded_arguments_keep_per_assert_cases(verifier):
+    ref = {
+        "test_code": "assert norm1(Point(1, -2)) == 3\nassert norm1(Point(0, 0)) == 0\n",
+        "entry_point": "norm1",
+    }
+    plan = plan_function_tests(ref["test_code"], "norm1")
+    assert not plan.whole and plan.program_names == []
+    program = (
+        "class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n"
+        "def norm1(p):\n    return abs(p.x) + abs(p.y)"
+    )
+    assert verifier.verify(fenced(program), ref).score == 1.0
