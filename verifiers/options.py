@@ -17,9 +17,11 @@ per test is not a reward); a service may hold callers to lower limits.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 class _Options(BaseModel):
@@ -81,7 +83,7 @@ def options_model(name: str) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def check_options(model: type[BaseModel], options: Any) -> BaseModel:
+def check_options(model: type[OptionsT], options: Any) -> OptionsT:
     """``options`` validated by ``model``; :class:`OptionsError` naming each bad option."""
     if not isinstance(options, dict):
         raise OptionsError([((), f"options must be a mapping, got {type(options).__name__}")])
