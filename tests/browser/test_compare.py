@@ -112,7 +112,10 @@ def test_compare_overlays_chosen_runs_by_step_and_wall_time_and_evals_are_listed
 @pytest.mark.slow
 def test_samples_filter_by_outcome_and_reason_and_prompts_rank_longest_failing(server, page):
     a = server.job_ids[0]
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(server.url + f"/#/jobs/{a}")
+    page.wait_for_function("() => (document.getElementById('chart-reward').data || []).length > 0")
     page.wait_for_selector("#samples .sample")
     page.select_option("#sample-step", "all")
     page.wait_for_function("() => document.querySelectorAll('#samples .sample').length === 30")
@@ -128,3 +131,4 @@ def test_samples_filter_by_outcome_and_reason_and_prompts_rank_longest_failing(s
     cells = [r.split("\t") for r in rows.all_inner_texts()]
     assert [c[1] for c in cells] == ["10", "10", "0"]  # arith-0 and arith-2 never passed
     assert cells[2][0].startswith("arith-1") and cells[2][4] == "10"
+    assert errors == []  # the job page's own scripts ran clean beside compare.js
