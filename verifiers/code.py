@@ -173,7 +173,8 @@ class _HoleCutter(ast.NodeTransformer):
     only if every hole can be evaluated on its own, eagerly and in any order."""
 
     def __init__(self, names: set[str]) -> None:
-        self.names, self.holes, self.simple = names, [], True
+        self.names, self.simple = names, True
+        self.holes: list[ast.Call] = []
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         if isinstance(node.func, ast.Name) and node.func.id in self.names:
@@ -188,7 +189,7 @@ class _HoleCutter(ast.NodeTransformer):
         if isinstance(node, ast.IfExp):
             lazy = [node.body, node.orelse]
         elif isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
-            lazy = node.values[1:]
+            lazy = [*node.values[1:]]
         # A call depending on names bound inside the expression, or one that the original
         # might skip (and that might raise where it never ran).
         scoped = isinstance(node, _SCOPES) and _calls_candidate(node, self.names)
@@ -549,6 +550,7 @@ class CodeVerifier(Verifier):
         return Limits(wall_s=wall, cpu_s=wall, memory_mb=self.memory_mb)
 
     def _first_runs(self, job: _Job):
+        assert job.program is not None  # _run_phase passes only jobs with a program
         if job.plan is None:  # stdin/stdout: one run per case
             job.outcomes = [{} for _ in job.reference["tests"]]
             limits = self._limits(job)
@@ -566,6 +568,7 @@ class CodeVerifier(Verifier):
         yield spec, lambda r: self._grade_record(job, r)
 
     def _harness_spec(self, job: _Job, steps, mode: str = "record", values=None) -> str:
+        assert job.plan is not None  # function-call tests only
         spec = {
             "nonce": job.nonce,
             "mode": mode,
@@ -582,6 +585,7 @@ class CodeVerifier(Verifier):
     def _replay_runs(self, job: _Job):
         if job.replay_values is None:
             return
+        assert job.plan is not None  # replay values come from a plan's record run
         job.nonce = secrets.token_hex(8)
         steps, i = [], 0
         for kind, c in job.plan.steps:
@@ -614,6 +618,7 @@ class CodeVerifier(Verifier):
         job.outcomes[i] = case
 
     def _grade_record(self, job: _Job, r: RunResult) -> None:
+        assert job.plan is not None  # a record run is made only from a plan
         cases = job.plan.cases
         report, duplicated = _harness.parse_report(r.stdout, job.nonce)
         job.outcomes = [{"outcome": "no_result"} for _ in cases]
@@ -630,8 +635,9 @@ class CodeVerifier(Verifier):
                 job.load_error = _last_line(r.stderr) or f"exit code {r.exit_code}"
             job.outcomes = [{"outcome": outcome, "error": job.load_error} for _ in cases]
             return
-        if isinstance(report.get("setup"), dict):
-            job.load_error = f"test setup failed: {report['setup'].get('end')}"
+        setup = report.get("setup")
+        if isinstance(setup, dict):
+            job.load_error = f"test setup failed: {setup.get('end')}"
             job.outcomes = [{"outcome": "runtime_error", "error": job.load_error} for _ in cases]
             return
         values: list = [[] for _ in cases]
@@ -660,6 +666,7 @@ class CodeVerifier(Verifier):
             job.replay_values = values
 
     def _grade_replay(self, job: _Job, r: RunResult) -> None:
+        assert job.plan is not None  # a replay run is made only from a plan
         report, duplicated = _harness.parse_report(r.stdout, job.nonce)
         for i in range(len(job.plan.cases)):
             if job.outcomes[i].get("outcome") != "pending":
@@ -718,6 +725,7 @@ def _judge_holes(case: _Case, calls: list, end: str) -> dict:
             return {"outcome": "wrong_answer", "error": f"undecodable result: {exc}"[:200]}
     if not case.judge_here:
         return {"outcome": "pending"}
+    assert case.check is not None  # judge_here cases carry their check
     try:
         ok = bool(_judge(case.check, holes))
     except Exception as exc:  # e.g. `<` between a str and an int: the assert would fail too
