@@ -41,6 +41,7 @@ import torch
 from rlvr.models.causal_lm import precision
 from rlvr.rollout._common import MARKUP_TOKENS, ReplicaGroup, strip_tokens, validate_request
 from rlvr.rollout.base import Completion, SamplingConfig
+from rlvr.rollout.weight_sync import current_gpu_uuid, unpack_payload
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -232,6 +233,15 @@ class HFEngine:
                 t = value if isinstance(value, torch.Tensor) else torch.from_numpy(value)
                 own[name].copy_(t.to(own[name].dtype))
         self._version = int(version)
+
+    def load_packed(self, payload: Mapping[str, Any], version: int) -> None:
+        """The object-store path of :class:`~rlvr.rollout.weight_sync.WeightSender`:
+        ``payload = {"layout", "data"}`` (Ray resolves the ObjectRef the sender passed)."""
+        self.load_weights(dict(unpack_payload(payload)), version)
+
+    def gpu_uuid(self) -> str | None:
+        """This engine's GPU (None on CPU): how a WeightSender chooses its path."""
+        return current_gpu_uuid() if self.device.type == "cuda" else None
 
     def weights_version(self) -> int:
         return self._version

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -46,6 +45,7 @@ from rlvr.rollout.weight_sync import (
     WeightLayout,
     current_gpu_uuid,
     pack_weights,
+    unpack_payload,
     unpack_weights,
 )
 
@@ -298,11 +298,8 @@ class VllmEngine:
     def load_packed(self, payload: Mapping[str, Any], version: int) -> None:
         """Object-store path: ``payload = {"layout": WeightLayout dict, "data": uint8 array}``
         (Ray resolves the ObjectRef argument; the array is a zero-copy view of the store)."""
-        layout = WeightLayout.from_dict(payload["layout"])
-        with warnings.catch_warnings():  # the store's memory is read-only; we only read it
-            warnings.simplefilter("ignore", UserWarning)
-            host = torch.from_numpy(payload["data"])
-        self._load(unpack_weights(host.to(self._device()), layout), version)
+        device = self._device()
+        self._load([(n, t.to(device)) for n, t in unpack_payload(payload)], version)
 
     def load_ipc(
         self, handles: Mapping[str, tuple], layout: Mapping[str, Any], version: int

@@ -15,18 +15,23 @@ buffer whatever the path, and the engine unpacks zero-copy views and hands them 
   ``PyNcclCommunicator``, which live beside vLLM's own process groups in the engine).
 
 ``method="auto"`` picks ``cuda_ipc`` when every engine reports the sender's GPU, ``nccl`` when
-none does, else ``object_store``.
+none does, else ``object_store``. The training loop passes the placement plan's method
+(``rlvr.plan``: colocate -> ``cuda_ipc``, split -> ``nccl``, CPU -> ``object_store``) with
+``fallback=True``: a method the actual devices do not allow becomes ``object_store``.
 
     sender = WeightSender(engines)                    # in the learner's process
     stats = sender.push(model.state_dict(), version=step)
 
 The engine side of each path is :class:`rlvr.rollout.vllm.VllmEngine` (``load_packed``,
-``load_ipc``, ``init_weight_group`` / ``load_broadcast``).
+``load_ipc``, ``init_weight_group`` / ``load_broadcast``); the HF engine has ``load_packed``
+(object store only).
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -40,9 +45,12 @@ SyncMethod = Literal["auto", "object_store", "cuda_ipc", "nccl"]
 # A state dict, or its (name, tensor) pairs.
 Weights = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
 SYNC_METHODS = ("auto", "object_store", "cuda_ipc", "nccl")
+# The loop's `sync/method` metric (metrics are floats): 0 = no sync that step.
+SYNC_METHOD_CODES = {"object_store": 1.0, "cuda_ipc": 2.0, "nccl": 3.0}
 
 # Every tensor starts on a 256-byte boundary: views of any dtype are legal and aligned.
 _ALIGN = 256
+log = logging.getLogger("rlvr.rollout")
 
 
 @dataclass
@@ -144,6 +152,15 @@ def unpack_weights(buffer: torch.Tensor, layout: WeightLayout) -> list[tuple[str
     return out
 
 
+def unpack_payload(payload: Mapping[str, Any]) -> list[tuple[str, torch.Tensor]]:
+    """The named CPU tensors of an object-store payload ``{"layout", "data"}`` (views of the
+    store's read-only memory: copy out of them, never write)."""
+    with warnings.catch_warnings():  # from_numpy warns about read-only arrays
+        warnings.simplefilter("ignore", UserWarning)
+        host = torch.from_numpy(payload["data"])
+    return unpack_weights(host, WeightLayout.from_dict(payload["layout"]))
+
+
 def current_gpu_uuid() -> str | None:
     """The UUID of this process's current CUDA device (None without CUDA)."""
     if not torch.cuda.is_available():
@@ -164,6 +181,20 @@ def choose_method(sender_gpu: str | None, engine_gpus: list[str | None]) -> Sync
     return "object_store"
 
 
+def method_problem(
+    method: SyncMethod, sender_gpu: str | None, engine_gpus: list[str | None]
+) -> str | None:
+    """Why ``method`` cannot run between these devices (None: it can)."""
+    if method == "cuda_ipc" and (sender_gpu is None or any(g != sender_gpu for g in engine_gpus)):
+        return (
+            "method='cuda_ipc' needs the sender and every engine on the same GPU; "
+            "use 'nccl' or 'object_store' (or 'auto')"
+        )
+    if method == "nccl" and (sender_gpu is None or any(g is None for g in engine_gpus)):
+        return "method='nccl' needs CUDA in the sender and every engine"
+    return None
+
+
 class WeightSender:
     """Pushes a learner's weights to rollout engine actors. Lives in the learner's process.
 
@@ -174,6 +205,8 @@ class WeightSender:
         dtype: cast floating tensors to this dtype before sending (e.g. ``torch.bfloat16``
             for a learner holding fp32 master weights); None keeps them as they are.
         timeout_s: bound on each sync (and on forming the NCCL group).
+        fallback: a ``method`` these devices do not allow becomes ``object_store`` (logged)
+            instead of a ValueError.
     """
 
     def __init__(
@@ -182,6 +215,7 @@ class WeightSender:
         method: SyncMethod = "auto",
         dtype: torch.dtype | None = None,
         timeout_s: float = 300.0,
+        fallback: bool = False,
     ) -> None:
         import ray
 
@@ -198,13 +232,12 @@ class WeightSender:
         )
         if method == "auto":
             method = choose_method(self._gpu, engine_gpus)
-        if method == "cuda_ipc" and (self._gpu is None or any(g != self._gpu for g in engine_gpus)):
-            raise ValueError(
-                "method='cuda_ipc' needs the sender and every engine on the same GPU; "
-                "use 'nccl' or 'object_store' (or 'auto')"
-            )
-        if method == "nccl" and (self._gpu is None or any(g is None for g in engine_gpus)):
-            raise ValueError("method='nccl' needs CUDA in the sender and every engine")
+        problem = method_problem(method, self._gpu, engine_gpus)
+        if problem is not None and not fallback:
+            raise ValueError(problem)
+        if problem is not None:
+            log.warning("weight sync falls back to object_store: %s", problem)
+            method = "object_store"
         self.method: SyncMethod = method
         self._pinned: torch.Tensor | None = None
         self._group: Any = None  # the NCCL group (vLLM's PyNcclCommunicator), formed on use
