@@ -221,6 +221,27 @@ def _reduce(results: list[dict[str, Any]]) -> dict[str, float]:
     return StepStats(**root.peek((MODULE_ID, "sum"))).metrics()
 
 
+def _push_weights(
+    learner: PolicyLearner,
+    engines: list[Any],
+    method: str,
+    version: int,
+    trainable_only: bool,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """Runs where learner 0 lives: send its weights straight to the engines through a
+    :class:`~rlvr.rollout.weight_sync.WeightSender` (kept on the learner between syncs)."""
+    from rlvr.rollout.weight_sync import WeightSender
+
+    key = (tuple(e._actor_id.hex() for e in engines), method)
+    if getattr(learner, "_sender_key", None) != key:
+        learner._sender = WeightSender(engines, method, timeout_s=timeout_s, fallback=True)
+        learner._sender_key = key
+    with torch.no_grad():
+        stats = learner._sender.push(learner.policy_model().hf_state_dict(trainable_only), version)
+    return {**stats, "method": learner._sender.method}
+
+
 def _update_shard(learner: PolicyLearner, batch_ref: Any, timesteps: dict[str, Any]) -> Any:
     """Runs on learner i: train on its contiguous slice of the batch (read from the object store)."""
     import ray
@@ -344,6 +365,29 @@ class Learner:
         """
         return self._on_learners(
             lambda learner: learner.policy_state_dict(trainable_only), first_only=True
+        )[0]
+
+    def push_weights(
+        self,
+        engines: list[Any],
+        method: str = "auto",
+        version: int = 0,
+        trainable_only: bool = True,
+        timeout_s: float = 1800.0,
+    ) -> dict[str, Any]:
+        """Send the policy's weights from learner 0 to the rollout ``engines`` (actor handles)
+        by ``method`` (the plan's; one the devices do not allow falls back to the object
+        store). With learner actors the weights go actor to actor and this process holds
+        none; with ``num_learners == 0`` the learner, and so the sender, is this process.
+        Returns the sync's stats: ``bytes``, ``method`` and timings in seconds."""
+        return self._on_learners(
+            _push_weights,
+            first_only=True,
+            engines=list(engines),
+            method=method,
+            version=int(version),
+            trainable_only=trainable_only,
+            timeout_s=timeout_s,
         )[0]
 
     def save(self, path: str | Path) -> None:

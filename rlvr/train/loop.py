@@ -6,7 +6,8 @@
         2. the reward pool scores every completion with the job's verifiers;
         3. advantages per group; optionally drop groups whose rewards are all equal;
         4. the learner recomputes logprobs, applies the policy loss, steps the optimizer;
-        5. the new weights go to the rollout engines (through the object store);
+        5. the learner sends the new weights to the rollout engines itself (CUDA IPC, NCCL
+           or the object store, as the placement plan says);
         6. metrics and a few samples are written; every eval.every steps a greedy eval,
            every checkpoint.every steps a checkpoint.
 
@@ -36,6 +37,7 @@ import torch
 from rlvr.config import JobSpec
 from rlvr.data.records import PromptRecord
 from rlvr.rollout.base import Completion, SamplingConfig
+from rlvr.rollout.weight_sync import SYNC_METHOD_CODES
 from rlvr.train.algorithms import groups_with_signal, overlong_penalty, sequence_signal
 from rlvr.train.batch import make_train_batch
 from rlvr.train.checkpoint import (
@@ -450,10 +452,17 @@ class _Trainer:
             learned["lr"] = a.lr
         learn_s = time.perf_counter() - t0
 
-        # 5. weights to the engines (under LoRA only the adapted layers change)
+        # 5. weights to the engines, straight from the learner by the plan's method (under
+        # LoRA only the adapted layers change)
         t0 = time.perf_counter()
+        synced: dict[str, Any] = {"bytes": 0.0, "method": None}
         if kept:
-            self.rollout.load_weights(self.learner.state_dict(trainable_only=True), version=step)
+            synced = self.learner.push_weights(
+                self.rollout.replicas.engines,
+                self.plan.sync,
+                version=step,
+                timeout_s=self.rollout.replicas.call_timeout_s,
+            )
         sync_s = time.perf_counter() - t0
 
         # 6. metrics
@@ -468,6 +477,8 @@ class _Trainer:
                 "time/reward_s": reward_s,
                 "time/learn_s": learn_s,
                 "time/sync_s": sync_s,
+                "sync/bytes": float(synced["bytes"]),
+                "sync/method": SYNC_METHOD_CODES.get(synced["method"], 0.0),
                 "throughput/rollout_tok_s": n_tokens / max(rollout_s, 1e-9),
                 "throughput/learn_tok_s": learned["learner/tokens"] / max(learn_s, 1e-9),
             }
