@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import secrets
 import shlex
@@ -190,6 +191,14 @@ class LocalRayHead:
         )
         self.gcs_address = f"127.0.0.1:{gcs_port}"
         self.address = f"http://127.0.0.1:{dash_port}"
+        guard = "import sys; from rlvr.jobs.runner import guard_head; guard_head(*sys.argv[1:])"
+        subprocess.Popen(
+            [sys.executable, "-c", guard, self.mark, str(os.getpid()), str(self._proc.pid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,
+        )
         self._wait_ready()
         log.info("started a local Ray head: %s (Jobs API %s)", self.gcs_address, self.address)
         return self.address
@@ -254,6 +263,34 @@ class LocalRayHead:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
         self.mark = None
+
+
+def guard_head(mark: str, service_pid: str, head_pid: str) -> None:
+    """A head's guard, in a session of its own: once the service that owns the head is gone
+    (even by SIGKILL, or while the head was still starting, when ``ray start`` may not act on
+    its parent-death signal), SIGTERM every process of the head, SIGKILL what is left after
+    20 s (drivers meanwhile see their GCS go and write no status), and remove its directory.
+    Ends by itself once the head has been stopped normally."""
+    import psutil  # a Ray dependency
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    while alive(int(service_pid)):
+        if not alive(int(head_pid)) and not head_processes(mark):
+            return  # stopped by the service
+        time.sleep(1.0)
+    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+        for p in head_processes(mark):
+            with contextlib.suppress(Exception):
+                p.send_signal(sig)
+        deadline = time.monotonic() + wait_s
+        while head_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    shutil.rmtree(mark, ignore_errors=True)
 
 
 def head_processes(mark: str) -> list[Any]:
@@ -328,6 +365,18 @@ def job_needs(spec: JobSpec, cluster: Any = None) -> dict[str, float]:
         "GPU": gpus,
         "memory": processes * GiB + workers * GiB / 4,
     }
+
+
+def driver_resources(spec: JobSpec, cluster_cpus: float | None) -> dict[str, float]:
+    """What the submitted driver asks Ray for: no GPU ever (engines and learners get the
+    GPUs through their placement groups) and the CPU share the loop leaves it beside its
+    actors (``rlvr.train.loop``: ``min(1, CPUs / (replicas + learners + 1))``), so the
+    driver never holds a CPU an engine or learner actor is waiting for. Unknown CPUs: 0."""
+    out = {"entrypoint_num_gpus": 0.0, "entrypoint_num_cpus": 0.0}
+    if cluster_cpus:
+        actors = spec.rollout.replicas + max(spec.algorithm.num_learners, 1)
+        out["entrypoint_num_cpus"] = math.floor(1000 * min(1.0, cluster_cpus / (actors + 1))) / 1000
+    return out
 
 
 @dataclass
@@ -540,7 +589,10 @@ class JobRunner:
         """One round of dispatch + reconcile (the background thread calls this)."""
         with self._lock:
             if self._head is not None and not self._head.alive():
-                log.warning("the local Ray head exited; its jobs' processes are stopped")
+                log.warning(
+                    "the local Ray head exited; its jobs' processes are stopped. Its log:\n%s",
+                    self._head.log_tail(1000),
+                )
                 self._release_head("the local Ray head exited")
             jobs = self.store.jobs_for_runner()
             if not jobs:
@@ -599,7 +651,8 @@ class JobRunner:
                 # ending (within RLVR_DRIVER_LOST_S + RLVR_DRIVER_EXIT_S): never two at once.
                 log.info("job %s waits for its previous driver to end", job.id)
                 return
-            outcome = self._dispatch(client, job)
+            cpus = capacity[0].get("CPU") if capacity is not None else None
+            outcome = self._dispatch(client, job, cpus)
             if outcome == "retry":
                 return
             if outcome == "submitted":
@@ -641,9 +694,10 @@ class JobRunner:
                 self._needs_cache[job.id] = {}
         return {k: min(v, total[k]) for k, v in self._needs_cache[job.id].items()}
 
-    def _dispatch(self, client: Any, job: JobRecord) -> str:
+    def _dispatch(self, client: Any, job: JobRecord, cluster_cpus: float | None = None) -> str:
         """Submit ``job`` to Ray: ``submitted`` (or found submitted before a crash),
-        ``retry`` (Ray cannot take it yet) or ``refused`` (the job failed)."""
+        ``retry`` (Ray cannot take it yet) or ``refused`` (the job failed). The driver asks
+        for :func:`driver_resources` (no GPU)."""
         submission_id = job.id if job.attempt == 1 else f"{job.id}-r{job.attempt}"
         cmd = [
             self.driver_python, "-m", "rlvr.jobs.driver",
@@ -663,6 +717,7 @@ class JobRunner:
                     }
                 },
                 metadata={"rlvr_job_id": job.id, "rlvr_name": job.name, "rlvr_owner": job.owner},
+                **driver_resources(JobSpec.model_validate(job.spec), cluster_cpus),
             )
         except Exception as exc:
             text = str(exc)
