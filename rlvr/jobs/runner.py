@@ -134,6 +134,7 @@ class LocalRayHead:
         self._proc: subprocess.Popen | None = None
         self._dir: Path | None = None
         self.mark: str | None = None  # the head's directory: RLVR_RAY_HEAD of its processes
+        self._guard: subprocess.Popen | None = None  # see guard_head
 
     def start(self) -> str:
         """Start the head and wait until its Jobs API answers; returns its address."""
@@ -192,7 +193,7 @@ class LocalRayHead:
         self.gcs_address = f"127.0.0.1:{gcs_port}"
         self.address = f"http://127.0.0.1:{dash_port}"
         guard = "import sys; from rlvr.jobs.runner import guard_head; guard_head(*sys.argv[1:])"
-        subprocess.Popen(
+        self._guard = subprocess.Popen(
             [sys.executable, "-c", guard, self.mark, str(os.getpid()), str(self._proc.pid)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -259,6 +260,10 @@ class LocalRayHead:
             if proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
+        guard, self._guard = self._guard, None
+        if guard is not None:  # its work is done
+            guard.kill()
+            guard.wait(timeout=10)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
