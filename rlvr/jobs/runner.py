@@ -134,6 +134,7 @@ class LocalRayHead:
         self._proc: subprocess.Popen | None = None
         self._dir: Path | None = None
         self.mark: str | None = None  # the head's directory: RLVR_RAY_HEAD of its processes
+        self._guard: subprocess.Popen | None = None  # see guard_head
 
     def start(self) -> str:
         """Start the head and wait until its Jobs API answers; returns its address."""
@@ -191,6 +192,14 @@ class LocalRayHead:
         )
         self.gcs_address = f"127.0.0.1:{gcs_port}"
         self.address = f"http://127.0.0.1:{dash_port}"
+        guard = "import sys; from rlvr.jobs.runner import guard_head; guard_head(*sys.argv[1:])"
+        self._guard = subprocess.Popen(
+            [sys.executable, "-c", guard, self.mark, str(os.getpid()), str(self._proc.pid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,
+        )
         self._wait_ready()
         log.info("started a local Ray head: %s (Jobs API %s)", self.gcs_address, self.address)
         return self.address
@@ -251,10 +260,42 @@ class LocalRayHead:
             if proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
+        guard, self._guard = self._guard, None
+        if guard is not None:  # its work is done
+            guard.kill()
+            guard.wait(timeout=10)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
         self.mark = None
+
+
+def guard_head(mark: str, service_pid: str, head_pid: str) -> None:
+    """A head's guard, in a session of its own: once the service that owns the head is gone
+    (even by SIGKILL, or while the head was still starting, when ``ray start`` may not act on
+    its parent-death signal), SIGTERM every process of the head, SIGKILL what is left after
+    20 s (drivers meanwhile see their GCS go and write no status), and remove its directory.
+    Ends by itself once the head has been stopped normally."""
+    import psutil  # a Ray dependency
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    while alive(int(service_pid)):
+        if not alive(int(head_pid)) and not head_processes(mark):
+            return  # stopped by the service
+        time.sleep(1.0)
+    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+        for p in head_processes(mark):
+            with contextlib.suppress(Exception):
+                p.send_signal(sig)
+        deadline = time.monotonic() + wait_s
+        while head_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    shutil.rmtree(mark, ignore_errors=True)
 
 
 def head_processes(mark: str) -> list[Any]:
@@ -553,7 +594,10 @@ class JobRunner:
         """One round of dispatch + reconcile (the background thread calls this)."""
         with self._lock:
             if self._head is not None and not self._head.alive():
-                log.warning("the local Ray head exited; its jobs' processes are stopped")
+                log.warning(
+                    "the local Ray head exited; its jobs' processes are stopped. Its log:\n%s",
+                    self._head.log_tail(1000),
+                )
                 self._release_head("the local Ray head exited")
             jobs = self.store.jobs_for_runner()
             if not jobs:
