@@ -494,6 +494,10 @@ class JobRunner:
                 self._interrupt(job, reason)
         if client is not None and head.alive():
             self._stop_ray_jobs(client, [j.submission_id for j in ray_jobs])
+            # Ray may say STOPPED before the driver has ended: its checkpoint is still due.
+            deadline = time.monotonic() + self.stop_grace_s + 5.0
+            while time.monotonic() < deadline and any(_driver_pids(j.id) for j in ray_jobs):
+                time.sleep(0.5)
         head.stop()
         self._head = None
         self._client = None
