@@ -97,3 +97,26 @@ def test_a_learner_actor_pushes_its_weights_to_the_engines_without_the_driver(
     finally:
         learner.shutdown()
         rollout.shutdown()
+
+
+def test_under_lora_only_the_adapted_layers_move(ray_cluster, random_model_dir):
+    """The local learner (num_learners=0) pushes the merged adapted layers alone: sync/bytes
+    is their size, and the engine's other weights stay the base model's."""
+    lora = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    learner = Learner(
+        LearnerConfig(model_path=str(random_model_dir), temperature=0.8, gen_budget=6, lora=lora)
+    )
+    rollout = HFRollout(
+        HFEngineConfig(model=str(random_model_dir)), replicas=1, num_cpus=0, call_timeout_s=120
+    )
+    try:
+        adapted = learner.state_dict(trainable_only=True)
+        assert adapted and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in adapted)
+        stats = learner.push_weights(rollout.replicas.engines, "cuda_ipc", version=5)
+        assert stats["method"] == "object_store"
+        assert stats["bytes"] == sum(-(-v.nbytes // 256) * 256 for v in adapted.values())
+        assert stats["bytes"] < sum(v.nbytes for v in learner.state_dict().values()) / 2
+        assert rollout.weights_version() == 5
+    finally:
+        learner.shutdown()
+        rollout.shutdown()
