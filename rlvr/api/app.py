@@ -63,8 +63,9 @@ class _JobCollector:
             step.add_metric([job.id], job.step)
             latest = self.store.latest_metrics(job.id)
             for name, family in values.items():
-                if latest.get(name) is not None:
-                    family.add_metric([job.id], latest[name])
+                value = latest.get(name)
+                if value is not None:
+                    family.add_metric([job.id], value)
         yield step
         yield from values.values()
 

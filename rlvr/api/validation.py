@@ -244,7 +244,9 @@ def _check_data(
     errors: ErrorList = []
     normalised: dict[tuple, str] = {}
     roots = list(settings.data_roots)
-    sources = [(("data", f), getattr(spec.data, f)) for f in ("train", "eval")]
+    sources: list[tuple[tuple[str, ...], Any]] = [
+        (("data", f), getattr(spec.data, f)) for f in ("train", "eval")
+    ]
     sources += [(("eval", "sets", name), src) for name, src in spec.eval.sets.items()]
     for loc, source in sources:
         if source is None:

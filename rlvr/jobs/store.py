@@ -339,10 +339,9 @@ def _upsert(session: Session, table: Any, rows: list[dict[str, Any]], keys: list
         return
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
         stmt = insert(table)
         updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
         session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
@@ -657,7 +656,7 @@ class JobStore:
         Non-numbers are dropped, NaN/inf stored as gaps; a name longer than 128 characters
         is a ``ValueError`` (nothing of the step is written)."""
         step = _step(step)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"job_id": job_id, "step": step, "name": _text(str(k)), "value": _finite(v)}
             for k, v in values.items()
             if _is_number(v)
@@ -691,7 +690,7 @@ class JobStore:
             # A replayed step may log fewer samples than the first time: replace them all.
             s.execute(delete(_Sample).where(_Sample.job_id == job_id, _Sample.step == step))
             if data:
-                s.execute(_Sample.__table__.insert(), data)
+                s.execute(_Sample.__table__.insert(), data)  # type: ignore[attr-defined]
             self._add_event(s, job_id, "samples", {"step": step, "count": len(data)})
 
     def record_checkpoint(self, job_id: str, step: int, path: str) -> None:

@@ -248,7 +248,7 @@ def evaluate_model(
     model: str,
     *,
     progress: Callable[[str, int, int], None] | None = None,
-    actor_cpus: float | None = None,
+    actor_cpus: float = 1.0,
 ) -> tuple[dict[str, float], dict[str, SetScores]]:
     """Evaluate one model on ``spec``'s eval sets with its rollout and reward settings, on
     the Ray cluster this process is connected to (engines and reward pool are shut down

@@ -115,6 +115,7 @@ def _plan(body: EvalRequest, store: Any, settings: Any, user: Any) -> dict[str, 
         if len(targets) < 2:
             errors.append(_error(("job_id",), f"job {job.id} has no checkpoint yet"))
     else:
+        assert body.model is not None  # EvalRequest: exactly one of model and job_id
         raw = Path(body.model).expanduser()
         runs = Path(settings.runs_dir).expanduser().resolve()
         if raw.is_absolute() and _under(raw.resolve(), [runs]):  # a checkpoint of a job
@@ -143,6 +144,7 @@ def _plan(body: EvalRequest, store: Any, settings: Any, user: Any) -> dict[str, 
     if problems:
         raise RequestValidationError(problems)
     if not targets:
+        assert body.model is not None  # a job_id without two checkpoints was refused above
         targets = [EvalTarget(body.model, spec.model.path)]
     return {
         "targets": [t.__dict__ for t in targets],

@@ -58,7 +58,9 @@ _SPEC_BODY = {
         },
     }
 }
-_NOT_FOUND = {404: {"model": ErrorOut, "description": "no such job"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no such job"}
+}
 
 
 def _body_error(msg: str, loc: tuple[Any, ...] = ()) -> RequestValidationError:
@@ -330,4 +332,4 @@ def get_logs(
         with contextlib.suppress(OSError):
             text, source = path.read_text(errors="replace"), "file"
     lines = _ANSI.sub("", text).splitlines()[-tail:]
-    return LogsOut(job_id=job.id, source=source, text="\n".join(lines))  # type: ignore[arg-type]
+    return LogsOut(job_id=job.id, source=source, text="\n".join(lines))
