@@ -361,7 +361,7 @@ def job_needs(spec: JobSpec, cluster: Any = None) -> dict[str, float]:
     processes = 1 + spec.rollout.replicas + spec.algorithm.num_learners
     workers = spec.reward.workers
     gpus = 0.0
-    if cluster is not None and getattr(cluster, "gpus", 0):
+    if cluster is not None and getattr(cluster, "gpus", 0) > 0:
         from rlvr.plan import make_plan
 
         gpus = float(make_plan(spec, cluster).gpu_count)

@@ -182,7 +182,7 @@ def choose_method(sender_gpu: str | None, engine_gpus: list[str | None]) -> Sync
 
 
 def method_problem(
-    method: SyncMethod, sender_gpu: str | None, engine_gpus: list[str | None]
+    method: str, sender_gpu: str | None, engine_gpus: list[str | None]
 ) -> str | None:
     """Why ``method`` cannot run between these devices (None: it can)."""
     if method == "cuda_ipc" and (sender_gpu is None or any(g != sender_gpu for g in engine_gpus)):
@@ -212,7 +212,7 @@ class WeightSender:
     def __init__(
         self,
         engines: list[Any],
-        method: SyncMethod = "auto",
+        method: str = "auto",  # a SyncMethod, checked here (job specs carry plain strings)
         dtype: torch.dtype | None = None,
         timeout_s: float = 300.0,
         fallback: bool = False,
@@ -238,7 +238,7 @@ class WeightSender:
         if problem is not None:
             log.warning("weight sync falls back to object_store: %s", problem)
             method = "object_store"
-        self.method: SyncMethod = method
+        self.method: str = method
         self._pinned: torch.Tensor | None = None
         self._group: Any = None  # the NCCL group (vLLM's PyNcclCommunicator), formed on use
         self._ray = ray

@@ -47,7 +47,7 @@ def _import_rllib():
     return TorchRLModule
 
 
-class CausalLMModule(_import_rllib()):
+class CausalLMModule(_import_rllib()):  # type: ignore[misc]  # RLlib base, imported lazily
     """A :class:`~rlvr.models.causal_lm.PolicyModel` as an RLlib ``TorchRLModule``;
     ``model_config`` holds its keyword arguments and ``path``."""
 
@@ -70,7 +70,7 @@ def _import_torch_learner():
     return TorchLearner
 
 
-class PolicyLearner(_import_torch_learner()):
+class PolicyLearner(_import_torch_learner()):  # type: ignore[misc]  # the same
     """GRPO-family updates through :func:`~rlvr.train.update.gradient_step`.
     Hyperparameters: ``config.learner_config_dict`` (a :class:`LearnerConfig` as a dict)."""
 

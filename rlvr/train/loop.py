@@ -190,7 +190,8 @@ def _sample_rows(
     """The first completion of the first k groups, with rewards and every verdict."""
     from verifiers import split_think
 
-    rows, seen = [], set()
+    rows: list[SampleRow] = []
+    seen: set[int] = set()
     for c, r in zip(completions, rewards, strict=True):
         if c.prompt_index in seen or len(rows) >= k:
             continue
