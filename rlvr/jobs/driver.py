@@ -40,7 +40,8 @@ DRIVER_LOG = "driver.log"  # in the run dir: the log tail survives the Ray clust
 class _StopFlag:
     """Set by SIGTERM (Ray's stop_job) or by a ``cancelled`` status in the store."""
 
-    def __init__(self, store: JobStore, job_id: str, poll_s: float = 2.0):
+    def __init__(self, store: JobStore, job_id: str, attempt: int = 1, poll_s: float = 2.0):
+        self._attempt = attempt
         self._event = threading.Event()
         self._store = store
         self._job_id = job_id
@@ -61,7 +62,9 @@ class _StopFlag:
             except Exception as exc:  # a flaky database must not kill the run
                 log.warning("could not read the job's status: %s", exc)
                 job = None
-            if job is not None and job.status == "cancelled":
+            # cancelled (or failed by the service), or queued again as a new attempt (the
+            # service is stopping its head): stop at the next step, with a checkpoint
+            if job is not None and (job.terminal or job.attempt != self._attempt):
                 self._event.set()
         return self._event.is_set()
 
@@ -197,7 +200,7 @@ def drive(job_id: str, *, db_url: str, attempt: int = 1, resume: bool = False) -
     run_dir = Path(job.run_dir)
     _setup_logging(run_dir)
     # rlvr.train.run writes the run dir itself; this sink adds the job store.
-    should_stop = _StopFlag(store, job_id)
+    should_stop = _StopFlag(store, job_id, attempt)
     signal.signal(signal.SIGTERM, should_stop.set)
     watch = _watch_cluster(should_stop.set)
     store_sink = _DriverSink(store, job_id, attempt=attempt, watch=watch)

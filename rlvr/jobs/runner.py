@@ -493,11 +493,14 @@ class JobRunner:
             else:
                 self._interrupt(job, reason)
         if client is not None and head.alive():
-            self._stop_ray_jobs(client, [j.submission_id for j in ray_jobs])
-            # Ray may say STOPPED before the driver has ended: its checkpoint is still due.
-            deadline = time.monotonic() + self.stop_grace_s + 5.0
+            # Each driver sees its attempt superseded (or its cancel) at its next step and
+            # stops there with a checkpoint; stop_job (SIGTERM) is for those that do not.
+            deadline = time.monotonic() + self.stop_grace_s
             while time.monotonic() < deadline and any(_driver_pids(j.id) for j in ray_jobs):
                 time.sleep(0.5)
+            left = [j.submission_id for j in ray_jobs if _driver_pids(j.id)]
+            if left:
+                self._stop_ray_jobs(client, left)
         head.stop()
         self._head = None
         self._client = None

@@ -1,6 +1,8 @@
 """End to end: `rlvr serve` processes over real HTTP, a real local Ray cluster, the real
 trainer on a tiny model. Submit the demo job, restart the service mid-job and follow it
-through SSE to success losing nothing; cancel and resume a job; `rlvr demo` itself."""
+through SSE to success losing nothing; cancel and resume a job; `rlvr demo` itself. A
+service with a head of its own: SIGTERM checkpoints the job and leaves no process behind,
+the next start resumes it by itself, and so does the start after a kill -9."""
 
 from __future__ import annotations
 
@@ -27,19 +29,21 @@ class Service:
     """`python -m rlvr serve` in a subprocess (a restart is a new process on the same db)."""
 
     def __init__(self, tmp: Path, ray_head, model_root: Path, port: int | None = None):
+        """``ray_head`` None: the service starts and owns a local head."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (tmp / "data").mkdir(exist_ok=True)
+        self.db_url = f"sqlite:///{tmp / 'rlvr.db'}"
         self.env = {
-            **os.environ,
-            "RLVR_DB_URL": f"sqlite:///{tmp / 'rlvr.db'}",
+            **{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")},
+            "RLVR_DB_URL": self.db_url,
             "RLVR_RUNS_DIR": str(tmp / "runs"),
             "RLVR_DATA_ROOTS": str(tmp / "data"),
             "RLVR_MODEL_ROOTS": str(model_root),
-            "RAY_ADDRESS": ray_head.address,
-            "RAY_AUTH_TOKEN": ray_head.token,
             "RLVR_DRIVER_PYTHON": sys.executable,
         }
+        if ray_head is not None:
+            self.env |= {"RAY_ADDRESS": ray_head.address, "RAY_AUTH_TOKEN": ray_head.token}
         self.log = open(tmp / f"serve-{self.port}.log", "ab")  # noqa: SIM115
         self.proc: subprocess.Popen | None = None
 
@@ -65,14 +69,16 @@ class Service:
                 time.sleep(0.2)
         raise AssertionError("rlvr serve did not answer /healthz within 60s")
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it has not ended after 150 s; returns the exit code."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=60)
+                self.proc.wait(timeout=150)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        return self.proc.returncode if self.proc else None
 
     def api(self, method: str, path: str, **kw) -> httpx.Response:
         return httpx.request(method, self.url + path, timeout=30, **kw)
@@ -221,3 +227,57 @@ def test_rlvr_demo_serves_submits_follows_and_prints_the_dashboard_url(
     assert any(
         line.startswith("dashboard: http://127.0.0.1:") and "#/jobs/" in line for line in lines
     )
+
+
+def test_a_service_with_its_own_head_loses_nothing_to_a_sigterm_or_a_crash(
+    tmp_path, model_root, tiny_spec, processes_mentioning
+):
+    """`rlvr serve` without RAY_ADDRESS owns its head. SIGTERM mid-job: the job is stopped
+    through the Jobs API (it checkpoints), queued to resume, and no process of the head or
+    the job remains anywhere. The next start resumes it by itself. kill -9 of that service:
+    its head and driver end by themselves, and the start after that resumes the job from
+    its last checkpoint to success, every step's metrics once."""
+    from rlvr.jobs.store import JobStore
+
+    spec = tiny_spec(name="restarts", max_steps=12, every=2)
+    services = [first := Service(tmp_path, None, model_root).start()]
+    store = JobStore(first.db_url)
+    try:
+        job_id = first.submit(spec)
+        wait_for(lambda: first.job(job_id)["step"] >= 2, 240, "two steps")
+        assert first.stop() in (0, -signal.SIGTERM)  # ended by itself, not killed
+        assert processes_mentioning(job_id, first.db_url) == []  # no driver, head or guard
+        job = store.get_job(job_id)
+        assert (job.status, job.attempt, job.resume, job.error) == ("queued", 2, True, None)
+        stopped_at = job.step
+        assert [c["step"] for c in store.checkpoints(job_id)][-1] == stopped_at  # stop's own
+
+        services.append(second := Service(tmp_path, None, model_root).start())
+        try:  # resumed without anyone asking
+            resumed = wait_for(
+                lambda: (j := second.job(job_id))["attempt"] == 2 and j["step"] > stopped_at and j,
+                420, "the job to resume by itself",
+            )  # fmt: skip
+            assert resumed["status"] == "running"
+        finally:
+            second.proc.kill()  # a crash: no shutdown code runs
+            second.proc.wait(timeout=30)
+        wait_for(lambda: not processes_mentioning(job_id, first.db_url), 120,
+                 "the crashed service's head and driver to end by themselves")  # fmt: skip
+
+        services.append(third := Service(tmp_path, None, model_root).start())
+        try:
+            events = third.follow(job_id, timeout_s=400)
+            assert [d["status"] for k, d in events if k == "status"][-1] == "succeeded"
+            job = third.job(job_id)
+            assert job["status"] == "succeeded" and job["step"] == 12 and job["attempt"] == 3
+            series = third.api("GET", f"/v1/jobs/{job_id}/metrics").json()["series"]
+            assert series["reward/mean"]["steps"] == list(range(1, 13))  # each step once
+            assert series["eval/accuracy"]["steps"] == [0, 2, 4, 6, 8, 10, 12]
+        finally:
+            assert third.stop() in (0, -signal.SIGTERM)
+        assert processes_mentioning(job_id, first.db_url) == []
+    finally:
+        store.close()
+        for service in services:  # those a failed check left running
+            service.stop()
