@@ -61,8 +61,9 @@ class MathVerifier(Verifier):
         "Final math answer (after </think>: <answer>…</answer>, else the last \\boxed{}, "
         "else the last expression) compared with the gold answer by math-verify/sympy: "
         "numbers, fractions, percents, roots, pi, expressions, equations, sets, intervals, "
-        "tuples, multiple-choice letters. Reasons: ok, no_answer, parse_error, mismatch, "
-        "timeout, error."
+        "tuples, multiple-choice letters. With require_number, an integer gold needs a number, "
+        "not an expression equal to it (15 + 29 for 44 is 'unevaluated'). Reasons: ok, "
+        "no_answer, parse_error, mismatch, unevaluated, timeout, error."
     )
     reference_format: ClassVar[str] = (
         'the gold answer as a string, e.g. "3/4", "\\\\frac{3}{4}", "x=2", "[1, 3)", "B" '
@@ -77,6 +78,7 @@ class MathVerifier(Verifier):
         strict: bool = True,
         allow_set_relation_comp: bool = False,
         extract: Sequence[str] = _EXTRACTORS,
+        require_number: bool = False,
     ):
         opts = check_options(
             MathOptions,
@@ -87,6 +89,7 @@ class MathVerifier(Verifier):
                 "strict": strict,
                 "allow_set_relation_comp": allow_set_relation_comp,
                 "extract": list(extract) if isinstance(extract, list | tuple) else extract,
+                "require_number": require_number,
             },
         )  # OptionsError (a ValueError) naming each bad option
         self.timeout_s = opts.timeout_s
@@ -98,6 +101,7 @@ class MathVerifier(Verifier):
             "strict": opts.strict,
             "allow_set_relation_comp": opts.allow_set_relation_comp,
             "extract": list(self.extract),
+            "require_number": opts.require_number,
         }
 
     def check_reference(self, reference: Any) -> None:
@@ -146,6 +150,15 @@ class MathVerifier(Verifier):
             allow_set_relation_comp=self.options["allow_set_relation_comp"],
             timeout_seconds=None,  # the pool enforces time; signal.alarm breaks off-thread
         )
+        if (
+            ok
+            and self.options.get("require_number")
+            and _INTEGER_RE.match(gold.text.strip())
+            and _UNEVALUATED_RE.search(details["extracted"])
+        ):
+            # Restating the question ("15 + 29") equals the gold to sympy; rewarding it would
+            # teach the policy to echo the problem instead of solving it.
+            return Verdict(0.0, False, "unevaluated", details)
         if ok:
             return Verdict(1.0, True, "ok", details)
         only_text = all(isinstance(r, str) for r in readings)
@@ -425,6 +438,11 @@ def _as_text(readings: list, span: str) -> str:
 # ---------------------------------------------------------------- multiple choice
 
 _LETTER_RE = re.compile(r"^\(?([A-J])\)?$")
+_INTEGER_RE = re.compile(r"^[-+]?\d[\d,]*$")
+# Arithmetic left to do: an operator between two numbers, or a fraction/root to work out.
+_UNEVALUATED_RE = re.compile(
+    r"\d\s*(?:[-+*/^×÷·]|\\times|\\cdot|\\div)\s*[-(]?\s*\d|\\d?frac|\\sqrt"
+)
 _LETTER_START_RE = re.compile(r"^\(?\s*([A-Ja-j])\s*(?:\)|\.|:|$|\s)")
 
 

@@ -36,6 +36,9 @@ class MathOptions(_Options):
     strict: bool = True
     allow_set_relation_comp: bool = False
     extract: list[Literal["latex", "expr"]] = Field(["latex", "expr"], min_length=1)
+    # Arithmetic tasks: an integer gold must be answered with a number, not the question's
+    # own expression (which sympy would find equal).
+    require_number: bool = False
 
 
 class CodeOptions(_Options):

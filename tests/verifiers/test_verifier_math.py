@@ -205,3 +205,24 @@ def test_verify_inside_a_ray_actor_scores_for_real_and_enforces_the_timeout(ray_
     assert (hung["passed"], hung["reason"]) == (False, "timeout")
     assert hung["seconds"] < 1.0 + 0.5
     ray.kill(scorer)
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "<answer>15 + 29</answer>",
+        "To calculate 15 + 29, we need",  # a truncated restatement of the question
+        "so the answer is \\boxed{\\frac{88}{2}}",
+    ],
+)
+def test_require_number_refuses_an_expression_equal_to_an_integer_gold(completion):
+    assert MathVerifier().verify(completion, "44").passed  # sympy finds them equal
+    verdict = MathVerifier(require_number=True).verify(completion, "44")
+    assert (verdict.passed, verdict.reason) == (False, "unevaluated")
+
+
+def test_require_number_still_accepts_numbers_and_non_integer_golds():
+    strict = MathVerifier(require_number=True)
+    assert strict.verify("<answer>44</answer>", "44").passed
+    assert strict.verify("<answer>-3</answer>", "-3").passed
+    assert strict.verify("<answer>1/2</answer>", "0.5").passed  # only integer golds
