@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rlvr.api.app import create_app
@@ -20,6 +21,12 @@ from rlvr.jobs.store import JobStore
 SCREENSHOT = os.environ.get("RLVR_COMPARE_SCREENSHOT")
 
 TRACES = """(id) => (document.getElementById(id).data || []).map((t) => [t.name, t.x.length, t.x[t.x.length - 1]])"""
+
+
+CURRICULUM = {
+    "curriculum/active": 40.0, "curriculum/retired": 5.0, "curriculum/pass_rate_eq0": 10.0,
+    "curriculum/pass_rate_lt50": 12.0, "curriculum/pass_rate_ge50": 9.0, "curriculum/pass_rate_eq1": 9.0,
+}  # fmt: skip
 
 
 def _sample(step: int, i: int, passed: bool, reason: str) -> dict:
@@ -46,6 +53,7 @@ def server(tmp_path_factory):
             store.record_metrics(job.id, step, {
                 "reward/mean": 0.3 + 0.06 * step / (n + 1), "time/step_s": 1.5 * (n + 1),
                 **({"eval/accuracy": 0.2 + 0.05 * step * (n + 1)} if step % 5 == 0 else {}),
+                **(CURRICULUM if n == 1 else {}),  # only the second run set data.curriculum
             })  # fmt: skip
             # prompt 0 always fails (mismatch), prompt 1 passes from step 6, prompt 2 has no answer
             store.record_samples(job.id, step, [
@@ -68,6 +76,13 @@ def server(tmp_path_factory):
         running.id, status="running", progress=0.4, message="step 20: arithmetic (1/1 sets)"
     )
     with BackgroundServer(create_app(settings, start_runner=False)) as srv:
+        # The first /v1/evals call starts the eval runner, which fails evals a previous
+        # service left running: mark this one running (as a live eval process would) after.
+        httpx.get(srv.url + "/v1/evals", timeout=30).raise_for_status()
+        evals.update(
+            running.id, status="running", progress=0.4, error=None, finished_at=None,
+            message="step 20: arithmetic (1/1 sets)",
+        )  # fmt: skip
         srv.job_ids = ids
         yield srv
 
@@ -132,3 +147,21 @@ def test_samples_filter_by_outcome_and_reason_and_prompts_rank_longest_failing(s
     assert [c[1] for c in cells] == ["10", "10", "0"]  # arith-0 and arith-2 never passed
     assert cells[2][0].startswith("arith-1") and cells[2][4] == "10"
     assert errors == []  # the job page's own scripts ran clean beside compare.js
+
+
+@pytest.mark.slow
+def test_the_curriculum_chart_appears_only_for_a_run_that_writes_curriculum_metrics(server, page):
+    plain, curriculum = server.job_ids
+    page.goto(server.url + f"/#/jobs/{curriculum}")
+    page.wait_for_function(
+        "() => (document.getElementById('chart-curriculum').data || []).length === 6"
+    )
+    assert page.locator("#chart-curriculum").is_visible()
+    names = [t[0] for t in page.evaluate(TRACES, "chart-curriculum")]
+    assert names == list(CURRICULUM)
+    page.goto(server.url + f"/#/jobs/{plain}")
+    page.wait_for_function(
+        "() => (document.getElementById('chart-reward').data || []).some((t) => t.x.length === 10)"
+    )
+    page.wait_for_timeout(500)  # one more draw after the metrics arrive
+    assert not page.locator("#chart-curriculum").is_visible()

@@ -185,6 +185,11 @@ const CHARTS = [
   { id: "chart-loss", title: "loss", lines: ["loss", "pg_loss"] },
   { id: "chart-gradient", title: "gradient norm, skipped steps", lines: ["grad_norm", "learner/skipped_steps"] },
   { id: "chart-ratio", title: "importance ratio, clipping", lines: ["ratio_mean", "clip_frac", "tis_weight_mean"] },
+  // Written only when the job sets the option: the chart shows up once they arrive.
+  { id: "chart-refill", title: "dynamic sampling: refill rounds, groups kept", lines: ["batch/refill_rounds", "batch/groups_kept_frac"] },
+  { id: "chart-curriculum", title: "curriculum: prompts by pass rate", lines: [], optional: [
+    "curriculum/active", "curriculum/retired", "curriculum/pass_rate_eq0", "curriculum/pass_rate_lt50",
+    "curriculum/pass_rate_ge50", "curriculum/pass_rate_eq1"] },
 ];
 const COLORS = ["#2f6fde", "#e07b39", "#1a8d4a", "#8e44ad", "#c8392b", "#555"];
 
@@ -219,7 +224,7 @@ function drawCharts() {
         traces.push({ x: mean.x, y: up, name: "± std", mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: "rgba(47,111,222,0.15)", hoverinfo: "skip" });
       }
     }
-    let names = [...chart.lines];
+    let names = [...chart.lines, ...(chart.optional || [])];
     if (chart.prefix) {  // per-verifier rewards: reward/<verifier>/mean
       for (const n of series.keys()) if (n.startsWith(chart.prefix) && n.endsWith("/mean") && n !== "reward/mean") names.push(n);
     }
@@ -231,6 +236,11 @@ function drawCharts() {
                     marker: { size: 5 } });
     });
     const box = document.getElementById(chart.id);
+    if (chart.optional) {
+      const empty = !traces.length;
+      box.style.display = empty ? "none" : "";
+      if (empty) continue;
+    }
     if (!box.clientWidth) continue;  // hidden: drawn when shown
     const layout = {
       // Explicit size: Plotly's autosize keeps a stale width when a view was hidden.
