@@ -201,7 +201,13 @@ def drive(job_id: str, *, db_url: str, attempt: int = 1, resume: bool = False) -
     _setup_logging(run_dir)
     # rlvr.train.run writes the run dir itself; this sink adds the job store.
     should_stop = _StopFlag(store, job_id, attempt)
-    signal.signal(signal.SIGTERM, should_stop.set)
+    sigterm = threading.Event()
+
+    def on_sigterm(*_: object) -> None:
+        sigterm.set()
+        should_stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     watch = _watch_cluster(should_stop.set)
     store_sink = _DriverSink(store, job_id, attempt=attempt, watch=watch)
 
@@ -224,7 +230,15 @@ def drive(job_id: str, *, db_url: str, attempt: int = 1, resume: bool = False) -
     except BaseException as exc:  # every failure must reach the store
         tb = traceback.format_exc()
         log.error("job %s failed:\n%s", job_id, tb)
-        stopped = should_stop() or isinstance(exc, KeyboardInterrupt)
+        # A stop asked for (SIGTERM, a cancel, a new attempt) that broke the run is a cancel.
+        # Not the stop flag itself: the loop's own `failed`, written before it raised, makes
+        # the job terminal, which the flag reads as a stop.
+        now = store.get_job(job_id)
+        stopped = (
+            isinstance(exc, KeyboardInterrupt)
+            or sigterm.is_set()
+            or (now is not None and (now.status == "cancelled" or now.attempt != attempt))
+        )
         if store_sink.cluster_lost():
             return 3  # the cluster is gone: the service resumes or fails the job
         if stopped:

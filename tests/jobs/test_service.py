@@ -170,7 +170,7 @@ def test_demo_job_survives_a_service_restart_and_is_followed_over_sse_to_success
     tmp_path, ray_head, model_root, tiny_spec
 ):
     spec = demo_spec(tiny_spec, max_steps=40)
-    spec["checkpoint"] = spec["eval"] = {"every": 20}
+    spec["checkpoint"], spec["eval"] = {"every": 20}, {"every": 20}  # two dicts: no YAML alias
     first = Service(tmp_path, ray_head, model_root).start()
     try:
         job_id = first.submit(spec)
@@ -258,7 +258,9 @@ def test_a_service_with_its_own_head_loses_nothing_to_a_sigterm_or_a_crash(
                 lambda: (j := second.job(job_id))["attempt"] == 2 and j["step"] > stopped_at and j,
                 420, "the job to resume by itself",
             )  # fmt: skip
-            assert resumed["status"] == "running"
+            # (a tiny job may already have finished its last steps: then the crash below
+            # finds nothing to resume, and the checks after it still hold)
+            assert resumed["status"] in ("running", "succeeded")
         finally:
             second.proc.kill()  # a crash: no shutdown code runs
             second.proc.wait(timeout=30)
@@ -270,7 +272,9 @@ def test_a_service_with_its_own_head_loses_nothing_to_a_sigterm_or_a_crash(
             events = third.follow(job_id, timeout_s=400)
             assert [d["status"] for k, d in events if k == "status"][-1] == "succeeded"
             job = third.job(job_id)
-            assert job["status"] == "succeeded" and job["step"] == 12 and job["attempt"] == 3
+            # attempt 3 resumed after the crash; 2 if its driver finished the last steps
+            # in the moment before the head's guard swept it (tiny steps are fast).
+            assert job["status"] == "succeeded" and job["step"] == 12 and job["attempt"] in (2, 3)
             series = third.api("GET", f"/v1/jobs/{job_id}/metrics").json()["series"]
             assert series["reward/mean"]["steps"] == list(range(1, 13))  # each step once
             assert series["eval/accuracy"]["steps"] == [0, 2, 4, 6, 8, 10, 12]

@@ -83,7 +83,7 @@ def test_math_reference_that_looks_like_json_stays_an_interval(capsys):
         (["-v", "math", "-c", "x", "-r", "1", "--options", "{bad"], "--options is not valid JSON"),
         (
             ["-v", "math", "-c", "x", "-r", "1", "--options", '{"strict": "no"}'],
-            "strict must be true or false",
+            "strict: Input should be a valid boolean",
         ),
         (["-c", "x", "-r", "1"], "--verifier is required"),
         (["-v", "math", "-r", "1"], "exactly one of --completion"),
