@@ -53,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench._results import write_result  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0
 
@@ -394,10 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "median": median,
         "median_share_of_step": share,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, result)
     return 0
 
 
