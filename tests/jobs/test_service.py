@@ -239,7 +239,10 @@ def test_a_service_with_its_own_head_loses_nothing_to_a_sigterm_or_a_crash(
     its last checkpoint to success, every step's metrics once."""
     from rlvr.jobs.store import JobStore
 
-    spec = tiny_spec(name="restarts", max_steps=12, every=2)
+    # Long enough that neither stop lands after the last step (a tiny step takes ~0.1 s:
+    # a 12-step job could finish between "step 2" and the SIGTERM), checkpoints every 2.
+    spec = tiny_spec(name="restarts", max_steps=200, every=2)
+    spec["eval"]["every"] = 50
     services = [first := Service(tmp_path, None, model_root).start()]
     store = JobStore(first.db_url)
     try:
@@ -255,7 +258,8 @@ def test_a_service_with_its_own_head_loses_nothing_to_a_sigterm_or_a_crash(
         services.append(second := Service(tmp_path, None, model_root).start())
         try:  # resumed without anyone asking
             resumed = wait_for(
-                lambda: (j := second.job(job_id))["attempt"] == 2 and j["step"] > stopped_at and j,
+                lambda: (j := second.job(job_id))["attempt"] == 2
+                and (j["step"] > stopped_at or j["status"] == "succeeded") and j,
                 420, "the job to resume by itself",
             )  # fmt: skip
             # (a tiny job may already have finished its last steps: then the crash below
@@ -274,10 +278,10 @@ def test_a_service_with_its_own_head_loses_nothing_to_a_sigterm_or_a_crash(
             job = third.job(job_id)
             # attempt 3 resumed after the crash; 2 if its driver finished the last steps
             # in the moment before the head's guard swept it (tiny steps are fast).
-            assert job["status"] == "succeeded" and job["step"] == 12 and job["attempt"] in (2, 3)
+            assert job["status"] == "succeeded" and job["step"] == 200 and job["attempt"] in (2, 3)
             series = third.api("GET", f"/v1/jobs/{job_id}/metrics").json()["series"]
-            assert series["reward/mean"]["steps"] == list(range(1, 13))  # each step once
-            assert series["eval/accuracy"]["steps"] == [0, 2, 4, 6, 8, 10, 12]
+            assert series["reward/mean"]["steps"] == list(range(1, 201))  # each step once
+            assert series["eval/accuracy"]["steps"] == [0, 50, 100, 150, 200]
         finally:
             assert third.stop() in (0, -signal.SIGTERM)
         assert processes_mentioning(job_id, first.db_url) == []
