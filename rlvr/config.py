@@ -130,6 +130,9 @@ class AlgorithmSpec(_Strict):
     micro_batch_tokens: int | None = Field(None, ge=16, le=16_777_216)
     epochs_per_step: int = Field(1, ge=1, le=16)  # optimizer passes over each rollout batch
     num_learners: int = Field(0, ge=0, le=64)  # 0: the learner lives in the driver's actor
+    # Async RL: step s's rollout is sampled up to this many weight versions behind the
+    # learner (started while earlier steps learn); 0 = synchronous. docs/design.md, "Async".
+    max_staleness: int = Field(0, ge=0, le=8)
     seed: int = Field(0, ge=0, le=2**32 - 1)  # what numpy and torch seeding take
 
 

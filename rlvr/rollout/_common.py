@@ -4,7 +4,7 @@ prompts over replicas, stripping control tokens, waiting on actors with a timeou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rlvr.rollout.base import Completion, SamplingConfig
@@ -72,6 +72,42 @@ def wait_all(refs: list[Any], timeout_s: float, what: str) -> list[Any]:
         ) from e
 
 
+class PendingRollout:
+    """A ``generate`` in flight on the replicas: one Ray ref per replica's slice.
+
+    ``parts()`` yields each replica's completions as soon as that replica is done (in
+    finishing order: scoring starts before the slowest replica ends); ``result()`` is all
+    of them in prompt order. Both are bounded by ``timeout_s`` from the first wait.
+    """
+
+    def __init__(self, refs: list[Any], timeout_s: float, what: str) -> None:
+        self.refs = refs
+        self.timeout_s = timeout_s
+        self.what = what
+
+    def parts(self) -> Iterator[list[Completion]]:
+        import time
+
+        import ray
+
+        deadline = time.monotonic() + self.timeout_s
+        waiting = list(self.refs)
+        while waiting:
+            done, waiting = ray.wait(
+                waiting, num_returns=1, timeout=max(0.0, deadline - time.monotonic())
+            )
+            if not done:
+                raise TimeoutError(
+                    f"{self.what} did not finish within {self.timeout_s:.0f} s (raise the "
+                    "timeout if the model is large, or check the engine actors' logs)"
+                )
+            yield ray.get(done[0])
+
+    def result(self) -> list[Completion]:
+        parts = wait_all(self.refs, self.timeout_s, self.what)
+        return [c for part in parts for c in part]
+
+
 class ReplicaGroup:
     """The engine actors of one rollout, driven together; every call has a timeout.
 
@@ -121,14 +157,20 @@ class ReplicaGroup:
     ) -> list[Completion]:
         """Each replica's engine ``generate(slice, sampling, prompt_offset=start, **kwargs)``,
         concatenated in prompt order."""
+        return self.submit(prompt_token_ids, sampling, **kwargs).result()
+
+    def submit(
+        self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, **kwargs: Any
+    ) -> PendingRollout:
+        """:meth:`generate` started, not waited for. Each actor runs its calls in the order
+        they were made, so weights loaded after this call never reach these sequences."""
         spans = split_evenly(len(prompt_token_ids), len(self.engines))
         refs = [
             engine.generate.remote(prompt_token_ids[a:b], sampling, prompt_offset=a, **kwargs)
             for engine, (a, b) in zip(self.engines, spans, strict=True)
             if b > a
         ]
-        parts = wait_all(refs, self.call_timeout_s, f"{self.name} generate")
-        return [c for part in parts for c in part]
+        return PendingRollout(refs, self.call_timeout_s, f"{self.name} generate")
 
     def put_to_all(self, method: str, payload: Any, version: int) -> None:
         """One ``ray.put`` of ``payload``; every replica's ``method(ref, version)`` reads it."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from rlvr.rollout._common import ReplicaGroup
+    from rlvr.rollout._common import PendingRollout, ReplicaGroup
 
 
 @dataclass
@@ -37,6 +37,8 @@ class Completion:
     text: str  # decoded generated text, special tokens skipped except <think>/<answer> markup
     logprobs: list[float]  # logprob of each generated token under the sampling distribution
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    # The engine's weights version when it sampled this (0 = the weights it started with).
+    weights_version: int = 0
 
 
 class RolloutEngine(Protocol):
@@ -49,6 +51,9 @@ class RolloutEngine(Protocol):
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt."""
+
+    def submit(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig) -> PendingRollout:
+        """Start ``generate`` on the engines and return at once (the async loop)."""
 
     def load_weights(self, state: Mapping[str, Any], version: int) -> None:
         """Replace the policy weights (names as in the HF model's ``state_dict``)."""

@@ -39,7 +39,13 @@ from typing import Any
 import torch
 
 from rlvr.models.causal_lm import precision
-from rlvr.rollout._common import MARKUP_TOKENS, ReplicaGroup, strip_tokens, validate_request
+from rlvr.rollout._common import (
+    MARKUP_TOKENS,
+    PendingRollout,
+    ReplicaGroup,
+    strip_tokens,
+    validate_request,
+)
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.weight_sync import current_gpu_uuid, unpack_payload
 
@@ -293,6 +299,7 @@ class HFEngine:
                     text=self._decode(tokens),
                     logprobs=logprobs[row, : len(tokens)].tolist(),
                     finish_reason=finish,
+                    weights_version=self._version,
                 )
             )
         return completions
@@ -370,8 +377,12 @@ class HFRollout:
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt (RolloutEngine)."""
+        return self.submit(prompt_token_ids, sampling).result()
+
+    def submit(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig) -> PendingRollout:
+        """:meth:`generate` started on the engines, not waited for (the async loop)."""
         validate_request(prompt_token_ids, sampling)
-        return self.replicas.generate(prompt_token_ids, sampling)
+        return self.replicas.submit(prompt_token_ids, sampling)
 
     def load_weights(self, state: Mapping[str, Any], version: int) -> None:
         """Replace every replica's weights: one ``ray.put``, one ObjectRef to every replica."""

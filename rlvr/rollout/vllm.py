@@ -39,7 +39,13 @@ import torch
 
 from rlvr.config import JobSpec
 from rlvr.models.causal_lm import precision
-from rlvr.rollout._common import MARKUP_TOKENS, ReplicaGroup, strip_tokens, validate_request
+from rlvr.rollout._common import (
+    MARKUP_TOKENS,
+    PendingRollout,
+    ReplicaGroup,
+    strip_tokens,
+    validate_request,
+)
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.weight_sync import (
     WeightLayout,
@@ -201,7 +207,10 @@ def sampled_logprobs(token_ids: Sequence[int], logprobs: Any) -> list[float]:
 
 
 def completions_from_outputs(
-    outputs: Sequence[Any], prompt_offset: int, strip: frozenset[str] | set[str]
+    outputs: Sequence[Any],
+    prompt_offset: int,
+    strip: frozenset[str] | set[str],
+    weights_version: int = 0,
 ) -> list[Completion]:
     """vLLM ``RequestOutput``s (one per prompt, in order) → Completions, by prompt then sample."""
     completions: list[Completion] = []
@@ -220,6 +229,7 @@ def completions_from_outputs(
                     text=strip_tokens(c.text, strip),
                     logprobs=sampled_logprobs(token_ids, c.logprobs),
                     finish_reason=c.finish_reason,
+                    weights_version=weights_version,
                 )
             )
     return completions
@@ -284,7 +294,7 @@ class VllmEngine:
             params[0] if len(params) == 1 else params,
             use_tqdm=False,
         )
-        return completions_from_outputs(outputs, prompt_offset, self._strip)
+        return completions_from_outputs(outputs, prompt_offset, self._strip, self._version)
 
     def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
         """Load a state dict (HF names, tensors on any device)."""
@@ -459,6 +469,10 @@ class VllmRollout:
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt (RolloutEngine)."""
+        return self.submit(prompt_token_ids, sampling).result()
+
+    def submit(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig) -> PendingRollout:
+        """:meth:`generate` started on the engines, not waited for (a ``PendingRollout``)."""
         validate_request(prompt_token_ids, sampling)
         for i, ids in enumerate(prompt_token_ids):
             if len(ids) >= self.max_model_len:
@@ -466,7 +480,7 @@ class VllmRollout:
                     f"prompt {i} has {len(ids)} tokens but the engine's max_model_len is "
                     f"{self.max_model_len}: shorten data.max_prompt_tokens or raise max_model_len"
                 )
-        return self.replicas.generate(prompt_token_ids, sampling)
+        return self.replicas.submit(prompt_token_ids, sampling)
 
     def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
         """Replace every replica's weights through the object store (RolloutEngine).

@@ -11,6 +11,12 @@
         6. metrics and a few samples are written; every eval.every steps a greedy eval,
            every checkpoint.every steps a checkpoint.
 
+With ``algorithm.max_staleness = k > 0`` step 1 is the same, started ``k`` steps early
+(:mod:`rlvr.train.pipeline`): the engines sample step ``s + k`` on the weights of step
+``s - 1`` while the learner learns step ``s``, and completions are scored as each replica
+returns them; the loss corrects for the older policy with the rollout logprobs (ratio and
+``tis_cap``), exactly as it does for engine/learner mismatch.
+
 Everything the run produces goes to a :class:`~rlvr.train.sink.MetricSink`: the run
 directory always (:class:`~rlvr.train.rundir.RunDirSink`), plus the caller's sink (the
 service's job store). Reproducibility: the prompt order of step s and the sampling seed of
@@ -48,6 +54,7 @@ from rlvr.train.checkpoint import (
 )
 from rlvr.train.curriculum import Curriculum
 from rlvr.train.evaluate import eval_sets, evaluate_sets
+from rlvr.train.pipeline import RolloutQueue
 from rlvr.train.reward import Reward, RewardPool
 from rlvr.train.rundir import METRICS_FILE, RunDirSink
 from rlvr.train.sink import FanoutSink, MetricSink, SampleRow
@@ -323,6 +330,13 @@ class _Trainer:
             learner_group = self.reservation.learners if self.reservation else None
             self.learner = Learner(config, placement_group=learner_group)
             self.rewards = RewardPool(spec.reward)
+            self.queue = RolloutQueue(
+                self.rollout,
+                self.rewards,
+                max_staleness=a.max_staleness,
+                base_version=self.start_step,
+                timeout_s=self.rollout.replicas.call_timeout_s,
+            )
         except BaseException:
             self.rollout.shutdown()
             if hasattr(self, "learner"):
@@ -330,9 +344,16 @@ class _Trainer:
             if self.reservation is not None:
                 self.reservation.release()
             raise
+        # The weights the engines and the learner hold (a step that learned nothing keeps them).
+        self.policy_version = self.engine_version = self.start_step
+        self.busy = {"engines": 0.0, "learner": 0.0, "since": time.perf_counter()}
+        self._engines_done_at = self.busy["since"]  # when the engines last finished a rollout
         if ckpt is not None:
             self.learner.load_optimizer(ckpt[1])
             restore_rng(ckpt[1])
+            # Rollouts an async run had started for the steps after the checkpoint.
+            pending = load_trainer_state(ckpt[1]).get("pending_rollouts", [])
+            self.queue.load_state_dict(pending, self.train_set.records)
             log.info("resumed from %s (step %d)", ckpt[1], self.start_step)
         else:
             torch.manual_seed(a.seed)
@@ -350,7 +371,8 @@ class _Trainer:
                 raise ValueError(f"reward.verifiers[{i}] ({v.name!r}): {exc}") from exc
 
     def close(self) -> None:
-        closers = [self.rewards.close, self.rollout.shutdown, self.learner.shutdown]
+        closers = [self.queue.close, self.rewards.close, self.rollout.shutdown]
+        closers.append(self.learner.shutdown)
         if self.reservation is not None:  # after the actors in its groups are gone
             closers.append(self.reservation.release)
         for closer in closers:
@@ -360,8 +382,39 @@ class _Trainer:
                 log.warning("while shutting down: %s", exc)
 
     # one step ---------------------------------------------------------------------------------
+    def _sampling(self, step: int, rnd: int) -> SamplingConfig:
+        a, r = self.spec.algorithm, self.spec.rollout
+        return SamplingConfig(
+            n=a.group_size,
+            max_new_tokens=r.max_new_tokens,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            stop=list(r.stop),
+            seed=_sampling_seed(a.seed, step, rnd),
+        )
+
+    def _start_rollouts(self, step: int) -> None:
+        """Start the rollouts of ``step … step + max_staleness`` not started yet, on the
+        weights the engines hold now (the prompts and seed of each are its step's own)."""
+        a = self.spec.algorithm
+        for s in range(step, min(step + a.max_staleness, a.max_steps) + 1):
+            if s in self.queue:
+                continue
+            if self.curriculum is not None:
+                idx = self.curriculum.choose(s, a.prompts_per_step, a.seed)
+            else:
+                n = len(self.train_set.records)
+                idx = _prompt_indices(s, a.prompts_per_step, n, a.seed, self.spec.data.shuffle)
+            self.queue.start(
+                s,
+                idx,
+                [self.train_set.token_ids[i] for i in idx],
+                [self.train_set.records[i] for i in idx],
+                self._sampling(s, 0),
+            )
+
     def step(self, step: int) -> tuple[dict[str, float], list[SampleRow]]:
-        spec, a, r = self.spec, self.spec.algorithm, self.spec.rollout
+        a, r = self.spec.algorithm, self.spec.rollout
         t_step = time.perf_counter()
         n_prompts = len(self.train_set.records)
         rounds = 1 + (a.max_refill_rounds if a.dynamic_sampling else 0)
@@ -371,39 +424,41 @@ class _Trainer:
         rewards: list[Reward] = []
         rollout_s = reward_s = 0.0
         sampled: list[int] = []  # train-set index of each prompt, every round
+        versions: list[int] = []  # the weights version of each completion
         for rnd in range(rounds):
-            # 1. rollout (refill rounds: new prompts while too few groups have signal)
-            if rnd == 0 and self.curriculum is not None:
-                idx = self.curriculum.choose(step, a.prompts_per_step, a.seed)
-            elif rnd == 0:
-                idx = _prompt_indices(
-                    step, a.prompts_per_step, n_prompts, a.seed, spec.data.shuffle
-                )
+            if rnd == 0:
+                # 1.+2. rollout and rewards: this step's was started max_staleness steps ago
+                # (now, when synchronous) and scored as each replica returned it
+                self._start_rollouts(step)
+                started, rollout_wait_s = self.queue.take(step)
+                idx, new, scored = started.indices, started.completions, started.rewards
+                rollout_s += started.engine_s
+                reward_s += started.reward_s
+                engines_idle_s = started.started_at - self._engines_done_at
+                self._engines_done_at = started.finished_at
+                versions += [started.weights_version] * len(new)
             else:
+                # 1. refill rounds: new prompts, now, while too few groups have signal
                 idx = _refill_indices(step, rnd, a.prompts_per_step, n_prompts, a.seed)
-            t0 = time.perf_counter()
-            sampling = SamplingConfig(
-                n=a.group_size,
-                max_new_tokens=r.max_new_tokens,
-                temperature=r.temperature,
-                top_p=r.top_p,
-                stop=list(r.stop),
-                seed=_sampling_seed(a.seed, step, rnd),
-            )
-            new = self.rollout.generate([self.train_set.token_ids[i] for i in idx], sampling)
-            rollout_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                new = self.rollout.generate(
+                    [self.train_set.token_ids[i] for i in idx], self._sampling(step, rnd)
+                )
+                rollout_s += time.perf_counter() - t0
+                # 2. rewards
+                t0 = time.perf_counter()
+                scored = self.rewards.score(
+                    [c.text for c in new],
+                    [self.train_set.records[idx[c.prompt_index]] for c in new],
+                )
+                reward_s += time.perf_counter() - t0
+                versions += [self.engine_version] * len(new)
             offset = len(records)
             new = [dataclasses.replace(c, prompt_index=c.prompt_index + offset) for c in new]
             records += [self.train_set.records[i] for i in idx]
             sampled += idx
             prompt_ids += [self.train_set.token_ids[i] for i in idx]
-
-            # 2. rewards
-            t0 = time.perf_counter()
-            rewards += self.rewards.score(
-                [c.text for c in new], [records[c.prompt_index] for c in new]
-            )
-            reward_s += time.perf_counter() - t0
+            rewards += scored
             completions += new
             if rnd + 1 < rounds:
                 totals = torch.tensor([x.total for x in rewards])
@@ -441,30 +496,37 @@ class _Trainer:
             keep &= torch.tensor([c.finish_reason != "length" for c in completions])
         kept = [i for i in range(len(completions)) if keep[i]]
 
-        # 4. learn
+        # 4. learn (the engines may be sampling later steps meanwhile)
+        staleness = float(np.mean([self.policy_version - v for v in versions]))
         t0 = time.perf_counter()
         if len(kept) >= max(1, a.num_learners):
             batch = make_train_batch(
                 prompt_ids, [completions[i] for i in kept], advantages[kept], self.rollout_pad_id()
             )
             learned = self.learner.update(batch, step)
+            self.policy_version = step
         else:  # every group had equal rewards: nothing to learn from this step
             learned = dict.fromkeys(LEARNER_METRICS, 0.0)
             learned["lr"] = a.lr
         learn_s = time.perf_counter() - t0
 
         # 5. weights to the engines, straight from the learner by the plan's method (under
-        # LoRA only the adapted layers change)
+        # LoRA only the adapted layers change); an engine takes them once it has finished
+        # the rollouts started before, never mid-sequence
         t0 = time.perf_counter()
         synced: dict[str, Any] = {"bytes": 0.0, "method": None}
-        if kept:
+        if self.engine_version != self.policy_version:
             synced = self.learner.push_weights(
                 self.rollout.replicas.engines,
                 self.plan.sync,
-                version=step,
+                version=self.policy_version,
                 timeout_s=self.rollout.replicas.call_timeout_s,
             )
+            self.engine_version = self.policy_version
         sync_s = time.perf_counter() - t0
+        self.busy["engines"] += rollout_s
+        self.busy["learner"] += learn_s
+        wall = max(time.perf_counter() - self.busy["since"], 1e-9)
 
         # 6. metrics
         metrics = _rollout_metrics(completions, rewards, self.tokenizer)
@@ -482,6 +544,11 @@ class _Trainer:
                 "sync/method": SYNC_METHOD_CODES.get(synced["method"], 0.0),
                 "throughput/rollout_tok_s": n_tokens / max(rollout_s, 1e-9),
                 "throughput/learn_tok_s": learned["learner/tokens"] / max(learn_s, 1e-9),
+                "async/staleness_mean": staleness,
+                "async/rollout_wait_s": rollout_wait_s,
+                "async/learner_wait_s": max(0.0, engines_idle_s),
+                "async/rollout_busy_frac": min(1.0, self.busy["engines"] / wall),
+                "async/learner_busy_frac": min(1.0, self.busy["learner"] / wall),
             }
         )
         if self.curriculum is not None:
@@ -516,6 +583,8 @@ class _Trainer:
                 "base_model": str(self.model_path),
                 "spec_name": self.spec.name,
                 **({"curriculum": self.curriculum.state_dict()} if self.curriculum else {}),
+                # an async run's rollouts already started for later steps (waited for here)
+                "pending_rollouts": self.queue.state_dict(),
             },
             keep=self.spec.checkpoint.keep,
         )

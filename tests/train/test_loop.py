@@ -18,6 +18,7 @@ DESIGN_METRICS = [
     "response/length_mean", "response/length_max", "think/length_mean", "think/format_ok",
     "loss", "kl", "entropy", "clip_frac", "grad_norm", "lr", "mismatch/kl",
     "time/rollout_s", "time/reward_s", "time/learn_s", "time/sync_s", "throughput/rollout_tok_s",
+    "async/staleness_mean", "async/rollout_wait_s", "async/learner_wait_s",
 ]  # fmt: skip
 
 
@@ -98,6 +99,7 @@ def test_every_design_metric_is_written_every_step(first_run):
         assert not missing, f"step {rec['step']} lacks {missing}"
     evals = [r["step"] for r in records if "eval/accuracy" in r]
     assert evals == [0, 2, 3]  # at start, every 2 steps, and at the end
+    assert [r["async/staleness_mean"] for r in records[1:]] == [0.0, 0.0, 0.0]  # synchronous
     assert [s for s, _ in sink.metric_steps] == [0, 1, 2, 3]  # the caller's sink gets the same
     assert sink.metric_steps[2][1]["reward/mean"] == records[2]["reward/mean"]
     assert seen == [0, 1, 2, 3]
