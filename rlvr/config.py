@@ -204,6 +204,86 @@ class EvalSpec(_Strict):
         return sorted(set(v))
 
 
+_TRACKER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
+
+
+def _inside_run_dir(path: str, field: str) -> str:
+    """A relative path with no ``..``: trackers writing files stay inside the job's run
+    directory (a caller of the service must not choose where the driver writes)."""
+    absolute = path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path)
+    if not path or absolute or "\x00" in path:
+        raise ValueError(
+            f"{field}: a local store must be a relative path inside the run directory "
+            f"(e.g. 'mlflow.db'), got {path!r}"
+        )
+    if ".." in re.split(r"[/\\]", path):
+        raise ValueError(f"{field}: '..' may not leave the run directory, got {path!r}")
+    return path
+
+
+class MlflowSpec(_Strict):
+    """Log to an MLflow tracking server (or a local SQLite store inside the run directory)."""
+
+    # http(s)://host[:port][/path], or a relative path: an SQLite database in the run dir
+    # (e.g. mlflow.db). Credentials go in the driver's MLFLOW_TRACKING_USERNAME/PASSWORD.
+    tracking_uri: str = Field(..., min_length=1, max_length=2048)
+    experiment: str = Field("rlvr", min_length=1, max_length=128)  # created when missing
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _uri_allowed(cls, v: str) -> str:
+        field = "logging.mlflow.tracking_uri"
+        scheme = v.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", v) else ""
+        if scheme in ("http", "https"):
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(v)
+            if not parts.hostname:
+                raise ValueError(f"{field}: {v!r} names no host")
+            if parts.username or parts.password:
+                raise ValueError(
+                    f"{field}: no credentials in the URI (the spec is shown to every reader "
+                    "of the job); set MLFLOW_TRACKING_USERNAME/PASSWORD for the driver"
+                )
+            return v
+        if scheme:
+            raise ValueError(
+                f"{field}: scheme {scheme!r} is not supported: use http(s)://host or a "
+                "relative path inside the run directory (an SQLite database, e.g. 'mlflow.db')"
+            )
+        return _inside_run_dir(v, field)
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_named(cls, v: str) -> str:
+        if not _TRACKER_NAME_RE.fullmatch(v):
+            raise ValueError("experiment must be 1-128 letters, digits, ' ', '.', '_' or '-'")
+        return v
+
+
+class WandbSpec(_Strict):
+    """Weights & Biases, offline: files under <run dir>/wandb; `wandb sync` uploads them."""
+
+    project: str = Field(..., min_length=1, max_length=128)
+    mode: Literal["offline"] = "offline"  # the service never uploads; syncing is the user's
+
+    @field_validator("project")
+    @classmethod
+    def _project_named(cls, v: str) -> str:
+        if not _TRACKER_NAME_RE.fullmatch(v) or " " in v:
+            raise ValueError("project must be 1-128 letters, digits, '.', '_' or '-'")
+        return v
+
+
+class LoggingSpec(_Strict):
+    """Experiment trackers the run also reports to (beside the run dir and the job store);
+    a tracker that fails is warned about and counted, never fails the run."""
+
+    tensorboard: bool = False  # event files under <run dir>/tensorboard
+    mlflow: MlflowSpec | None = None
+    wandb: WandbSpec | None = None
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -219,6 +299,7 @@ class JobSpec(_Strict):
     placement: PlacementSpec = PlacementSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     eval: EvalSpec = EvalSpec()
+    logging: LoggingSpec = LoggingSpec()
 
     @field_validator("name")
     @classmethod
