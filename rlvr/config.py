@@ -90,6 +90,29 @@ RatioLevel = Literal["token", "sequence"]
 Objective = Literal["clip", "cispo"]
 KlMode = Literal["loss", "reward"]
 KlEstimator = Literal["k1", "k2", "k3"]
+Sharding = Literal["none", "fsdp"]
+SHARDINGS: tuple[str, ...] = ("none", "fsdp")
+
+
+def sharding_problem(
+    sharding: str, num_learners: int, micro_batch_tokens: int | None
+) -> str | None:
+    """Why learners cannot run ``algorithm.sharding`` with these settings, or None."""
+    if sharding not in SHARDINGS:
+        return f"algorithm.sharding must be one of {', '.join(SHARDINGS)}, got {sharding!r}"
+    if sharding != "fsdp":
+        return None
+    if num_learners < 2:
+        return (
+            "algorithm.sharding=fsdp spreads the learner state over the learners: it needs "
+            f"algorithm.num_learners >= 2, got {num_learners}"
+        )
+    if micro_batch_tokens is not None:
+        return (
+            "algorithm.sharding=fsdp needs every learner to run the same number of "
+            "micro-batches: size them by algorithm.micro_batch_size, not micro_batch_tokens"
+        )
+    return None
 
 
 class OverlongSpec(_Strict):
@@ -130,10 +153,20 @@ class AlgorithmSpec(_Strict):
     micro_batch_tokens: int | None = Field(None, ge=16, le=16_777_216)
     epochs_per_step: int = Field(1, ge=1, le=16)  # optimizer passes over each rollout batch
     num_learners: int = Field(0, ge=0, le=64)  # 0: the learner lives in the driver's actor
+    # fsdp: weights, gradients and AdamW state sharded over the learners (FSDP2, needs >= 2);
+    # none: every learner holds them in full (DDP). docs/training.md, "Sharded learners".
+    sharding: Sharding = "none"
     # Async RL: step s's rollout is sampled up to this many weight versions behind the
     # learner (started while earlier steps learn); 0 = synchronous. docs/design.md, "Async".
     max_staleness: int = Field(0, ge=0, le=8)
     seed: int = Field(0, ge=0, le=2**32 - 1)  # what numpy and torch seeding take
+
+    @model_validator(mode="after")
+    def _sharding_runs(self) -> AlgorithmSpec:
+        problem = sharding_problem(self.sharding, self.num_learners, self.micro_batch_tokens)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class RolloutSpec(_Strict):
