@@ -6,7 +6,8 @@
   :func:`~rlvr.train.update.gradient_step` on the learner's shard and logs the step's
   :class:`~rlvr.train.update.StepStats` as sums, reduced across learners.
 - :class:`Learner` is what the loop uses: it builds the group (local when
-  ``num_learners == 0``, else N Ray actors joined by DDP), shards each batch through the
+  ``num_learners == 0``, else N Ray actors joined by DDP, or by FSDP2 under
+  ``algorithm.sharding: fsdp``, :mod:`rlvr.train.fsdp`), shards each batch through the
   object store, bounds every remote call with a timeout, and exports weights and
   checkpoints in HF format. Internals: docs/training.md, "Learner internals".
 """
@@ -80,12 +81,24 @@ class PolicyLearner(_import_torch_learner()):  # type: ignore[misc]  # the same
         if self._device.type == "cpu":
             torch.set_num_threads(cpu_threads())
 
+    @property
+    def sharded(self) -> bool:
+        return self.hp.sharding == "fsdp"
+
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         module = self._module[module_id]
+        if self.sharded:  # before the optimizer: its parameters become the shards
+            from rlvr.train.fsdp import shard_policy
+
+            shard_policy(module.policy, self.hp.dtype, self._device)
         params = [p for p in module.parameters() if p.requires_grad]  # not the reference
         optimizer = torch.optim.AdamW(params, lr=self.hp.lr, weight_decay=self.hp.weight_decay)
         # lr is set by before_gradient_based_update (linear warmup), not an RLlib schedule.
         self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params)
+
+    def _make_modules_ddp_if_necessary(self) -> None:
+        if not self.sharded:  # FSDP: sharded in configure_optimizers_for_module instead
+            super()._make_modules_ddp_if_necessary()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         return next(iter(self._named_optimizers.values()))
@@ -127,26 +140,51 @@ class PolicyLearner(_import_torch_learner()):  # type: ignore[misc]  # the same
         return {}, {MODULE_ID: torch.tensor(stats.batch_loss)}, {}
 
     # helpers called through LearnerGroup.foreach_learner -----------------------------------
-    def policy_model(self) -> PolicyModel:
+    def _train_module(self) -> torch.nn.Module:
         module = self.module[MODULE_ID]
-        return (module.unwrapped() if hasattr(module, "unwrapped") else module).policy
+        return module.unwrapped() if hasattr(module, "unwrapped") else module
 
-    def policy_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:
-        """HF-named CPU tensors; under LoRA merged (``trainable_only``: the adapted layers)."""
+    def policy_model(self) -> PolicyModel:
+        return self._train_module().policy
+
+    def policy_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
+        """HF-named CPU tensors; under LoRA merged (``trainable_only``: the adapted layers).
+        Sharded: gathered by every learner, returned by learner 0 (None elsewhere)."""
+        if self.sharded:
+            from rlvr.train.fsdp import gather_full
+
+            state = gather_full(self.policy_model().lm, trainable_only)
+            return state if self._learner_index == 0 else None
         state = self.policy_model().hf_state_dict(trainable_only)
         return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
     def save_checkpoint(self, path: str) -> None:
+        if self.sharded:
+            from rlvr.train import fsdp
+
+            fsdp.save_checkpoint(self.policy_model(), self._train_module(), self._optimizer(), path)
+            return
         if self._learner_index != 0:  # every learner holds the same weights after a step
             return
         self.policy_model().save_pretrained(path)
         torch.save(self._optimizer().state_dict(), os.path.join(path, OPTIMIZER_FILE))
 
     def load_optimizer(self, path: str) -> None:
+        from rlvr.train import fsdp
+
+        if self.sharded or not os.path.isfile(os.path.join(path, OPTIMIZER_FILE)):
+            fsdp.load_checkpoint(self._train_module(), self._optimizer(), path)  # or an error
+            return
         state = torch.load(
             os.path.join(path, OPTIMIZER_FILE), map_location=self._device, weights_only=True
         )
         self._optimizer().load_state_dict(state)
+
+    def state_bytes(self) -> dict[str, int]:
+        """Parameter and optimizer bytes this learner holds (:func:`rlvr.train.fsdp.state_bytes`)."""
+        from rlvr.train.fsdp import state_bytes
+
+        return state_bytes(self._train_module(), self._optimizer())
 
 
 # -- the driver-side handle --------------------------------------------------------------------
@@ -166,6 +204,7 @@ class LearnerConfig(UpdateConfig):
     warmup_steps: int = 0
     temperature: float = 1.0  # the rollout sampling temperature (0 = greedy -> 1)
     num_learners: int = 0
+    sharding: str = "none"  # algorithm.sharding: none (DDP) | fsdp (rlvr.train.fsdp)
     num_cpus_per_learner: float = 1.0
     num_gpus_per_learner: float = 0.0
     seed: int = 0
@@ -204,6 +243,7 @@ class LearnerConfig(UpdateConfig):
             temperature=spec.rollout.temperature or 1.0,
             gen_budget=spec.rollout.max_new_tokens,
             num_learners=a.num_learners,
+            sharding=a.sharding,
             # The local learner (num_learners=0) uses the driver's GPU when it sees one.
             num_gpus_per_learner=1.0 if learner_device() == "cuda" else 0.0,
             seed=a.seed,
@@ -228,17 +268,30 @@ def _push_weights(
     version: int,
     trainable_only: bool,
     timeout_s: float,
-) -> dict[str, Any]:
-    """Runs where learner 0 lives: send its weights straight to the engines through a
+) -> dict[str, Any] | None:
+    """Runs where learner 0 lives (sharded: on every learner, which all gather and learner 0
+    sends): send its weights straight to the engines through a
     :class:`~rlvr.rollout.weight_sync.WeightSender` (kept on the learner between syncs)."""
-    from rlvr.rollout.weight_sync import WeightSender
+    from rlvr.rollout.weight_sync import Weights, WeightSender
 
+    first = learner._learner_index == 0
+    weights: Weights
+    if learner.sharded:  # gathered one tensor at a time as the sender packs them
+        from rlvr.train.fsdp import drain, gathered_weights
+
+        weights = gathered_weights(learner.policy_model().lm, trainable_only, keep=first)
+        if not first:
+            with torch.no_grad():
+                drain(weights)
+            return None
     key = (tuple(e._actor_id.hex() for e in engines), method)
     if getattr(learner, "_sender_key", None) != key:
         learner._sender = WeightSender(engines, method, timeout_s=timeout_s, fallback=True)
         learner._sender_key = key
     with torch.no_grad():
-        stats = learner._sender.push(learner.policy_model().hf_state_dict(trainable_only), version)
+        if not learner.sharded:
+            weights = learner.policy_model().hf_state_dict(trainable_only)
+        stats = learner._sender.push(weights, version)
     return {**stats, "method": learner._sender.method}
 
 
@@ -272,6 +325,9 @@ class Learner:
         from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
         from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+        from rlvr.train.fsdp import check_sharding
+
+        check_sharding(config)
         self.config = config
         # RLlib wants spaces; for a language model they are only labels (token ids in, one out).
         obs = gym.spaces.Box(0, np.iinfo(np.int32).max, (1,), np.int64)
@@ -314,6 +370,17 @@ class Learner:
     def num_shards(self) -> int:
         return max(1, self.config.num_learners)
 
+    @property
+    def sharded(self) -> bool:
+        return self.config.sharding == "fsdp"
+
+    def _on_first(self, func: Any, **kwargs: Any) -> Any:
+        """Learner 0's answer to ``func``; sharded, every learner runs it (it gathers: a
+        collective) and the others answer None."""
+        if not self.sharded:
+            return self._on_learners(func, first_only=True, **kwargs)[0]
+        return next((v for v in self._on_learners(func, **kwargs) if v is not None), None)
+
     def _on_learners(self, func: Any, first_only: bool = False, **kwargs: Any) -> list[Any]:
         n = self.num_shards
         results = self.group.foreach_learner(
@@ -339,6 +406,11 @@ class Learner:
             raise ValueError(
                 f"a batch of {b} sequences cannot be split across {self.num_shards} learners"
             )
+        filler = 0
+        if self.sharded:  # equal rows per learner: every FSDP pass is a collective
+            from rlvr.train.fsdp import pad_rows
+
+            batch, filler = pad_rows(batch, self.num_shards)
         timesteps = {
             "step": int(step),
             "num_shards": self.num_shards,
@@ -355,7 +427,12 @@ class Learner:
 
             ref = ray.put(batch)  # once; every learner reads its slice from the object store
             results = self._on_learners(_update_shard, batch_ref=ref, timesteps=timesteps)
-        return _reduce(results)
+        metrics = _reduce(results)
+        if filler:
+            from rlvr.train.fsdp import discount_filler
+
+            discount_filler(metrics, filler * self.config.epochs_per_step)
+        return metrics
 
     def state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:
         """The policy's weights (HF parameter names, CPU tensors; LoRA adapters merged in).
@@ -363,9 +440,7 @@ class Learner:
         ``trainable_only``: only the weights training can change: everything for full
         fine-tuning, the adapted layers under LoRA (what a weight sync needs to send).
         """
-        return self._on_learners(
-            lambda learner: learner.policy_state_dict(trainable_only), first_only=True
-        )[0]
+        return self._on_first(lambda learner: learner.policy_state_dict(trainable_only))
 
     def push_weights(
         self,
@@ -380,26 +455,32 @@ class Learner:
         store). With learner actors the weights go actor to actor and this process holds
         none; with ``num_learners == 0`` the learner, and so the sender, is this process.
         Returns the sync's stats: ``bytes``, ``method`` and timings in seconds."""
-        return self._on_learners(
+        return self._on_first(
             _push_weights,
-            first_only=True,
             engines=list(engines),
             method=method,
             version=int(version),
             trainable_only=trainable_only,
             timeout_s=timeout_s,
-        )[0]
+        )
 
     def save(self, path: str | Path) -> None:
         """Write the policy as an HF model directory plus ``optimizer.pt`` into ``path``
-        (under LoRA: the merged model, plus the adapter in ``adapter/``)."""
+        (under LoRA: the merged model, plus the adapter in ``adapter/``). Sharded: the
+        gathered HF directory plus every learner's shards in ``sharded/`` instead of
+        ``optimizer.pt`` (:func:`rlvr.train.fsdp.save_checkpoint`)."""
         target = str(path)
-        self._on_learners(lambda learner: learner.save_checkpoint(target), first_only=True)
+        self._on_first(lambda learner: learner.save_checkpoint(target))
 
     def load_optimizer(self, path: str | Path) -> None:
-        """Restore every learner's optimizer state from a checkpoint directory."""
+        """Restore every learner's optimizer state from a checkpoint directory (sharded:
+        its weight and optimizer shards)."""
         target = str(path)
         self._on_learners(lambda learner: learner.load_optimizer(target))
+
+    def state_bytes(self) -> list[dict[str, int]]:
+        """Each learner's parameter and optimizer bytes (what sharding divides)."""
+        return self._on_learners(lambda learner: learner.state_bytes())
 
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):
