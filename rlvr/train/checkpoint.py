@@ -6,6 +6,10 @@ Contents of ``step_N/``::
     config.json, model.safetensors, generation_config.json   the policy (save_pretrained)
     tokenizer.json, tokenizer_config.json, ...                its tokenizer
     optimizer.pt                                              AdamW state (torch.save)
+    sharded/                                                  instead of optimizer.pt under
+                                                              algorithm.sharding=fsdp: every
+                                                              learner's weight and AdamW shards
+                                                              (torch.distributed.checkpoint)
     rng.pt                                                    python / numpy / torch RNG states
     trainer_state.json                                        step, data position, versions
 

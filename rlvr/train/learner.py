@@ -172,9 +172,14 @@ class PolicyLearner(_import_torch_learner()):  # type: ignore[misc]  # the same
     def load_optimizer(self, path: str) -> None:
         from rlvr.train import fsdp
 
-        if self.sharded or not os.path.isfile(os.path.join(path, OPTIMIZER_FILE)):
-            fsdp.load_checkpoint(self._train_module(), self._optimizer(), path)  # or an error
+        if self.sharded:
+            fsdp.load_checkpoint(self._train_module(), self._optimizer(), path)
             return
+        if os.path.isdir(os.path.join(path, fsdp.SHARDED_DIR)):
+            raise ValueError(
+                f"checkpoint {path} holds sharded learner state (it was written with "
+                "algorithm.sharding=fsdp): resume it with algorithm.sharding=fsdp"
+            )
         state = torch.load(
             os.path.join(path, OPTIMIZER_FILE), map_location=self._device, weights_only=True
         )

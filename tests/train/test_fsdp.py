@@ -195,3 +195,23 @@ def test_a_sharded_checkpoint_resumes_exactly(ray_cluster, random_model_dir, bat
         assert got[0][k] == want[0][k], k
     for name, value in want[1].items():
         assert torch.equal(got[1][name], value), name
+
+
+def test_mixed_precision_computes_in_bf16_on_a_gpu_with_fp32_master_and_reduction():
+    from rlvr.train.fsdp import mixed_precision
+
+    gpu = mixed_precision("auto", "cuda")  # the policy only: no GPU needed to build it
+    assert (gpu.param_dtype, gpu.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert mixed_precision("float32", "cuda").param_dtype is None  # fp32 asked: no cast
+    cpu = mixed_precision("auto", "cpu")  # CPU: fp32 throughout, as the unsharded learner
+    assert (cpu.param_dtype, cpu.reduce_dtype) == (None, None)
+
+
+def test_an_unsharded_learner_refuses_a_sharded_checkpoint(random_model_dir, tmp_path):
+    (tmp_path / SHARDED_DIR).mkdir()  # what sharded learners write instead of optimizer.pt
+    learner = Learner(_config(random_model_dir))
+    try:
+        with pytest.raises(ValueError, match="algorithm.sharding=fsdp"):
+            learner.load_optimizer(tmp_path)
+    finally:
+        learner.shutdown()
