@@ -16,13 +16,12 @@ from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
 
 import rlvr
 from rlvr.api.auth import TokenTable
 from rlvr.api.deps import require_token
 from rlvr.api.middleware import Guard, RequestCounter
-from rlvr.api.routes import evals, jobs, system, verifiers
+from rlvr.api.routes import evals, jobs, prometheus, system, verifiers
 from rlvr.api.settings import Settings
 from rlvr.jobs.runner import JobRunner
 from rlvr.jobs.store import JobStore
@@ -38,36 +37,6 @@ verifier's verdict (`/samples`), checkpoints and the driver's log. With `RLVR_AP
 or `RLVR_TOKENS_FILE` set, every `/v1` call needs `Authorization: Bearer <token>`; a
 token's user sees its own jobs, an admin's sees all.
 """
-
-
-class _JobCollector:
-    """Prometheus gauges read from the store at scrape time (the driver writes elsewhere)."""
-
-    def __init__(self, store: JobStore):
-        self.store = store
-
-    def collect(self):
-        by_status = GaugeMetricFamily("rlvr_jobs", "Jobs by status", labels=["status"])
-        for status, n in self.store.count_by_status().items():
-            by_status.add_metric([status], n)
-        yield by_status
-        step = GaugeMetricFamily("rlvr_job_step", "Newest step of a running job", labels=["job"])
-        values = {
-            name: GaugeMetricFamily(
-                f"rlvr_job_{prom}", f"{name} at the newest step", labels=["job"]
-            )
-            for name, prom in (("reward/mean", "reward_mean"), ("accuracy", "accuracy"))
-        }
-        running, _ = self.store.list_jobs(status="running", limit=500)
-        for job in running:
-            step.add_metric([job.id], job.step)
-            latest = self.store.latest_metrics(job.id)
-            for name, family in values.items():
-                value = latest.get(name)
-                if value is not None:
-                    family.add_metric([job.id], value)
-        yield step
-        yield from values.values()
 
 
 def create_app(
@@ -125,7 +94,7 @@ def create_app(
     app.state.open_streams = {}  # user -> event streams open now (quota_streams)
 
     registry = CollectorRegistry()
-    registry.register(_JobCollector(store))
+    registry.register(prometheus.JobCollector(store))
     requests = Counter(
         "rlvr_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
     )
@@ -145,5 +114,6 @@ def create_app(
     app.include_router(verifiers.router, dependencies=auth)
     app.include_router(evals.router, dependencies=auth)
     app.include_router(system.router)
+    app.include_router(prometheus.router)  # /metrics, its own token check
     app.mount("/static", StaticFiles(directory=system.STATIC_DIR), name="static")
     return app

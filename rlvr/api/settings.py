@@ -18,6 +18,7 @@
 | RLVR_VERIFY_TIMEOUT_S | verify_timeout_s | 30: the most one /v1/verify may take    |
 | RLVR_QUOTA_JOBS    | quota_jobs   | 10 queued + running jobs per user (role user)    |
 | RLVR_QUOTA_STREAMS | quota_streams | 4 open event streams per user (role user)       |
+| RLVR_METRICS_TOKEN | metrics_token | unset: /metrics takes an admin's token (open without tokens) |
 
 ``runs_dir`` must be reachable by the Ray job drivers (shared storage on a cluster).
 """
@@ -46,6 +47,7 @@ ENV_VARS = {
     "verify_timeout_s": "RLVR_VERIFY_TIMEOUT_S",
     "quota_jobs": "RLVR_QUOTA_JOBS",
     "quota_streams": "RLVR_QUOTA_STREAMS",
+    "metrics_token": "RLVR_METRICS_TOKEN",
 }
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -77,6 +79,8 @@ class Settings(BaseModel):
     # Per user (role "user"; admins are not limited): queued + running jobs, event streams.
     quota_jobs: int = Field(10, ge=1, le=100_000)
     quota_streams: int = Field(4, ge=1, le=10_000)
+    # A bearer token for Prometheus: opens GET /metrics and nothing else.
+    metrics_token: str | None = Field(None, min_length=16)
 
     @property
     def loopback_only(self) -> bool:

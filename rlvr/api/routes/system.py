@@ -1,12 +1,11 @@
-"""Liveness, Prometheus metrics, example specs, and the dashboard's pages."""
+"""Liveness, example specs, and the dashboard's pages (``/metrics``: routes/prometheus.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import rlvr
 from rlvr.api.deps import RunnerDep, StoreDep, require_token
@@ -40,15 +39,6 @@ def healthz(store: StoreDep, runner: RunnerDep) -> Health:
         status="ok", version=rlvr.__version__, jobs=store.count_by_status(),
         ray=RayHealth(**vars(state)),
     )  # fmt: skip
-
-
-@router.get(
-    "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
-)
-def prometheus_metrics(request: Request) -> Response:
-    """Prometheus text format: jobs by status, each running job's step, reward and accuracy,
-    HTTP requests by route and status."""
-    return Response(generate_latest(request.app.state.prometheus), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(
