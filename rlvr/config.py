@@ -58,10 +58,39 @@ class DataSpec(_Strict):
 
     train: str = Field("builtin:arithmetic?n=2000", min_length=1)
     eval: str | None = "builtin:arithmetic?n=200&seed=1"
-    prompt_template: Literal["think", "plain"] = "think"
+    # think, plain, model (the tokenizer's own chat template) or a .jinja file's path;
+    # prompt_template is its old name (docs/training.md, "Prompt templates").
+    template: str = Field("think", min_length=1, max_length=4096)
+    system_prompt: str | None = Field(None, max_length=32_768)  # replaces the template's own
     max_prompt_tokens: int = Field(512, ge=8, le=131072)
     shuffle: bool = True
     curriculum: CurriculumSpec | None = None  # set: prompts chosen from their pass rates
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_template_name(cls, data: Any) -> Any:
+        """``prompt_template`` (the old name) means ``template``; both at once is an error."""
+        if isinstance(data, dict) and "prompt_template" in data:
+            data = dict(data)
+            old = data.pop("prompt_template")
+            if "template" in data and data["template"] != old:
+                raise ValueError("give data.template (prompt_template is its old name), not both")
+            data["template"] = old
+        return data
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, v: str) -> str:
+        from rlvr.data.chat import check_template
+
+        return check_template(v)
+
+    @property
+    def prompt_template(self) -> str:
+        """The template with the system prompt attached, for :func:`rlvr.data.render_prompt`."""
+        from rlvr.data.chat import PromptFormat
+
+        return PromptFormat(self.template, self.system_prompt)
 
 
 class VerifierRef(_Strict):

@@ -240,6 +240,7 @@ def _check_data(
 ) -> tuple[ErrorList, dict[tuple, str]]:
     """Returns (errors, {loc: normalised source}) with files made absolute paths."""
     from rlvr.data import DataError, validate_source
+    from rlvr.data.chat import BUILTIN_TEMPLATES, TemplateError, resolve_template_file
 
     errors: ErrorList = []
     normalised: dict[tuple, str] = {}
@@ -271,6 +272,11 @@ def _check_data(
             continue
         if not source.startswith("builtin:"):
             normalised[loc] = _resolve_data_path(source, roots)
+    if spec.data.template not in BUILTIN_TEMPLATES:  # a Jinja file: under the data roots too
+        try:
+            normalised[("data", "template")] = str(resolve_template_file(spec.data.template, roots))
+        except TemplateError as exc:
+            errors.append(_error(("data", "template"), str(exc).removeprefix("data.template: ")))
     return errors, normalised
 
 

@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "resume": "service",
     "demo": "service",
     "models": "models",
+    "export": "export",
 }
 
 

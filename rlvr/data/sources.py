@@ -1,4 +1,7 @@
-"""Prompt sources: ``builtin:<generator>?k=v&...`` or a ``.jsonl`` / ``.json`` / ``.parquet`` file.
+"""Prompt sources: ``builtin:<generator>?k=v&...``, a ``.jsonl`` / ``.json`` / ``.parquet`` file,
+or a Hugging Face dataset ``hf://datasets/<org>/<name>?config=<c>&split=<s>&revision=<r>``
+(downloaded through ``datasets`` when the Hub is reachable, :mod:`rlvr.hub`; no Hub: a
+:class:`DataError` in seconds naming the local-file alternative).
 
 Row layouts recognised in files (first match wins):
 
@@ -283,6 +286,63 @@ def _load_file(source: str, data_roots: Sequence[Path] | None) -> list[tuple[int
     return [(n, _record_from_row(source, n, row, f"{path.stem}-{n}")) for n, row in rows]
 
 
+# -- Hugging Face datasets -------------------------------------------------------------------
+HF_PREFIX = "hf://datasets/"
+_HF_PARAMS = ("config", "split", "revision")
+_HF_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
+
+
+def parse_hf(source: str) -> tuple[str, dict[str, str]]:
+    """``"hf://datasets/openai/gsm8k?config=main&split=train"`` ->
+    ``("openai/gsm8k", {"config": "main", "split": "train"})``; ``split`` defaults to train."""
+    body = source[len(HF_PREFIX) :]
+    repo, _, query = body.partition("?")
+    if not _HF_REPO_RE.match(repo):
+        raise DataError(source, None, None, "needs a dataset id: hf://datasets/<org>/<name>")
+    params = {"split": "train"}
+    for pair in filter(None, query.split("&")):
+        key, _, value = pair.partition("=")
+        key, value = unquote(key), unquote(value)
+        if key not in _HF_PARAMS:
+            raise DataError(source, None, key, f"unknown parameter; takes {', '.join(_HF_PARAMS)}")
+        if not value:
+            raise DataError(source, None, key, "needs a value")
+        params[key] = value
+    return repo, params
+
+
+def _load_hf(source: str) -> list[tuple[int, PromptRecord]]:
+    """Rows of a Hub dataset (through ``datasets``), read with the file layouts above."""
+    from rlvr import hub
+
+    repo, params = parse_hf(source)
+    try:
+        hub.require_hub(
+            "this dataset",
+            "download the dataset where there is a network, save a split as .jsonl or "
+            ".parquet, copy it here and give that file's path instead",
+        )
+    except hub.HubUnreachableError as exc:
+        raise DataError(source, None, None, str(exc)) from None
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            source, None, None, "needs the datasets package (pip install 'rlvr[hub]')"
+        ) from None
+    try:
+        ds = datasets.load_dataset(
+            repo, params.get("config"), split=params["split"], revision=params.get("revision")
+        )
+    except Exception as exc:  # no such dataset, config or split: the library's message
+        raise DataError(source, None, None, f"cannot load from the Hub: {exc}") from None
+    stem = repo.replace("/", "-")
+    rows = list(enumerate(ds, start=1))
+    if not rows:
+        raise DataError(source, None, None, "has no rows")
+    return [(n, _record_from_row(source, n, row, f"{stem}-{n}")) for n, row in rows]
+
+
 # -- public ----------------------------------------------------------------------------------
 def _load_numbered(
     source: str, data_roots: Sequence[Path] | None
@@ -292,6 +352,15 @@ def _load_numbered(
     source = source.strip()
     if source.startswith(BUILTIN_PREFIX):
         return list(enumerate(_load_builtin(source), start=1))
+    if source.startswith(HF_PREFIX):
+        if data_roots is not None:  # the service: files under its data roots only
+            raise DataError(
+                source, None, None,
+                "the service reads data files under its data roots only, not the Hugging "
+                "Face Hub; save the split as .jsonl or .parquet under a data root "
+                "(RLVR_DATA_ROOTS) and give that path",
+            )  # fmt: skip
+        return _load_hf(source)
     return _load_file(source, data_roots)
 
 
@@ -300,8 +369,9 @@ def load_prompts(source: str, *, data_roots: list[Path] | None = None) -> list[P
 
     Args:
         source: ``builtin:arithmetic?n=2000&seed=0&digits=2&ops=+-*&split=train``,
-            ``builtin:countdown?n=500&numbers=3``, or a path to a ``.jsonl`` / ``.json`` /
-            ``.parquet`` file (layouts in this module's docstring).
+            ``builtin:countdown?n=500&numbers=3``, a path to a ``.jsonl`` / ``.json`` /
+            ``.parquet`` file (layouts in this module's docstring), or
+            ``hf://datasets/openai/gsm8k?config=main&split=train``.
         data_roots: when given (the service), files must lie under one of these
             directories and relative paths are looked up in them; ``None`` (the CLI) reads
             any path, relative to the working directory.

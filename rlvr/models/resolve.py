@@ -1,4 +1,4 @@
-"""Turning ``model.path`` into a local Hugging Face model directory, offline.
+"""Turning ``model.path`` into a local Hugging Face model directory.
 
 Four kinds of path, tried in this order:
 
@@ -9,8 +9,9 @@ Four kinds of path, tried in this order:
   then reused from the cache;
 * a directory (absolute, relative to the working directory, or under one of the model
   roots ``RLVR_MODEL_ROOTS``) that holds ``config.json``;
-* a Hugging Face id (``Qwen/Qwen2.5-0.5B-Instruct``), found in the local HF cache only:
-  nothing is downloaded at run time.
+* a Hugging Face id (``Qwen/Qwen2.5-0.5B-Instruct``): the local HF cache first, else
+  downloaded from the Hub when it is reachable (:mod:`rlvr.hub`; no Hub: an error in seconds
+  naming the local-directory alternative).
 """
 
 from __future__ import annotations
@@ -192,14 +193,31 @@ def _from_hf_cache(repo_id: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+def _from_hub(repo_id: str) -> Path:
+    """``repo_id`` downloaded from the Hub (fails in seconds when no Hub answers)."""
+    from rlvr import hub
+
+    try:
+        path = Path(hub.download_model(repo_id))
+    except hub.HubUnreachableError as exc:
+        raise ModelNotFoundError(str(exc)) from None
+    except Exception as exc:  # not found, gated, invalid id: the Hub's own message
+        raise ModelNotFoundError(
+            f"{repo_id!r}: the Hugging Face Hub could not provide it: {exc}"
+        ) from None
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"{repo_id!r} on the Hugging Face Hub has no config.json")
+    return path
+
+
 def resolve_model(path_spec: str, *, cache_dir: str | Path | None = None) -> Path:
-    """A local HF model directory for ``path_spec`` (built or looked up, never downloaded).
+    """A local HF model directory for ``path_spec`` (built, looked up, or downloaded).
 
     Args:
         path_spec: ``tiny:<task>[?size=cpu|gpu&seed=N&warm_start=0|1]``, an imported
             model's name (``smollm2-135m-instruct``, needs ``rlvr[models]``), a directory
             holding ``config.json``, a name under one of the model roots, or an HF id
-            present in the local Hugging Face cache.
+            (the local Hugging Face cache, else the Hub when it is reachable).
         cache_dir: where ``tiny:`` models are built and cached (default: the first of
             ``RLVR_MODEL_ROOTS``, else ``$RLVR_HOME/models``, else ``~/.rlvr/models``).
             Builds are keyed by the recipe's hash (code included), so a changed recipe
@@ -235,10 +253,12 @@ def resolve_model(path_spec: str, *, cache_dir: str | Path | None = None) -> Pat
                 return (root / spec).resolve()
     if _HF_ID_RE.match(spec) and (found := _from_hf_cache(spec)) is not None:
         return found
+    if "/" in spec and _HF_ID_RE.match(spec) and not local.is_absolute():
+        return _from_hub(spec)
     roots = ", ".join(str(r) for r in model_roots())
     raise ModelNotFoundError(
         f"model {spec!r} not found: not a directory with config.json, not under the model "
-        f"roots ({roots}), and not in the local Hugging Face cache. Nothing is downloaded at "
-        "run time: copy the model directory here (or `huggingface-cli download` it where there "
-        "is network and copy the cache), or use tiny:arithmetic / tiny:countdown."
+        f"roots ({roots}), and not in the local Hugging Face cache (Hub models are named "
+        "org/name, e.g. Qwen/Qwen2.5-0.5B-Instruct): copy the model directory here, or use "
+        "tiny:arithmetic / tiny:countdown."
     )

@@ -10,6 +10,10 @@ Which verdict decides ``passed`` (the ``accuracy`` metric): the *first* verifier
 ``reward.verifiers`` is the task's correctness check; the others (``think_format``...) shape
 the reward. A record that names its own ``verifier`` (a mixed dataset) replaces that first
 verifier for its row, keeping the weight.
+
+A template that prefills the reasoning (``<think>`` at the end of the prompt, Qwen3- and
+DeepSeek-R1-style; :mod:`rlvr.data.chat`) is scored as the model's whole reply: the
+verifiers see ``prefill + completion``, so the ``<think>`` the template wrote counts.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlvr.config import RewardSpec
+from rlvr.data.chat import record_prefill
 from rlvr.data.records import PromptRecord
 from verifiers import Verdict
 from verifiers.base import BadReferenceError
@@ -74,6 +79,7 @@ class RewardPool:
         items: list[tuple[str, dict[str, Any], str, Any]] = []
         owners: list[tuple[int, _Term]] = []
         for i, (text, record) in enumerate(zip(completions, records, strict=True)):
+            text = record_prefill(record) + text  # what the template wrote: "<think>\n"
             for term in self._terms_for(record):
                 items.append((term.name, term.options, text, record.reference))
                 owners.append((i, term))

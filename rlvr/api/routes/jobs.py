@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
@@ -313,6 +314,51 @@ def get_checkpoints(job: JobDep, store: StoreDep) -> CheckpointList:
     """Checkpoints written so far; each path is an HF-format model directory."""
     return CheckpointList(
         job_id=job.id, checkpoints=[CheckpointOut(**c) for c in store.checkpoints(job.id)]
+    )
+
+
+@router.get(
+    "/{job_id}/checkpoints/{step}/download",
+    response_class=StreamingResponse,
+    responses={
+        404: {"model": ErrorOut, "description": "no such job, checkpoint or adapter"},
+        200: {
+            "description": 'a tar of the exported model (docs/training.md, "Exporting")',
+            "content": {"application/x-tar": {}},
+        },
+    },
+)
+def download_checkpoint(
+    job: JobDep,
+    settings: SettingsDep,
+    step: Annotated[int, PathParam(ge=0, le=2**62, description="a checkpoint's step")],
+    adapter: Annotated[bool, Query(description="the LoRA adapter alone (LoRA runs only)")] = False,
+) -> StreamingResponse:
+    """Checkpoint ``step`` as ``rlvr export`` writes it (the model, LoRA merged, or the
+    adapter alone; tokenizer; README.md model card), streamed as an uncompressed tar with
+    everything under ``<job id>-step_<step>/``. The trainer's state is never included."""
+    from rlvr.export import ExportError, plan_export
+
+    runs = Path(settings.runs_dir).expanduser().resolve()
+    run_dir = Path(job.run_dir).expanduser().resolve()
+    gone = HTTPException(404, detail=f"job {job.id} has no checkpoint at step {step}")
+    if not run_dir.is_relative_to(runs):  # only what this service's runs dir holds
+        raise gone
+    try:
+        plan = plan_export(run_dir, step, adapter, spec=job.spec)
+    except ExportError as exc:
+        if adapter and "no LoRA adapter" in str(exc):
+            raise HTTPException(
+                404, detail=f"job {job.id} is not a LoRA run: step {step} has no adapter"
+            ) from None
+        raise gone from None
+    from rlvr.export import iter_tar
+
+    folder = f"{job.id}-step_{step}" + ("-adapter" if adapter else "")
+    return StreamingResponse(
+        iter_tar(plan, folder),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{folder}.tar"'},
     )
 
 
