@@ -59,7 +59,7 @@ class DataSpec(_Strict):
     train: str = Field("builtin:arithmetic?n=2000", min_length=1)
     eval: str | None = "builtin:arithmetic?n=200&seed=1"
     # think, plain, model (the tokenizer's own chat template) or a .jinja file's path;
-    # prompt_template is its old name (docs/training.md, "Prompt templates").
+    # prompt_template is its old name (docs/models.md, "Prompt templates").
     template: str = Field("think", min_length=1, max_length=4096)
     system_prompt: str | None = Field(None, max_length=32_768)  # replaces the template's own
     max_prompt_tokens: int = Field(512, ge=8, le=131072)
