@@ -26,6 +26,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -33,6 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,20 +292,21 @@ class _Trainer:
             place = functools.partial(
                 engine_options, self.plan, self.reservation, num_cpus=actor_cpus
             )
+        # Engines, reward workers and the learner start at once (each takes seconds: model
+        # loads, fresh interpreters): the engine actors load while the learner builds here.
+        starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-engines")
+        engines = starter.submit(
+            create_rollout,
+            spec,
+            str(policy_path),
+            num_cpus=actor_cpus,
+            num_gpus=self.plan.actor("engine-0").gpu_share,
+            engine=self.plan.engine,
+            actor_options=place,
+        )
+        starter.shutdown(wait=False)
         try:
-            self.rollout = create_rollout(
-                spec,
-                str(policy_path),
-                num_cpus=actor_cpus,
-                num_gpus=self.plan.actor("engine-0").gpu_share,
-                engine=self.plan.engine,
-                actor_options=place,
-            )
-        except BaseException:
-            if self.reservation is not None:
-                self.reservation.release()
-            raise
-        try:
+            self.rewards = RewardPool(spec.reward)
             overrides: dict[str, Any] = {
                 "num_cpus_per_learner": actor_cpus,
                 "num_learners": learners,
@@ -329,7 +332,7 @@ class _Trainer:
                 )
             learner_group = self.reservation.learners if self.reservation else None
             self.learner = Learner(config, placement_group=learner_group)
-            self.rewards = RewardPool(spec.reward)
+            self.rollout = engines.result()
             self.queue = RolloutQueue(
                 self.rollout,
                 self.rewards,
@@ -338,7 +341,10 @@ class _Trainer:
                 timeout_s=self.rollout.replicas.call_timeout_s,
             )
         except BaseException:
-            self.rollout.shutdown()
+            with contextlib.suppress(BaseException):  # a start that failed has nothing to stop
+                engines.result().shutdown()
+            if hasattr(self, "rewards"):
+                self.rewards.close()
             if hasattr(self, "learner"):
                 self.learner.shutdown()
             if self.reservation is not None:
