@@ -60,6 +60,7 @@ from rlvr.train.pipeline import RolloutQueue
 from rlvr.train.reward import Reward, RewardPool
 from rlvr.train.rundir import METRICS_FILE, RunDirSink
 from rlvr.train.sink import FanoutSink, MetricSink, SampleRow
+from rlvr.train.trackers import tracker_sinks
 from rlvr.train.update import LEARNER_METRICS
 
 log = logging.getLogger("rlvr.train")
@@ -615,11 +616,8 @@ def train(
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    out = (
-        FanoutSink(RunDirSink(run_dir), sink)
-        if sink is not None
-        else FanoutSink(RunDirSink(run_dir))
-    )
+    # the run dir always; experiment trackers (spec.logging) and the caller's sink beside it
+    out = FanoutSink(RunDirSink(run_dir), *tracker_sinks(spec, run_dir), sink)
     if not resume and (latest_checkpoint(run_dir) or (run_dir / METRICS_FILE).exists()):
         raise ValueError(
             f"run dir {run_dir} already holds a run: resume it (--resume) or choose another run dir"

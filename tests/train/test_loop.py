@@ -80,8 +80,10 @@ def first_run(ray_cluster, random_model_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     sink = RecordingSink()
     seen = []
+    spec = _spec(random_model_dir)
+    spec.logging.tensorboard = True  # a tracker beside the run dir and the caller's sink
     summary = run(
-        _spec(random_model_dir),
+        spec,
         run_dir,
         sink=sink,
         actor_cpus=0,
@@ -213,3 +215,14 @@ def test_an_unknown_verifier_fails_naming_the_field(ray_cluster, random_model_di
     with pytest.raises(ValueError, match=r"reward\.verifiers\[0\]"):
         run(spec, tmp_path, sink=sink, actor_cpus=0)
     assert sink.statuses[-1][0] == "failed" and "no_such_verifier" in sink.statuses[-1][2]
+
+
+def test_the_loop_reports_to_the_trackers_the_spec_turns_on(first_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _, _, _ = first_run
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    rewards = {e.step: e.value for e in events.Scalars("reward/mean")}
+    written = {r["step"]: r["reward/mean"] for r in read_jsonl(run_dir / "metrics.jsonl")[1:]}
+    assert rewards == pytest.approx(written)
