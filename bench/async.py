@@ -1,0 +1,319 @@
+"""Async RL vs the synchronous loop vs Hugging Face TRL's GRPOTrainer, side by side.
+
+The demo spec (``examples/arithmetic.yaml``: the tiny arithmetic model, 16 prompts x 8
+completions of <= 64 tokens, 40 steps) with ``algorithm.max_staleness`` 0, 1 and 2, and TRL
+``GRPOTrainer`` on the same model, prompts, rewards (math + 0.1 x think_format) and
+hyper-parameters, each ``rlvr train`` / TRL run a fresh process, seeds one after another:
+
+* loop s: metrics time of the last step minus step 0 (rlvr; evals at steps 10..40
+  included, and also reported without them), TRL: first step begin to last step end;
+* first step s: process start to the first step's metrics (Ray start, model, engines);
+* eval: greedy accuracy on the held-out eval set at the last step (TRL: the trained model
+  through ``rlvr eval``, the same prompts, template and verifier);
+* peak RSS: the largest sum of resident memory over the run's whole process tree.
+
+Every arm uses ``tis_cap: 2.0`` (the rollout-logprob correction the async loss relies on).
+TRL is matched to the spec by hand: bf16 autocast, gradient checkpointing and lr decay off
+(its defaults are on), our tokenizer passed in (TRL's own loading drops the tiny model's
+pre-tokenizer), token-mean loss (``dapo``), clip 0.2/0.28, beta 0, one iteration per batch,
+its torch threads set per ``--trl-threads`` (the best is the one compared).
+
+    .venv/bin/python bench/async.py [--seeds 0 1 2] [--staleness 0 1 2] [--trl-threads 1 2]
+                                    [--steps 40] [--out bench/results/async.json]
+
+Needs ``trl`` for the TRL arm (``pip install -e '.[bench]'``); without it the arm is skipped.
+Other processes on the machine make every number pessimistic: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench._results import write_result  # noqa: E402
+
+SPEC = ROOT / "examples" / "arithmetic.yaml"
+
+
+def _spec_dict(steps: int, seed: int, staleness: int) -> dict:
+    import yaml
+
+    spec = yaml.safe_load(SPEC.read_text())
+    a = spec["algorithm"]
+    a.update(max_steps=steps, seed=seed, max_staleness=staleness, tis_cap=2.0)
+    spec["checkpoint"] = {"every": steps}
+    return spec
+
+
+def _watch(proc: subprocess.Popen) -> tuple[float, float]:
+    """Wait for ``proc``; the peak summed RSS and PSS (GB) of its process tree meanwhile.
+    RSS counts a shared library once per process that maps it; PSS splits it among them."""
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    peak_rss = peak_pss = 0
+    while proc.poll() is None:
+        rss = pss = 0
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        for p in tree:
+            try:
+                info = p.memory_full_info()
+            except psutil.Error:
+                continue
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        time.sleep(0.25)
+    return peak_rss / 1e9, peak_pss / 1e9
+
+
+def rlvr_run(steps: int, seed: int, staleness: int) -> dict:
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_file = Path(tmp) / "spec.yaml"
+        spec_file.write_text(yaml.safe_dump(_spec_dict(steps, seed, staleness)))
+        run_dir = Path(tmp) / "run"
+        t0 = time.time()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rlvr", "train", str(spec_file), "--run-dir", str(run_dir),
+             "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        peak, pss = _watch(proc)
+        err = proc.stderr.read() if proc.stderr else ""
+        if proc.returncode != 0:
+            raise RuntimeError(f"rlvr train failed ({proc.returncode}):\n{err[-3000:]}")
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    by_step = {r["step"]: r for r in records}
+    last = by_step[steps]
+    loop_s = last["time"] - by_step[0]["time"]
+    eval_s = sum(r.get("time/eval_s", 0.0) for r in records if r["step"] > 0)
+    train = [r for r in records if r["step"] > 0]
+    return {
+        "arm": f"rlvr k={staleness}",
+        "seed": seed,
+        "loop_s": loop_s,
+        "loop_no_eval_s": loop_s - eval_s,
+        "first_step_s": by_step[1]["time"] - t0,
+        "eval_start": by_step[0]["eval/accuracy"],
+        "eval_end": last["eval/accuracy"],
+        "peak_rss_gb": peak,
+        "peak_pss_gb": pss,
+        "staleness_mean": sum(r["async/staleness_mean"] for r in train) / len(train),
+        "rollout_busy_frac": last["async/rollout_busy_frac"],
+        "learner_busy_frac": last["async/learner_busy_frac"],
+    }
+
+
+# -- TRL ---------------------------------------------------------------------------------------
+def trl_child(steps: int, seed: int, threads: int, out_dir: str) -> None:
+    """Runs in its own process: TRL GRPOTrainer on the demo spec; writes timings + model."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlvr.config import JobSpec
+    from rlvr.data import load_prompts, render_prompt
+    from rlvr.models import resolve_model
+    from rlvr.rollout.hf import load_tokenizer
+    from verifiers import get_verifier
+
+    spec = JobSpec.model_validate(_spec_dict(steps, seed, 0))
+    a, r = spec.algorithm, spec.rollout
+    model_path = resolve_model(spec.model.path)
+    tokenizer = load_tokenizer(model_path)  # keeps the tiny model's pre-tokenizer
+    records = load_prompts(spec.data.train)
+    rows = [
+        {"prompt": render_prompt(tokenizer, rec, spec.data.prompt_template),
+         "reference": rec.reference}
+        for rec in records
+    ]  # fmt: skip
+    terms = [(get_verifier(v.name, **v.options), v.weight) for v in spec.reward.verifiers]
+
+    def reward_fn(verifier):
+        def score(completions, reference, **_):
+            return [
+                float(verifier.verify(c, ref).score)
+                for c, ref in zip(completions, reference, strict=True)
+            ]
+
+        score.__name__ = f"reward_{verifier.name}"
+        return score
+
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if not stamps:
+                stamps.append(time.time())
+
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.time())
+
+    config = GRPOConfig(
+        output_dir=out_dir,
+        per_device_train_batch_size=a.prompts_per_step * a.group_size,
+        num_generations=a.group_size,
+        max_completion_length=r.max_new_tokens,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        learning_rate=a.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_steps=steps,
+        beta=0.0,
+        epsilon=a.clip_low,
+        epsilon_high=a.clip_high,
+        loss_type="dapo",
+        num_iterations=1,
+        max_grad_norm=a.max_grad_norm,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        reward_weights=[w for _, w in terms],
+        dataloader_num_workers=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward_fn(v) for v, _ in terms],
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[Stamp()],
+    )
+    trainer.train()
+    final = Path(out_dir) / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    (Path(out_dir) / "stamps.json").write_text(json.dumps(stamps))
+
+
+def trl_run(steps: int, seed: int, threads: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--trl-child", str(steps), str(seed), str(threads), tmp],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        peak, pss = _watch(proc)
+        err = proc.stderr.read() if proc.stderr else ""
+        if proc.returncode != 0:
+            raise RuntimeError(f"TRL failed ({proc.returncode}):\n{err[-3000:]}")
+        stamps = json.loads((Path(tmp) / "stamps.json").read_text())
+        spec = _spec_dict(steps, seed, 0)
+        out = subprocess.run(
+            [sys.executable, "-m", "rlvr", "eval", str(Path(tmp) / "final"), "--data",
+             spec["data"]["eval"], "--json"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"rlvr eval failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout)
+    accuracy = _first_accuracy(result)
+    return {
+        "arm": f"TRL threads={threads}",
+        "seed": seed,
+        "loop_s": stamps[-1] - stamps[0],
+        "loop_no_eval_s": stamps[-1] - stamps[0],
+        "first_step_s": stamps[1] - t0,
+        "eval_start": None,
+        "eval_end": accuracy,
+        "peak_rss_gb": peak,
+        "peak_pss_gb": pss,
+    }
+
+
+def _first_accuracy(result: dict) -> float:
+    """Greedy accuracy on the first eval set, from ``rlvr eval --json``."""
+    return float(result["results"][0]["metrics"]["eval/accuracy"])
+
+
+def _table(rows: list[dict]) -> str:
+    arms: dict[str, list[dict]] = {}
+    for r in rows:
+        arms.setdefault(r["arm"], []).append(r)
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    head = (f"{'arm':<16} {'seeds':>5} {'loop s':>8} {'no-eval s':>9} {'1st step s':>10} "
+            f"{'eval end':>9} {'RSS GB':>7} {'PSS GB':>7}")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for arm, rs in arms.items():
+        lines.append(
+            f"{arm:<16} {len(rs):>5} {mean([r['loop_s'] for r in rs]):>8.1f} "
+            f"{mean([r['loop_no_eval_s'] for r in rs]):>9.1f} "
+            f"{mean([r['first_step_s'] for r in rs]):>10.1f} "
+            f"{mean([r['eval_end'] for r in rs]):>9.3f} {mean([r['peak_rss_gb'] for r in rs]):>7.2f} "
+            f"{mean([r['peak_pss_gb'] for r in rs]):>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--trl-child":
+        steps, seed, threads, out_dir = sys.argv[2:6]
+        trl_child(int(steps), int(seed), int(threads), out_dir)
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--staleness", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--trl-threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "async.json"))
+    args = ap.parse_args()
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        print("trl is not installed: the TRL arm is skipped (pip install -e '.[bench]')")
+        args.trl_threads = []
+    rows = []
+    for seed in args.seeds:  # seeds outermost: a drifting machine hits every arm alike
+        for k in args.staleness:
+            rows.append(rlvr_run(args.steps, seed, k))
+            print(json.dumps(rows[-1]), flush=True)
+        for threads in args.trl_threads:
+            rows.append(trl_run(args.steps, seed, threads))
+            print(json.dumps(rows[-1]), flush=True)
+    table = _table(rows)
+    print(table)
+    write_result(
+        args.out,
+        {
+            "bench": "async",
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "steps": args.steps,
+            "rows": rows,
+            "table": table,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
