@@ -117,7 +117,7 @@ def _has_cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    skip_gpu = pytest.mark.skip(reason="needs CUDA (runs on the lent GPU machine)")
+    skip_gpu = pytest.mark.skip(reason="needs CUDA (runs on a GPU machine)")
     has_cuda = _has_cuda()
     for item in items:
         if "gpu" in item.keywords and not has_cuda:

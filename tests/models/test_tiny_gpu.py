@@ -1,6 +1,6 @@
 """The tiny models on a GPU: vLLM loads them and decodes them as transformers does.
 
-Skipped without CUDA (conftest) or without vLLM; runs on the lent H100 (docs/gpu.md has
+Skipped without CUDA (conftest) or without vLLM; runs on a CUDA machine (docs/gpu.md has
 how to bring vLLM there).
 """
 
