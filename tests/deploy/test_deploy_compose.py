@@ -57,7 +57,12 @@ def test_compose_spec_check_catches_a_broken_file(validate, tmp_path):
 def test_every_secret_is_required_and_documented_in_env_example(compose):
     text = COMPOSE.read_text()
     used = {m[1]: m[2] for m in _INTERPOLATION.finditer(text)}
-    assert set(used) == {"RLVR_API_TOKEN", "RLVR_METRICS_TOKEN", "RAY_AUTH_TOKEN", "POSTGRES_PASSWORD"}
+    assert set(used) == {
+        "RLVR_API_TOKEN",
+        "RLVR_METRICS_TOKEN",
+        "RAY_AUTH_TOKEN",
+        "POSTGRES_PASSWORD",
+    }
     for var, message in used.items():
         # `${VAR:?msg}`: compose stops with msg instead of starting with an empty secret.
         assert message and var in message and "deploy/.env" in message
