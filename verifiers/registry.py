@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from verifiers.base import Verifier
+from verifiers.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "rlvr.verifiers"
 
@@ -20,10 +18,6 @@ _BUILTINS: dict[str, str] = {
     "countdown": "verifiers.countdown:CountdownVerifier",
     "code": "verifiers.code:CodeVerifier",
 }
-
-_registered: dict[str, type[Verifier] | EntryPoint] = {}  # plugins: resolved on first use
-_lock = threading.Lock()
-_plugins_loaded = False
 
 
 @dataclass(frozen=True)
@@ -43,14 +37,18 @@ class UnknownVerifierError(KeyError):
         return f"unknown verifier {self.name!r}; known verifiers: {', '.join(self.known)}"
 
 
+_registry: PluginRegistry[Verifier] = PluginRegistry(
+    ENTRY_POINT_GROUP, Verifier, _BUILTINS, UnknownVerifierError
+)
+
+
 def register_verifier(name: str) -> Callable[[type[Verifier]], type[Verifier]]:
     """Class decorator: make ``cls`` available as ``get_verifier(name)``."""
 
     def deco(cls: type[Verifier]) -> type[Verifier]:
         if not (isinstance(cls, type) and issubclass(cls, Verifier)):
             raise TypeError(f"@register_verifier({name!r}) needs a Verifier subclass, got {cls!r}")
-        with _lock:
-            _registered[name] = cls
+        _registry.register(name, cls)
         if not cls.name:
             cls.name = name
         return cls
@@ -58,35 +56,8 @@ def register_verifier(name: str) -> Callable[[type[Verifier]], type[Verifier]]:
     return deco
 
 
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    with _lock:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in _registered or ep.name in _BUILTINS:
-                continue
-            _registered[ep.name] = ep  # resolved lazily in _resolve
-        _plugins_loaded = True
-
-
 def _resolve(name: str) -> type[Verifier]:
-    _load_plugins()
-    target: Any = _registered.get(name)
-    if target is None and name in _BUILTINS:
-        module, _, attr = _BUILTINS[name].partition(":")
-        target = getattr(importlib.import_module(module), attr)
-    if target is None:
-        raise UnknownVerifierError(name, sorted(set(_BUILTINS) | set(_registered)))
-    if not isinstance(target, type):  # an entry point not loaded yet
-        target = target.load()
-        if not (isinstance(target, type) and issubclass(target, Verifier)):
-            raise TypeError(f"entry point {name!r} in {ENTRY_POINT_GROUP} is not a Verifier class")
-        with _lock:
-            _registered[name] = target
-    if not target.name:
-        target.name = name
-    return target
+    return _registry.resolve(name)
 
 
 def get_verifier(name: str, **options: Any) -> Verifier:
@@ -96,9 +67,8 @@ def get_verifier(name: str, **options: Any) -> Verifier:
 
 def list_verifiers() -> list[VerifierInfo]:
     """Every verifier available here, with its description and reference format."""
-    _load_plugins()
     out = []
-    for name in sorted(set(_BUILTINS) | set(_registered)):
+    for name in _registry.names():
         try:
             cls = _resolve(name)
         except Exception as exc:  # a broken plugin must not hide the others
