@@ -346,6 +346,51 @@ class LoggingSpec(_Strict):
     wandb: WandbSpec | None = None
 
 
+class ToolMarkersSpec(_Strict):
+    """The strings around a tool call and its output (docs/tools.md, "Protocol")."""
+
+    call_open: str = Field('<tool name="{name}">', min_length=1, max_length=256)  # {name}: tool
+    call_close: str = Field("</tool>", min_length=1, max_length=256)  # the stop string of a turn
+    output_open: str = Field("<output>", min_length=1, max_length=256)
+    output_close: str = Field("</output>", min_length=1, max_length=256)
+
+    @field_validator("call_open")
+    @classmethod
+    def _one_name(cls, v: str) -> str:
+        if v.count("{name}") > 1:
+            raise ValueError("tools.markers.call_open may contain {name} at most once")
+        return v
+
+
+class ToolsSpec(_Strict):
+    """Tools the model may call mid-generation (docs/tools.md); none enabled: one turn.
+
+    The whole completion, model and tool tokens, stays within rollout.max_new_tokens.
+    """
+
+    enabled: list[str] = Field(default_factory=list, max_length=16)  # python, calculator, ...
+    max_turns: int = Field(4, ge=1, le=64)  # model turns per completion
+    max_output_tokens: int = Field(256, ge=1, le=32768)  # per tool output (cut with a marker)
+    timeout_s: float = Field(10.0, gt=0, le=300)  # per call
+    workers: int = Field(4, ge=1, le=256)  # calls run at once per engine (the sandbox slots)
+    markers: ToolMarkersSpec = Field(default_factory=ToolMarkersSpec)
+
+    @field_validator("enabled")
+    @classmethod
+    def _known_tools(cls, v: list[str]) -> list[str]:
+        from rlvr.tools.registry import tool_names
+
+        known = tool_names()
+        for name in v:
+            if name not in known:
+                raise ValueError(
+                    f"tools.enabled: unknown tool {name!r}; known tools: {', '.join(known)}"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError(f"tools.enabled lists a tool twice: {v}")
+        return v
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -362,6 +407,7 @@ class JobSpec(_Strict):
     checkpoint: CheckpointSpec = CheckpointSpec()
     eval: EvalSpec = EvalSpec()
     logging: LoggingSpec = LoggingSpec()
+    tools: ToolsSpec = ToolsSpec()
 
     @field_validator("name")
     @classmethod
@@ -391,6 +437,12 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"algorithm.mini_batches={a.mini_batches} exceeds the batch "
                 f"({a.prompts_per_step * a.group_size} sequences); lower it"
+            )
+        m = self.tools.markers
+        if len(self.tools.enabled) > 1 and "{name}" not in m.call_open:
+            raise ValueError(
+                "tools.markers.call_open needs {name} when more than one tool is enabled "
+                "(which tool a call is for)"
             )
         if self.eval.sets and self.data.eval is not None:  # eval.sets replace data.eval
             if "eval" in self.data.model_fields_set:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from rlvr.tools.base import Tool, ToolResult
 from rlvr.tools.protocol import Markers, Protocol, ToolCall
@@ -31,6 +32,18 @@ class ToolsConfig:
     timeout_s: float = 10.0  # per call
     workers: int = 4  # calls run at once (the sandbox's slots)
     markers: Markers = field(default_factory=Markers)
+
+    @classmethod
+    def from_spec(cls, tools: Any) -> ToolsConfig:
+        """From a job spec's ``tools`` section (:class:`rlvr.config.ToolsSpec`)."""
+        return cls(
+            enabled=list(tools.enabled),
+            max_turns=tools.max_turns,
+            max_output_tokens=tools.max_output_tokens,
+            timeout_s=tools.timeout_s,
+            workers=tools.workers,
+            markers=Markers(**tools.markers.model_dump()),
+        )
 
 
 @dataclass
