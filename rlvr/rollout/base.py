@@ -39,6 +39,15 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     # The engine's weights version when it sampled this (0 = the weights it started with).
     weights_version: int = 0
+    # Tool use (docs/tools.md): which of token_ids the model sampled (False: a tool's output,
+    # context that is masked out of the loss, with logprob 0.0). None: every token is the
+    # model's (no tools).
+    model_mask: list[bool] | None = None
+    tool_calls: int = 0  # tools run for this completion
+    tool_errors: int = 0  # of which failed (bad input, crash, timeout, unknown tool)
+    tool_time_s: float = 0.0  # wall time of its calls, summed
+    turns: int = 1  # model turns (1 + the calls whose output it continued after)
+    forged_outputs: int = 0  # model-written output blocks stripped from text
 
 
 class RolloutEngine(Protocol):

@@ -29,7 +29,9 @@ def make_train_batch(
 
     Returns ``input_ids`` / ``attention_mask`` ``[B, P + R]`` (prompt left-padded to P,
     response right-padded to R), ``response_mask`` / ``rollout_logprobs`` ``[B, R]`` and
-    ``advantages`` ``[B]``.
+    ``advantages`` ``[B]``. ``response_mask`` is 1 on the tokens the model sampled: a tool's
+    output inside a response (``Completion.model_mask``) is attended to but is 0 there, so it
+    counts in no loss, ratio, KL or token statistic.
     """
     if len(completions) != len(advantages):
         raise ValueError(f"{len(completions)} completions but {len(advantages)} advantages")
@@ -51,6 +53,10 @@ def make_train_batch(
         input_ids[i, p_len : p_len + n] = c.token_ids
         attention[i, p_len - len(p) : p_len + n] = 1
         response_mask[i, :n] = 1.0
+        if c.model_mask is not None:  # tool output: context, not actions (docs/tools.md)
+            if len(c.model_mask) != n:
+                raise ValueError(f"completion {i} has {n} tokens but {len(c.model_mask)} mask")
+            response_mask[i, :n] = c.model_mask
         rollout_lp[i, :n] = c.logprobs
     adv = np.asarray(
         advantages.tolist() if isinstance(advantages, torch.Tensor) else advantages,
@@ -115,7 +121,8 @@ def row_lengths(batch: dict[str, torch.Tensor]) -> tuple[list[int], list[int]]:
     """(prompt tokens, response tokens) of every row of a :func:`make_train_batch` batch."""
     r = batch["response_mask"].shape[1]
     prompt = batch["attention_mask"][:, :-r].sum(-1) if r else batch["attention_mask"].sum(-1)
-    response = batch["response_mask"].sum(-1)
+    # from the attention mask: a response's masked tool tokens still take their columns
+    response = batch["attention_mask"][:, -r:].sum(-1) if r else prompt * 0
     return prompt.long().tolist(), response.long().tolist()
 
 
