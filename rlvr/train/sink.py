@@ -37,7 +37,7 @@ class MetricSink(Protocol):
 class FanoutSink:
     """Sends every record to several sinks (run dir + job store)."""
 
-    def __init__(self, *sinks: MetricSink):
+    def __init__(self, *sinks: MetricSink | None):  # None: left out
         self.sinks = [s for s in sinks if s is not None]
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
