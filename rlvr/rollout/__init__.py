@@ -103,8 +103,12 @@ def create_rollout(
             actor_options=actor_options,
         )
     from rlvr.rollout.hf import HFEngineConfig, HFRollout
+    from rlvr.tools.runner import ToolsConfig
 
-    config = HFEngineConfig(model=str(model_path), dtype=spec.model.dtype, device="cpu")
+    tools = ToolsConfig.from_spec(spec.tools) if spec.tools.enabled else None
+    config = HFEngineConfig(
+        model=str(model_path), dtype=spec.model.dtype, device="cpu", tools=tools
+    )
     return HFRollout(
         config,
         replicas=replicas,

@@ -32,7 +32,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from rlvr.rollout._common import (
 )
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.weight_sync import current_gpu_uuid, unpack_payload
+from rlvr.tools.runner import ToolsConfig
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -102,6 +103,7 @@ class HFEngineConfig:
         num_threads: torch intra-op threads for decoding (see the module docstring); 0 =
             ``$RLVR_TORCH_THREADS``, else 1 on machines with <= 4 cores.
         max_batch_rows: sequences decoded together; larger calls are split into chunks.
+        tools: the job's tool use (docs/tools.md); None or nothing enabled: one turn.
     """
 
     model: str
@@ -109,6 +111,7 @@ class HFEngineConfig:
     device: str = "cpu"
     num_threads: int = 0  # 0: $RLVR_TORCH_THREADS, else 1 on small machines
     max_batch_rows: int = 256
+    tools: ToolsConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -206,18 +209,33 @@ class HFEngine:
         }
         self._strip = _control_tokens(self.tokenizer)
         self._version = 0
+        self._tool_loop: Any = None  # a ToolLoop, built on the first call with tools
 
     # RolloutEngine -------------------------------------------------------------------------
     def generate(
-        self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, prompt_offset: int = 0
+        self,
+        prompt_token_ids: list[list[int]],
+        sampling: SamplingConfig,
+        prompt_offset: int = 0,
+        first_turns: list[str] | None = None,
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt; ``prompt_index`` counts
         from ``prompt_offset`` (the slice's start when an HFRollout spreads prompts).
 
         With ``sampling.seed`` the call is reproducible: the RNG is seeded with
         ``seed + prompt_offset * n`` (so results depend on the replica count, not on timing).
+
+        With tools enabled the completions are multi-turn (:mod:`rlvr.rollout.tool_loop`).
+        ``first_turns`` (tools only; one text per prompt) is a hook for tests and demos: the
+        first turn is that text instead of a sample, masked out like tool output since the
+        model did not choose it, so a call happens even with an untrained model.
         """
         validate_request(prompt_token_ids, sampling)
+        tools = self.config.tools
+        if first_turns is not None and not (tools and tools.enabled):
+            raise ValueError("first_turns needs tools enabled (HFEngineConfig.tools)")
+        if first_turns is not None and len(first_turns) != len(prompt_token_ids):
+            raise ValueError(f"{len(prompt_token_ids)} prompts but {len(first_turns)} first_turns")
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed + prompt_offset * sampling.n)
         # Chunks of whole prompts, at most max_batch_rows sequences each.
@@ -225,7 +243,11 @@ class HFEngine:
         out: list[Completion] = []
         for start in range(0, len(prompt_token_ids), per_chunk):
             chunk = prompt_token_ids[start : start + per_chunk]
-            out += self._generate_chunk(chunk, sampling, prompt_offset + start)
+            if tools and tools.enabled:
+                forced = None if first_turns is None else first_turns[start : start + per_chunk]
+                out += self._generate_with_tools(chunk, sampling, prompt_offset + start, forced)
+            else:
+                out += self._generate_chunk(chunk, sampling, prompt_offset + start)
         return out
 
     def load_weights(self, state: Mapping[str, Any], version: int) -> None:
@@ -255,7 +277,60 @@ class HFEngine:
     def info(self) -> dict[str, Any]:
         return {"start_s": self.start_s, "device": str(self.device), "eos_ids": self.eos_ids}
 
+    def close(self) -> None:
+        """Release the tools' pool and sandbox (the engine's actor is about to end)."""
+        if self._tool_loop is not None:
+            self._tool_loop.runner.close()
+            self._tool_loop = None
+
     # internals -----------------------------------------------------------------------------
+    def _tools(self) -> Any:
+        if self._tool_loop is None:
+            from rlvr.rollout.tool_loop import ToolLoop
+            from rlvr.tools.runner import ToolRunner
+
+            assert self.config.tools is not None
+            self._tool_loop = ToolLoop(
+                ToolRunner(self.config.tools),
+                encode=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
+                decode=self._decode,
+                eos_ids=self.eos_ids,
+            )
+        return self._tool_loop
+
+    def _generate_with_tools(
+        self,
+        prompts: list[list[int]],
+        sampling: SamplingConfig,
+        offset: int,
+        first_turns: list[str] | None,
+    ) -> list[Completion]:
+        """Multi-turn completions: turns end at a call's close marker (docs/tools.md)."""
+        loop = self._tools()
+        turn = replace(sampling, stop=[*sampling.stop, loop.protocol.stop])
+        if first_turns is None:
+            first = self._generate_chunk(prompts, turn, 0)
+        else:
+            first = []
+            for i, text in enumerate(first_turns):
+                ids = loop.encode(text)
+                first += [
+                    Completion(i, ids, text, [0.0] * len(ids), "stop", self._version)
+                    for _ in range(sampling.n)
+                ]
+
+        def sample(contexts: list[list[int]], max_new_tokens: int) -> list[Completion]:
+            return self._generate_chunk(
+                contexts, replace(turn, n=1, max_new_tokens=max_new_tokens), 0
+            )
+
+        out = loop.run(
+            prompts, first, sample, sampling.max_new_tokens, first_is_model=first_turns is None
+        )
+        for c in out:
+            c.prompt_index += offset
+        return out
+
     @torch.inference_mode()
     def _generate_chunk(
         self, prompts: list[list[int]], sampling: SamplingConfig, offset: int
