@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -54,6 +54,7 @@ from rlvr.rollout.weight_sync import (
     unpack_payload,
     unpack_weights,
 )
+from rlvr.tools.runner import ToolsConfig
 
 # Set in every engine actor before vLLM is imported (see the module docstring).
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
@@ -77,6 +78,7 @@ class VllmEngineConfig:
         max_num_seqs: sequences decoded at once; None = vLLM's default.
         seed: engine seed (sampling is reproducible per request only with SamplingConfig.seed).
         extra: any other ``vllm.LLM`` keyword arguments.
+        tools: the job's tool use (docs/tools.md); None or nothing enabled: one turn.
     """
 
     model: str
@@ -89,6 +91,7 @@ class VllmEngineConfig:
     max_num_seqs: int | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    tools: ToolsConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -136,6 +139,7 @@ class VllmEngineConfig:
             gpu_memory_utilization=spec.rollout.gpu_memory_utilization,
             max_model_len=max_len,
             seed=spec.algorithm.seed,
+            tools=ToolsConfig.from_spec(spec.tools) if spec.tools.enabled else None,
         )
         kw.update(overrides)
         return cls(**kw)
@@ -271,6 +275,7 @@ class VllmEngine:
         self._strip = frozenset(getattr(tokenizer, "all_special_tokens", ())) - MARKUP_TOKENS
         self._version = 0
         self._group: Any = None  # NCCL weight-sync group, formed on request
+        self._tool_loop: Any = None  # a ToolLoop, built on the first call with tools
 
     # RolloutEngine -----------------------------------------------------------------------------
     def generate(
@@ -282,11 +287,22 @@ class VllmEngine:
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt; ``prompt_index`` counts
         from ``prompt_offset`` (the slice's start when a VllmRollout spreads prompts)."""
-        from vllm import SamplingParams
-
         validate_request(prompt_token_ids, sampling)
         if not prompt_token_ids:
             return []
+        if self.config.tools and self.config.tools.enabled:
+            return self._generate_with_tools(prompt_token_ids, sampling, ignore_eos, prompt_offset)
+        return self._sample(prompt_token_ids, sampling, ignore_eos, prompt_offset)
+
+    def _sample(
+        self,
+        prompt_token_ids: list[list[int]],
+        sampling: SamplingConfig,
+        ignore_eos: bool,
+        prompt_offset: int,
+    ) -> list[Completion]:
+        from vllm import SamplingParams
+
         kws = sampling_params_kwargs(sampling, len(prompt_token_ids), prompt_offset, ignore_eos)
         params = [SamplingParams(**kw) for kw in kws]
         outputs = self._llm.generate(
@@ -295,6 +311,50 @@ class VllmEngine:
             use_tqdm=False,
         )
         return completions_from_outputs(outputs, prompt_offset, self._strip, self._version)
+
+    def _generate_with_tools(
+        self,
+        prompts: list[list[int]],
+        sampling: SamplingConfig,
+        ignore_eos: bool,
+        offset: int,
+    ) -> list[Completion]:
+        """Multi-turn completions (:mod:`rlvr.rollout.tool_loop`), turn by turn: every
+        sequence that called a tool continues once that turn's calls are done; the prefix
+        cache keeps each sequence's earlier turns, so a continuation only prefills the tool
+        output."""
+        if self._tool_loop is None:
+            from rlvr.rollout.tool_loop import ToolLoop
+            from rlvr.tools.runner import ToolRunner
+
+            assert self.config.tools is not None
+            tokenizer = self._llm.get_tokenizer()
+            self._tool_loop = ToolLoop(
+                ToolRunner(self.config.tools),
+                encode=lambda text: list(tokenizer.encode(text, add_special_tokens=False)),
+                decode=lambda ids: strip_tokens(
+                    tokenizer.decode(ids, skip_special_tokens=False), self._strip
+                ),
+                eos_ids=[tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [],
+            )
+        loop = self._tool_loop
+        turn = replace(sampling, stop=[*sampling.stop, loop.protocol.stop])
+        first = self._sample(prompts, turn, ignore_eos, offset)  # offset: the prompts' seeds
+        for c in first:
+            c.prompt_index -= offset
+        turns = 0
+
+        def sample(contexts: list[list[int]], max_new_tokens: int) -> list[Completion]:
+            nonlocal turns
+            turns += 1
+            seed = None if sampling.seed is None else sampling.seed + turns * 1_000_003
+            more = replace(turn, n=1, max_new_tokens=max_new_tokens, seed=seed)
+            return self._sample(contexts, more, ignore_eos, offset)
+
+        out = loop.run(prompts, first, sample, sampling.max_new_tokens)
+        for c in out:
+            c.prompt_index += offset
+        return out
 
     def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
         """Load a state dict (HF names, tensors on any device)."""

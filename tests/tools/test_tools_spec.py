@@ -56,3 +56,13 @@ def test_bad_sections_name_the_field(tools, message):
     text = str(info.value)
     assert message in text
     assert "tools" in text
+
+
+def test_the_vllm_engine_config_carries_the_tools_but_vllm_does_not_see_them():
+    from rlvr.rollout.vllm import VllmEngineConfig
+
+    spec = JobSpec.model_validate({"tools": {"enabled": ["calculator"], "max_turns": 2}})
+    cfg = VllmEngineConfig.from_spec(spec, "/models/x")
+    assert cfg.tools is not None and cfg.tools.max_turns == 2
+    assert "tools" not in cfg.llm_kwargs()
+    assert VllmEngineConfig.from_spec(JobSpec(), "/models/x").tools is None
