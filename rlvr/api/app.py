@@ -21,7 +21,7 @@ import rlvr
 from rlvr.api.auth import TokenTable
 from rlvr.api.deps import require_token
 from rlvr.api.middleware import Guard, RequestCounter
-from rlvr.api.routes import evals, jobs, prometheus, system, verifiers
+from rlvr.api.routes import evals, jobs, prometheus, system, tools, verifiers
 from rlvr.api.settings import Settings
 from rlvr.jobs.runner import JobRunner
 from rlvr.jobs.store import JobStore
@@ -112,6 +112,7 @@ def create_app(
     auth = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=auth)
     app.include_router(verifiers.router, dependencies=auth)
+    app.include_router(tools.router, dependencies=auth)
     app.include_router(evals.router, dependencies=auth)
     app.include_router(system.router)
     app.include_router(prometheus.router)  # /metrics, its own token check

@@ -1,1 +1,1 @@
-"""The API's routers, one per resource: jobs, verifiers, system."""
+"""The API's routers, one per resource: jobs, verifiers, tools, evals, system."""
