@@ -194,6 +194,18 @@ def _rollout_metrics(
     return m
 
 
+def _tool_metrics(completions: list[Completion]) -> dict[str, float]:
+    """``tools/*`` (jobs with tools enabled; docs/tools.md): calls, failures, time, turns."""
+    calls = sum(c.tool_calls for c in completions)
+    return {
+        "tools/calls_mean": calls / len(completions),
+        "tools/error_frac": sum(c.tool_errors for c in completions) / max(calls, 1),
+        "tools/time_s": float(sum(c.tool_time_s for c in completions)),
+        "tools/turns_mean": float(np.mean([c.turns for c in completions])),
+        "tools/forged_mean": float(np.mean([c.forged_outputs for c in completions])),
+    }
+
+
 def _sample_rows(
     completions: list[Completion], rewards: list[Reward], records: list[PromptRecord], k: int
 ) -> list[SampleRow]:
@@ -537,6 +549,8 @@ class _Trainer:
 
         # 6. metrics
         metrics = _rollout_metrics(completions, rewards, self.tokenizer)
+        if self.spec.tools.enabled:
+            metrics.update(_tool_metrics(completions))
         metrics.update({k: float(learned[k]) for k in LEARNER_METRICS})
         metrics.update(
             {

@@ -87,3 +87,21 @@ def test_unmasked_the_same_tokens_would_change_it(random_model_dir):
     unmasked["response_mask"] = (unmasked["attention_mask"][:, -12:] > 0).astype(np.float32)
     changed, _ = _grads(random_model_dir, unmasked)
     assert any(not torch.equal(base[k], changed[k]) for k in base)
+
+
+def test_tool_metrics_of_a_step():
+    from rlvr.train.loop import _tool_metrics
+
+    def c(calls, errors, turns, time_s, forged=0):
+        return Completion(0, [1], "", [0.0], "stop", tool_calls=calls, tool_errors=errors,
+                          turns=turns, tool_time_s=time_s, forged_outputs=forged)  # fmt: skip
+
+    m = _tool_metrics([c(2, 1, 3, 0.5), c(0, 0, 1, 0.0, forged=2), c(2, 0, 2, 0.25)])
+    assert m == {
+        "tools/calls_mean": pytest.approx(4 / 3),
+        "tools/error_frac": 0.25,
+        "tools/time_s": 0.75,
+        "tools/turns_mean": 2.0,
+        "tools/forged_mean": pytest.approx(2 / 3),
+    }
+    assert _tool_metrics([c(0, 0, 1, 0.0)])["tools/error_frac"] == 0.0
