@@ -85,6 +85,31 @@ class Protocol:
         n += text.count(close)
         return text.replace(close, ""), n
 
+    def split_turns(self, text: str) -> list[dict[str, str]]:
+        """A multi-turn completion's text as its parts, in order, for the samples viewer:
+        ``{"kind": "model" | "tool_call" | "tool_output", "text": ..., "tool": name}``
+        (``tool`` on calls only)."""
+        m = self.markers
+        output = re.compile(
+            re.escape(m.output_open) + r"(.*?)" + re.escape(m.output_close), re.DOTALL
+        )
+        parts: list[dict[str, str]] = []
+        pos = 0
+        while pos < len(text):
+            call, out = self._call.search(text, pos), output.search(text, pos)
+            nxt = min((x for x in (call, out) if x), key=lambda x: x.start(), default=None)
+            if nxt is None:
+                parts.append({"kind": "model", "text": text[pos:]})
+                break
+            if nxt.start() > pos:
+                parts.append({"kind": "model", "text": text[pos : nxt.start()]})
+            if nxt is call:
+                parts.append({"kind": "tool_call", "text": call.group(2), "tool": call.group(1)})
+            else:
+                parts.append({"kind": "tool_output", "text": nxt.group(1)})
+            pos = nxt.end()
+        return parts
+
     def wrap_output(self, output: str) -> str:
         """The text appended after a call. Markers inside the tool's output are removed so a
         tool cannot end the block early and pose as the model."""

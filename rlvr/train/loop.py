@@ -207,9 +207,14 @@ def _tool_metrics(completions: list[Completion]) -> dict[str, float]:
 
 
 def _sample_rows(
-    completions: list[Completion], rewards: list[Reward], records: list[PromptRecord], k: int
+    completions: list[Completion],
+    rewards: list[Reward],
+    records: list[PromptRecord],
+    k: int,
+    split_turns: Callable[[str], list[dict[str, str]]] | None = None,
 ) -> list[SampleRow]:
-    """The first completion of the first k groups, with rewards and every verdict."""
+    """The first completion of the first k groups, with rewards and every verdict; with
+    tools, its ``turns`` too (model text, tool code, tool output: docs/tools.md)."""
     from verifiers import split_think
 
     rows: list[SampleRow] = []
@@ -233,7 +238,17 @@ def _sample_rows(
                 "verdicts": {name: v.to_dict() for name, v in r.verdicts.items()},
             }
         )
+        if split_turns is not None:
+            rows[-1]["turns"] = split_turns(c.text)
     return rows
+
+
+def _turn_splitter(spec: JobSpec) -> Callable[[str], list[dict[str, str]]] | None:
+    if not spec.tools.enabled:
+        return None
+    from rlvr.tools.protocol import Markers, Protocol
+
+    return Protocol(Markers(**spec.tools.markers.model_dump())).split_turns
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -248,6 +263,8 @@ class _Trainer:
 
         self.spec = spec
         self.run_dir = run_dir
+        # with tools: how a sample's text splits into turns for the samples viewer
+        self.split_turns = _turn_splitter(spec)
         a = spec.algorithm
         self.model_path = _resolve_model(spec.model.path)
         self.start_step = 0
@@ -575,7 +592,9 @@ class _Trainer:
         if self.curriculum is not None:
             metrics.update(self.curriculum.metrics())
         metrics["time/step_s"] = time.perf_counter() - t_step
-        return metrics, _sample_rows(completions, rewards, records, SAMPLES_PER_STEP)
+        return metrics, _sample_rows(
+            completions, rewards, records, SAMPLES_PER_STEP, self.split_turns
+        )
 
     def rollout_pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id

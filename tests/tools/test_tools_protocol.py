@@ -53,3 +53,25 @@ def test_truncation_adds_a_marker():
 def test_empty_marker_names_the_field(field):
     with pytest.raises(ValueError, match=f"tools.markers.{field}"):
         Markers(**{field: ""})
+
+
+def test_a_completion_splits_into_turns_for_the_samples_viewer():
+    from rlvr.config import JobSpec
+    from rlvr.train.loop import _turn_splitter
+
+    text = 'Let me <tool name="calculator">6*7</tool><output>42\n</output>So 42.'
+    assert Protocol().split_turns(text) == [
+        {"kind": "model", "text": "Let me "},
+        {"kind": "tool_call", "text": "6*7", "tool": "calculator"},
+        {"kind": "tool_output", "text": "42\n"},
+        {"kind": "model", "text": "So 42."},
+    ]
+    assert _turn_splitter(JobSpec()) is None  # no tools: rows as before
+    spec = JobSpec.model_validate(
+        {"tools": {"enabled": ["python"], "markers": {"call_open": "<py>", "call_close": "</py>"}}}
+    )
+    assert _turn_splitter(spec)("a<py>print(1)</py><output>1</output>") == [
+        {"kind": "model", "text": "a"},
+        {"kind": "tool_call", "text": "print(1)", "tool": ""},
+        {"kind": "tool_output", "text": "1"},
+    ]

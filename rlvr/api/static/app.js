@@ -290,7 +290,18 @@ function renderSample(s) {
     el("pre", { class: "think" }, think === null ? "(no </think>: no reasoning block)" : think),
     el("div", { class: "label" }, "answer"),
     el("pre", { class: "answer" }, answer || ""),
+    ...renderTurns(s.turns),
     verdicts);
+}
+
+// Tool use (docs/tools.md): the completion's turns, model text apart from tool code and output.
+const TURN_LABELS = { model: "model", tool_call: "tool code", tool_output: "tool output" };
+function renderTurns(turns) {
+  if (!turns || !turns.some((t) => t.kind !== "model")) return [];
+  return [el("div", { class: "label" }, "turns"),
+    el("div", { class: "turns" }, ...turns.map((t) => el("div", { class: `turn turn-${t.kind}` },
+      el("span", { class: "turn-label" }, t.tool ? `${TURN_LABELS[t.kind]} (${t.tool})` : TURN_LABELS[t.kind] || t.kind),
+      el("pre", {}, t.text))))];
 }
 
 function renderSamples() {
