@@ -53,3 +53,17 @@ def test_runner_pools_calls_and_refuses_disabled_tools():
         assert denied.error and "not enabled" in denied.output
     finally:
         runner.close()
+
+
+def test_a_tool_that_raises_is_an_error_result_not_a_crash(monkeypatch):
+    runner = ToolRunner(ToolsConfig(enabled=["calculator"], workers=1))
+    try:
+
+        def broken(code, timeout_s):
+            raise RuntimeError("tool bug")
+
+        monkeypatch.setattr(runner.tools["calculator"], "run", broken)
+        result = runner.submit(ToolCall("calculator", "1", 0, 0)).result()
+        assert result.error and result.output == "error: RuntimeError: tool bug"
+    finally:
+        runner.close()
