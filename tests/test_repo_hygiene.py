@@ -91,7 +91,11 @@ def _imported_roots(package: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize(
     ("package", "forbidden"),
-    [("sandbox", {"rlvr", "verifiers", "torch", "ray"}), ("verifiers", {"rlvr", "torch", "ray"})],
+    [
+        ("sandbox", {"rlvr", "verifiers", "torch", "ray"}),
+        ("verifiers", {"rlvr", "torch", "ray"}),
+        ("rlvr/tools", {"torch", "ray", "transformers"}),  # tools run beside any engine
+    ],
 )
 def test_layering_rules_hold(package, forbidden):
     bad = {f: sorted(r & forbidden) for f, r in _imported_roots(package).items() if r & forbidden}
