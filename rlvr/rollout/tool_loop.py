@@ -122,10 +122,12 @@ class ToolLoop:
             cut = len(tokens) < len(turn.token_ids)
             s.finish = "length" if cut else turn.finish_reason
             ended_by_eos = bool(tokens) and tokens[-1] in self.eos_ids
+            # The close marker is a stop string: a turn holding a complete call ended there
+            # (its last token may run past the marker with a BPE tokenizer).
             called = (
                 not cut
                 and not ended_by_eos
-                and text.endswith(self.protocol.stop)
+                and turn.finish_reason == "stop"
                 and self.protocol.find_call(text) is not None
             )
             if called and s.turns < self.runner.config.max_turns and len(s.tokens) < max_new_tokens:
