@@ -292,7 +292,10 @@ class HFEngine:
             assert self.config.tools is not None
             self._tool_loop = ToolLoop(
                 ToolRunner(self.config.tools),
-                encode=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
+                # control tokens written out in a tool's output stay text, not <|im_end|> & co
+                encode=lambda text: self.tokenizer.encode(
+                    strip_tokens(text, self._strip), add_special_tokens=False
+                ),
                 decode=self._decode,
                 eos_ids=self.eos_ids,
             )

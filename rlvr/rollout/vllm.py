@@ -331,7 +331,10 @@ class VllmEngine:
             tokenizer = self._llm.get_tokenizer()
             self._tool_loop = ToolLoop(
                 ToolRunner(self.config.tools),
-                encode=lambda text: list(tokenizer.encode(text, add_special_tokens=False)),
+                # control tokens written out in a tool's output stay out of the context
+                encode=lambda text: list(
+                    tokenizer.encode(strip_tokens(text, self._strip), add_special_tokens=False)
+                ),
                 decode=lambda ids: strip_tokens(
                     tokenizer.decode(ids, skip_special_tokens=False), self._strip
                 ),
