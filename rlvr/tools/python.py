@@ -46,7 +46,9 @@ class PythonTool(Tool):
 
         t0 = time.perf_counter()
         try:
-            limits = Limits(**{"wall_s": timeout_s, "cpu_s": timeout_s, **self.limits})
+            # 64 kB of output is far more than tools.max_output_tokens keeps
+            defaults = {"wall_s": timeout_s, "cpu_s": timeout_s, "output_bytes": 65536}
+            limits = Limits(**{**defaults, **self.limits})
             r = self._get_sandbox().run_python(code, limits=limits)
         except SandboxError as e:
             return ToolResult(f"error: sandbox failed: {e}", True, time.perf_counter() - t0)
@@ -55,6 +57,8 @@ class PythonTool(Tool):
             out += f"\nerror: timed out after {timeout_s:g} s"
         elif r.oom:
             out += "\nerror: out of memory"
+        elif r.truncated:
+            out += "\nerror: output too long, the program was stopped"
         elif r.exit_code != 0:
             out += r.stderr
         return ToolResult(out, not r.ok, time.perf_counter() - t0)

@@ -67,3 +67,9 @@ def test_a_tool_that_raises_is_an_error_result_not_a_crash(monkeypatch):
         assert result.error and result.output == "error: RuntimeError: tool bug"
     finally:
         runner.close()
+
+
+def test_a_flood_of_output_is_stopped(tool):
+    r = tool.run("while True: print('x' * 1000)", timeout_s=5)
+    assert r.error and r.output.endswith("error: output too long, the program was stopped")
+    assert len(r.output) < 70_000
