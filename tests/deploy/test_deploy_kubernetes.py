@@ -41,7 +41,9 @@ def _resolve_env(env: list[dict], secrets: dict[str, str]) -> dict[str, str]:
     for var in env:
         if "valueFrom" in var:
             ref = var["valueFrom"]["secretKeyRef"]
-            resolved[var["name"]] = secrets[f"{ref['name']}/{ref['key']}"]
+            key = f"{ref['name']}/{ref['key']}"
+            if key in secrets or not ref.get("optional"):  # optional and absent: left unset
+                resolved[var["name"]] = secrets[key]
         else:
             resolved[var["name"]] = re.sub(
                 r"\$\((\w+)\)", lambda m: resolved.get(m[1], m[0]), var["value"]

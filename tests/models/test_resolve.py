@@ -112,7 +112,10 @@ def test_an_hf_id_resolves_from_the_local_hf_cache_only(random_model, tmp_path, 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve_model("acme/tiny-math") == snap
-    with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match="not a local directory or in the local Hugging Face cache.*HF_HUB_OFFLINE",
+    ):
         resolve_model("acme/not-downloaded")
 
 
