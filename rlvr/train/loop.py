@@ -470,8 +470,10 @@ class _Trainer:
                 idx, new, scored = started.indices, started.completions, started.rewards
                 rollout_s += started.engine_s
                 reward_s += started.reward_s
-                engines_idle_s = started.started_at - self._engines_done_at
-                self._engines_done_at = started.finished_at
+                engines_idle_s = 0.0
+                if started.finished_at:  # sampled by this run (not a checkpoint's)
+                    engines_idle_s = max(0.0, started.started_at - self._engines_done_at)
+                    self._engines_done_at = started.finished_at
                 versions += [started.weights_version] * len(new)
             else:
                 # 1. refill rounds: new prompts, now, while too few groups have signal
@@ -584,7 +586,7 @@ class _Trainer:
                 "throughput/learn_tok_s": learned["learner/tokens"] / max(learn_s, 1e-9),
                 "async/staleness_mean": staleness,
                 "async/rollout_wait_s": rollout_wait_s,
-                "async/learner_wait_s": max(0.0, engines_idle_s),
+                "async/learner_wait_s": engines_idle_s,
                 "async/rollout_busy_frac": min(1.0, self.busy["engines"] / wall),
                 "async/learner_busy_frac": min(1.0, self.busy["learner"] / wall),
             }

@@ -104,6 +104,8 @@ def test_a_resumed_async_run_reproduces_the_uninterrupted_one(
     again = {r["step"]: r for r in read_jsonl(resumed / "metrics.jsonl")}
     first = {r["step"]: r for r in read_jsonl(run_dir / "metrics.jsonl")}
     assert sorted(again) == sorted(first)
+    # step 3's rollout came from the checkpoint: no engine time of this run, no made-up wait
+    assert again[3]["async/learner_wait_s"] == 0.0
     for step in (3, 4):  # step 3 from the stored rollout, step 4 sampled on version 2 again
         for key in ("reward/mean", "response/length_mean", "loss", "entropy", "grad_norm",
                     "mismatch/kl", "async/staleness_mean"):  # fmt: skip
