@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import secrets
 import time
 from collections.abc import Iterable
@@ -311,10 +312,10 @@ def make_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")  # first: the pragmas below may wait too
         cur.execute("PRAGMA journal_mode=WAL")  # the driver writes while the API reads
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
     return engine
@@ -370,7 +371,7 @@ class JobStore:
             raise StoreUnavailableError(self._unavailable(exc)) from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            self._create_or_check_schema()
+            self._create_or_check_schema_when_free()
         except (OperationalError, InterfaceError) as exc:  # refused, unreachable, timed out
             self.engine.dispose()
             raise StoreUnavailableError(self._unavailable(exc)) from None
@@ -379,6 +380,20 @@ class JobStore:
             raise
 
     # -- schema ------------------------------------------------------------------------
+    def _create_or_check_schema_when_free(self, wait_s: float = 30.0) -> None:
+        """:meth:`_create_or_check_schema`, again while a new SQLite file is locked: SQLite
+        answers "database is locked" at once, without its busy wait, to a connection that
+        switches a new file to WAL (or upgrades a read) while another creates the schema."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self._create_or_check_schema()
+            except OperationalError as exc:
+                locked = "database is locked" in str(exc) and self.engine.dialect.name == "sqlite"
+                if not locked or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.02, 0.2))
+
     def _create_or_check_schema(self) -> None:
         with self.engine.connect() as conn:
             if self._schema_version(conn) == SCHEMA_VERSION:  # the usual case: no lock needed
