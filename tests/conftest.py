@@ -54,14 +54,17 @@ def _left_behind(session_id: str, basetemp: str | None) -> list[psutil.Process]:
     """Processes of this run that outlive its tests: ``RLVR_TEST_SESSION`` of this run in
     their environment, or the run's temp directory on their command line or as their working
     directory (sandboxed programs get a cleared environment). Verifier pool workers that are
-    this process's own children end with it (atexit) and are not counted."""
+    this process's own children end with it (atexit) and are not counted, nor is the
+    standard library's resource tracker a "spawn" process left (it ends with its parent)."""
     me = os.getpid()
     found = []
     for p in psutil.process_iter(["pid", "ppid", "cmdline", "status"]):
         if p.info["pid"] == me or p.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         cmdline = " ".join(p.info["cmdline"] or ())
-        if p.info["ppid"] == me and "verifiers._worker" in cmdline:
+        if p.info["ppid"] == me and (
+            "verifiers._worker" in cmdline or "multiprocessing.resource_tracker" in cmdline
+        ):
             continue
         try:
             ours = p.environ().get(SESSION_ENV) == session_id
