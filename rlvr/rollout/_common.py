@@ -66,10 +66,14 @@ def wait_all(refs: list[Any], timeout_s: float, what: str) -> list[Any]:
     try:
         return ray.get(refs, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError as e:
-        raise TimeoutError(
-            f"{what} did not finish within {timeout_s:.0f} s (raise the timeout if the model "
-            "is large, or check the engine actors' logs)"
-        ) from e
+        raise _timed_out(what, timeout_s) from e
+
+
+def _timed_out(what: str, timeout_s: float) -> TimeoutError:
+    return TimeoutError(
+        f"{what} did not finish within {timeout_s:.0f} s (raise the timeout if the model "
+        "is large, or check the engine actors' logs)"
+    )
 
 
 class PendingRollout:
@@ -97,10 +101,7 @@ class PendingRollout:
                 waiting, num_returns=1, timeout=max(0.0, deadline - time.monotonic())
             )
             if not done:
-                raise TimeoutError(
-                    f"{self.what} did not finish within {self.timeout_s:.0f} s (raise the "
-                    "timeout if the model is large, or check the engine actors' logs)"
-                )
+                raise _timed_out(self.what, self.timeout_s)
             yield ray.get(done[0])
 
     def result(self) -> list[Completion]:
