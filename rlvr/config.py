@@ -62,6 +62,8 @@ class DataSpec(_Strict):
     # prompt_template is its old name (docs/models.md, "Prompt templates").
     template: str = Field("think", min_length=1, max_length=4096)
     system_prompt: str | None = Field(None, max_length=32_768)  # replaces the template's own
+    # appended to every user message, e.g. "Reply with just the number." (rlvr/data/chat.py)
+    instruction: str | None = Field(None, min_length=1, max_length=4096)
     max_prompt_tokens: int = Field(512, ge=8, le=131072)
     shuffle: bool = True
     curriculum: CurriculumSpec | None = None  # set: prompts chosen from their pass rates
@@ -90,7 +92,7 @@ class DataSpec(_Strict):
         """The template with the system prompt attached, for :func:`rlvr.data.render_prompt`."""
         from rlvr.data.chat import PromptFormat
 
-        return PromptFormat(self.template, self.system_prompt)
+        return PromptFormat(self.template, self.system_prompt, self.instruction)
 
 
 class VerifierRef(_Strict):

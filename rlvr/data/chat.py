@@ -20,6 +20,12 @@
 ``data.system_prompt`` replaces the template's system prompt (``think``'s asks for the tags the
 verifiers read, so a replacement should too) or adds one (``plain``, ``model``, a file).
 
+``data.instruction`` is appended to every user message (after a space), the way datasets are
+prepared for veRL or OpenRLHF ("Let's think step by step..."): a small chat model follows an
+instruction in the user turn far better than one in a system prompt. SmolLM2-135M-Instruct
+answers 20 of 64 two-digit additions with "Reply with just the number." after the question, 1
+of 64 with it as the system prompt (greedy, 16 tokens).
+
 Prefilled reasoning: Qwen3- and DeepSeek-R1-style templates end the prompt inside the
 assistant turn with ``<think>`` (or ``<think>\\n``), so the model's completion starts inside the
 think block. :func:`render_prompt` finds that prefill (:func:`template_prefill`) and notes it on
@@ -61,14 +67,18 @@ class PromptFormat(str):
     """
 
     system_prompt: str | None
+    instruction: str | None
 
-    def __new__(cls, template: str, system_prompt: str | None = None) -> PromptFormat:
+    def __new__(
+        cls, template: str, system_prompt: str | None = None, instruction: str | None = None
+    ) -> PromptFormat:
         obj = super().__new__(cls, template)
         obj.system_prompt = system_prompt
+        obj.instruction = instruction
         return obj
 
     def __reduce__(self) -> Any:  # pickled into Ray actors with its system prompt
-        return (PromptFormat, (str(self), self.system_prompt))
+        return (PromptFormat, (str(self), self.system_prompt, self.instruction))
 
 
 def check_template(value: str) -> str:
@@ -126,12 +136,17 @@ def load_template_file(value: str, data_roots: Sequence[Path] | None = None) -> 
 
 
 def build_chat(
-    record: PromptRecord | str, template: str = "think", system_prompt: str | None = None
+    record: PromptRecord | str,
+    template: str = "think",
+    system_prompt: str | None = None,
+    instruction: str | None = None,
 ) -> list[dict[str, str]]:
     """The chat messages: the system prompt (``system_prompt``, else the template's own, if
-    any) and then the user's prompt."""
+    any) and then the user's prompt, with ``instruction`` after it."""
     check_template(template)
     prompt = record.prompt if isinstance(record, PromptRecord) else record
+    if instruction:
+        prompt = f"{prompt} {instruction}"
     system = system_prompt if system_prompt is not None else TEMPLATES.get(template)
     head = [{"role": "system", "content": system}] if system else []
     return [*head, {"role": "user", "content": prompt}]
@@ -177,6 +192,7 @@ def render_prompt(
     template: str = "think",
     *,
     system_prompt: str | None = None,
+    instruction: str | None = None,
     data_roots: Sequence[Path] | None = None,
 ) -> str:
     """The full prompt text, ending where the model's completion begins.
@@ -188,15 +204,17 @@ def render_prompt(
             a :class:`PromptFormat` brings its system prompt along.
         system_prompt: replaces the template's system prompt (default: the
             :class:`PromptFormat`'s, else the template's own).
+        instruction: appended to the user's message (default: the :class:`PromptFormat`'s).
         data_roots: where a Jinja file must lie (the service); ``None``: any path.
 
     When the rendered text ends inside a prefilled think block, the prefill is noted on the
     record (:func:`record_prefill`) so that rewards score the completion with it.
     """
-    if system_prompt is None and isinstance(template, PromptFormat):
-        system_prompt = template.system_prompt
+    if isinstance(template, PromptFormat):
+        system_prompt = template.system_prompt if system_prompt is None else system_prompt
+        instruction = template.instruction if instruction is None else instruction
     name = str(template)
-    messages = build_chat(record, name, system_prompt)
+    messages = build_chat(record, name, system_prompt, instruction)
     if name in ("think", "plain"):
         text = _render_lenient(tokenizer, messages)
     elif name == "model":

@@ -82,6 +82,27 @@ def test_system_prompt_replaces_thinks_and_is_added_to_plain():
     )
 
 
+def test_instruction_follows_the_users_prompt_in_every_template_and_survives_pickling():
+    import pickle
+
+    tok = _tokenizer(_CHATML)
+    spec = DataSpec(template="model", instruction="Reply with just the number.")
+    fmt = pickle.loads(pickle.dumps(spec.prompt_template))  # as Ray actors receive it
+    assert render_prompt(tok, PromptRecord("2+2?", "4"), fmt) == (
+        "<|im_start|>user\n2+2? Reply with just the number.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    think = render_prompt(
+        tok, "2+2?", DataSpec(template="think", instruction="Be brief.").prompt_template
+    )
+    assert think.index(THINK_SYSTEM_PROMPT) < think.index("2+2? Be brief.")
+    # No instruction: the prompt is untouched.
+    assert "2+2?<|im_end|>" in render_prompt(
+        tok, "2+2?", DataSpec(template="plain").prompt_template
+    )
+    with pytest.raises(ValidationError, match="instruction"):
+        DataSpec(instruction="")
+
+
 def test_model_template_is_the_tokenizers_own_untouched():
     with_default = (  # a model template with its own default system prompt (Qwen2.5-style)
         "{%- if messages[0]['role'] != 'system' -%}<sys>default</sys>{%- endif -%}" + _CHATML
