@@ -11,6 +11,7 @@ Imports neither ``rlvr`` nor ``verifiers`` (nor torch or Ray). See docs/sandbox.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -24,13 +25,16 @@ from sandbox.base import (
 )
 
 BACKENDS = ("auto", "local", "docker")
+IMAGE_ENV = "RLVR_SANDBOX_IMAGE"
+DEFAULT_IMAGE = "python:3.11-slim"
 
 _shared: dict[str, Sandbox] = {}
 _shared_lock = threading.Lock()
 
 
-def docker_available(timeout_s: float = 2.0) -> bool:
-    """Whether a Docker engine answers a ping within ``timeout_s``."""
+def docker_available(timeout_s: float = 2.0, image: str | None = None) -> bool:
+    """Whether a Docker engine answers a ping within ``timeout_s`` (and, given ``image``,
+    has that image: the sandbox never pulls)."""
     try:
         import docker
     except ImportError:
@@ -38,34 +42,55 @@ def docker_available(timeout_s: float = 2.0) -> bool:
     try:
         client = docker.from_env(timeout=timeout_s)
         try:
-            return bool(client.ping())
+            if not client.ping():
+                return False
+            if image is not None:
+                client.images.get(image)
+            return True
         finally:
             client.close()
-    except Exception:  # no socket, permission denied, engine down: all mean "no"
+    except Exception:  # no socket, permission denied, engine down, no image: all mean "no"
         return False
 
 
-def get_sandbox(backend: str = "auto", **options: Any) -> Sandbox:
+def sandbox_image(image: str | None = None) -> str:
+    """The docker backend's image: ``image``, else ``RLVR_SANDBOX_IMAGE``, else
+    ``python:3.11-slim`` (see docs/sandbox.md for building one without a registry)."""
+    return image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+
+
+def get_sandbox(backend: str = "auto", image: str | None = None, **options: Any) -> Sandbox:
     """A sandbox of the given backend: ``"local"`` (bubblewrap), ``"docker"`` or ``"auto"``.
 
-    ``auto`` picks docker when an engine answers, else local. Without ``options`` the
-    instance is shared by the whole process (one bounded pool of slots); with options
-    (e.g. ``concurrency=16``) a new one is built, which the caller should ``close()``.
-    Raises ``ValueError`` for an unknown backend and :class:`SandboxUnavailable` when the
-    backend cannot run here (the message says what to install).
+    ``auto`` picks docker when an engine answers and has the image, else local. ``image``
+    is the docker backend's image (default :func:`sandbox_image`; the local backend has
+    none). Without ``options`` the instance is shared by the whole process (one bounded
+    pool of slots per backend and image); with options (e.g. ``concurrency=16``) a new one
+    is built, which the caller should ``close()``. Raises ``ValueError`` for an unknown
+    backend and :class:`SandboxUnavailable` when the backend cannot run here (the message
+    says what to install).
     """
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(
             f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)}"
         )
+    if image is not None and (not isinstance(image, str) or not image):
+        raise ValueError(f"image must be a non-empty str naming a Docker image, got {image!r}")
     if backend == "auto":
-        backend = "docker" if docker_available() else "local"
-    if options:
-        return _build(backend, options)
+        backend = "docker" if docker_available(image=sandbox_image(image)) else "local"
+    if backend == "docker":
+        options["image"] = sandbox_image(image)
+        key = f"docker:{options['image']}"
+        if len(options) > 1:
+            return _build(backend, options)
+    else:
+        key = backend
+        if options:
+            return _build(backend, options)
     with _shared_lock:
-        if backend not in _shared or _shared[backend].closed:
-            _shared[backend] = _build(backend, {})
-        return _shared[backend]
+        if key not in _shared or _shared[key].closed:
+            _shared[key] = _build(backend, options)
+        return _shared[key]
 
 
 def _build(backend: str, options: dict[str, Any]) -> Sandbox:
@@ -88,4 +113,5 @@ __all__ = [
     "SandboxUnavailable",
     "docker_available",
     "get_sandbox",
+    "sandbox_image",
 ]

@@ -11,8 +11,10 @@ the container goes back to the pool; after a timeout, an overflow or a failed cl
 removed and replaced. Containers are keyed by the container-level limits (memory, pids,
 disk), so runs with other limits get their own warm containers.
 
-The engine is the boundary this machine lacks: ``container_options`` and ``exec_command``
-(pure functions) are unit-tested here; the engine tests skip without one.
+The image is a setting: ``DockerSandbox(image=...)``, else ``RLVR_SANDBOX_IMAGE``, else
+``python:3.11-slim``; any image with ``python3`` and ``sleep`` will do (docs/sandbox.md says
+how to build one from Debian packages without a registry). The tests start an engine of
+their own where they can (``deploy/engine.py``) and run the attack suite on both backends.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from sandbox import IMAGE_ENV, sandbox_image
 from sandbox.base import (
     MAIN_FILE,
     Limits,
@@ -59,8 +62,11 @@ def container_options(
     from docker.types import Ulimit
 
     disk = int(limits.disk_mb)
-    memory = f"{int(limits.memory_mb) + 2 * disk + _HEADROOM_MB}m"  # tmpfs pages count too
-    tmpfs = f"rw,nosuid,nodev,size={disk}m,mode=1777"
+    memory = f"{int(limits.memory_mb) + 3 * disk + _HEADROOM_MB}m"  # tmpfs pages count too
+    uid, _, gid = user.partition(":")
+    # Owned by the sandbox user: the boot script writes the program into /work. (No
+    # ``working_dir``: the engine would create /work root-owned, mode 755, over the tmpfs.)
+    tmpfs = f"rw,nosuid,nodev,size={disk}m,mode=1777,uid={uid},gid={gid or uid}"
     return {
         "image": image,
         "command": ["sleep", "infinity"],
@@ -71,10 +77,13 @@ def container_options(
         "network_mode": "none",
         "read_only": True,
         "tmpfs": {"/work": tmpfs, "/tmp": tmpfs},
-        "working_dir": "/work",
+        "shm_size": f"{disk}m",
         "mem_limit": memory,
         "memswap_limit": memory,  # no swap beyond the memory limit
-        "pids_limit": int(limits.pids) + 4,  # + sleep, the exec's init, a cleanup exec
+        # + the container's `sleep`: the run (its process tree and threads) gets exactly
+        # `pids` tasks, as locally. The cleanup exec needs one free: a run that leaves
+        # `pids` tasks behind fails it, and its container is replaced.
+        "pids_limit": int(limits.pids) + 1,
         "nano_cpus": int(cpus * 1e9),
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
@@ -142,8 +151,9 @@ class DockerSandbox(Sandbox):
     """Runs programs in warm Docker containers. See the module docstring.
 
     Args:
-        image: an image with ``python3`` and ``sleep`` (default ``python:3.11-slim``); it
-            must be present (``docker pull``) - the sandbox never pulls.
+        image: an image with ``python3`` and ``sleep`` (default: ``RLVR_SANDBOX_IMAGE``,
+            else ``python:3.11-slim``); it must be present (``docker pull``, or built
+            locally) - the sandbox never pulls.
         concurrency: runs at the same time (= warm containers per limits profile).
         client: a ``docker.DockerClient`` (default ``docker.from_env``).
         user: uid:gid inside the containers (default nobody).
@@ -156,7 +166,7 @@ class DockerSandbox(Sandbox):
 
     def __init__(
         self,
-        image: str = "python:3.11-slim",
+        image: str | None = None,
         concurrency: int = 4,
         client: Any = None,
         user: str = "65534:65534",
@@ -166,6 +176,8 @@ class DockerSandbox(Sandbox):
     ) -> None:
         super().__init__(concurrency)
         import docker
+
+        image = sandbox_image(image)
 
         self._docker = docker
         try:
@@ -179,7 +191,8 @@ class DockerSandbox(Sandbox):
             self._client.images.get(image)
         except docker.errors.ImageNotFound:
             raise SandboxUnavailable(
-                f"image {image!r} is not present; run `docker pull {image}` first"
+                f"image {image!r} is not present; run `docker pull {image}` or build one "
+                f"(docs/sandbox.md) and name it with {IMAGE_ENV} or the verifier option 'image'"
             ) from None
         self.image, self.user, self.cpus, self.python = image, user, cpus, python
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -187,8 +200,7 @@ class DockerSandbox(Sandbox):
         self._all: set[Any] = set()
         self._lock = threading.Lock()
         self._reaper = ThreadPoolExecutor(2, thread_name_prefix="sandbox-docker-rm")
-        for _ in range(concurrency):  # warm for the default limits
-            self._idle[self._profile(Limits())].put(self._start(Limits()))
+        self.warm(Limits())
 
     @staticmethod
     def _profile(limits: Limits) -> tuple:
@@ -205,6 +217,24 @@ class DockerSandbox(Sandbox):
         with self._lock:
             self._all.discard(container)
         self._reaper.submit(_remove, container)
+
+    def warm(self, limits: Limits, count: int | None = None) -> None:
+        """Start containers for runs with ``limits`` now (default: ``concurrency`` of them,
+        less those idle already), so that those runs skip the container start (~0.5 s).
+
+        The constructor warms the default ``Limits()``; a caller whose runs use other
+        memory, pids, disk or open-files limits warms those once up front.
+        """
+        if self._closed:
+            raise SandboxError("this docker sandbox is closed")
+        idle = self._idle[self._profile(limits)]
+        for _ in range(max(0, (count or self.concurrency) - idle.qsize())):
+            idle.put(self._start(limits))
+
+    def containers(self) -> list[Any]:
+        """The containers of this sandbox now (idle and in use)."""
+        with self._lock:
+            return list(self._all)
 
     def _take(self, limits: Limits) -> Any:
         try:

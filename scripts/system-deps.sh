@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # System packages the tests need: bubblewrap (the sandbox), Chromium (the dashboard's browser
-# test) and a PostgreSQL server (the job store's Postgres tests start a throwaway cluster with
-# its initdb/pg_ctl). Installed with apt when missing and running as root; otherwise a clear
-# message.
+# test), a PostgreSQL server (the job store's Postgres tests start a throwaway cluster with
+# its initdb/pg_ctl), and a Docker engine with debootstrap (the docker tests start dockerd
+# and build their base image from Debian packages: deploy/engine.py). Installed with apt
+# when missing and running as root; otherwise a clear message.
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 # Debian/Ubuntu keep the server binaries off PATH, under /usr/lib/postgresql/<major>/bin.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
   || need+=(postgresql)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from docker_engine import docker_engine  # noqa: F401  (session fixture of the docker tests)
 
 from rlvr.models.tiny import CHAT_TEMPLATE, IM_END, IM_START, MARKUP_TOKENS, PAD
 

@@ -1,4 +1,6 @@
-"""The docker backend: option building and stream handling here; engine tests where one answers."""
+"""The docker backend: option building and stream handling without an engine; runs against
+a real one (the ``docker_engine`` fixture starts it). The attacks are in
+test_sandbox_attacks.py, for both backends."""
 
 from __future__ import annotations
 
@@ -8,10 +10,8 @@ import subprocess
 
 import pytest
 
-from sandbox import Limits, docker_available, get_sandbox
-from sandbox.docker import _BOOT, _Demux, container_options, exec_command, payload
-
-HAS_ENGINE = docker_available()
+from sandbox import Limits, SandboxUnavailable, get_sandbox
+from sandbox.docker import _BOOT, DockerSandbox, _Demux, container_options, exec_command, payload
 
 
 def test_container_options_lock_the_container_down():
@@ -23,9 +23,9 @@ def test_container_options_lock_the_container_down():
     assert opts["user"] == "65534:65534"  # not root
     assert set(opts["tmpfs"]) == {"/work", "/tmp"}
     assert "size=16m" in opts["tmpfs"]["/work"]
-    # memory = program + the two tmpfs + headroom; no swap on top
-    assert opts["mem_limit"] == opts["memswap_limit"] == f"{256 + 2 * 16 + 32}m"
-    assert opts["pids_limit"] == 32 + 4
+    # memory = program + the three tmpfs (/work, /tmp, /dev/shm) + headroom; no swap on top
+    assert opts["mem_limit"] == opts["memswap_limit"] == f"{256 + 3 * 16 + 32}m"
+    assert opts["pids_limit"] == 32 + 1
     assert opts["nano_cpus"] == 1_000_000_000
     ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in opts["ulimits"]}
     assert ulimits["fsize"] == (16 << 20, 16 << 20) and ulimits["core"] == (0, 0)
@@ -75,35 +75,61 @@ def test_boot_script_docker_mode_unpacks_the_payload(tmp_path):
     assert r.stdout.decode() == "42 FROM STDIN\n", r.stderr.decode()
 
 
-@pytest.mark.docker
-@pytest.mark.skipif(not HAS_ENGINE, reason="no Docker engine answers here")
-def test_docker_run_roundtrip():
-    with get_sandbox("docker", concurrency=2) as sb:
-        r = sb.run_python("print(input()[::-1])", stdin="abc", limits=Limits(wall_s=10))
-        assert r.stdout == "cba\n" and r.exit_code == 0
+@pytest.fixture(scope="module")
+def docker_sb(docker_engine):
+    client = docker_engine.client()
+    with DockerSandbox(image=docker_engine.base_image, concurrency=2, client=client) as sb:
+        yield sb
+    client.close()
 
 
 @pytest.mark.docker
-@pytest.mark.skipif(not HAS_ENGINE, reason="no Docker engine answers here")
-def test_docker_contains_timeouts_network_and_writes():
-    with get_sandbox("docker", concurrency=4) as sb:
-        slow = sb.run_python("import time\ntime.sleep(60)", limits=Limits(wall_s=2))
-        assert slow.timed_out
-        net = sb.run_python(
-            "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n"
-            "    print('CONNECTED')\nexcept OSError as e:\n    print('blocked')\n",
-            limits=Limits(wall_s=5),
-        )
-        assert net.stdout.strip() == "blocked"
-        write = sb.run_python(
-            "try:\n    open('/etc/pwned', 'w')\nexcept OSError:\n    print('denied')",
-            limits=Limits(wall_s=5),
-        )
-        assert write.stdout.strip() == "denied"
-        bomb = sb.run_python(
-            "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-            limits=Limits(wall_s=2, pids=16),
-        )
-        assert bomb.timed_out
-        out = sb.run_python("print('x' * 10**6)", limits=Limits(output_bytes=1000))
-        assert out.truncated and len(out.stdout) == 1000
+def test_docker_run_roundtrip(docker_sb):
+    r = docker_sb.run_python("print(input()[::-1])", stdin="abc", limits=Limits(wall_s=10))
+    assert r.stdout == "cba\n" and r.exit_code == 0 and r.ok
+
+
+@pytest.mark.docker
+def test_docker_runs_files_and_reuses_a_clean_container(docker_sb):
+    # A file the program writes is gone in the next run in the same (warm) container.
+    code = "import helper\nprint(helper.X)\nopen('junk', 'w')\nopen('/tmp/junk', 'w')\n"
+    first = docker_sb.run_python(code, files={"helper.py": "X = 7\n"}, limits=Limits(wall_s=10))
+    assert first.stdout == "7\n", first
+    ids_before = {c.id for c in docker_sb.containers()}
+    again = docker_sb.run_python("import os\nprint(os.listdir('.'), os.listdir('/tmp'))")
+    assert again.stdout == "['main.py'] []\n", again
+    assert {c.id for c in docker_sb.containers()} == ids_before  # reused, not replaced
+
+
+@pytest.mark.docker
+def test_docker_nonzero_exit_and_signal_codes(docker_sb):
+    assert docker_sb.run_python("raise SystemExit(3)").exit_code == 3
+    killed = docker_sb.run_python("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)")
+    assert killed.exit_code == 128 + 15 and not killed.timed_out
+
+
+@pytest.mark.docker
+def test_docker_image_is_a_setting(docker_engine, monkeypatch):
+    client = docker_engine.client()
+    monkeypatch.setenv("RLVR_SANDBOX_IMAGE", "rlvr-no-such-image:0")
+    with pytest.raises(SandboxUnavailable, match="rlvr-no-such-image:0.*RLVR_SANDBOX_IMAGE"):
+        DockerSandbox(client=client)
+    monkeypatch.setenv("RLVR_SANDBOX_IMAGE", docker_engine.base_image)
+    with DockerSandbox(client=client, concurrency=1) as sb:
+        assert sb.image == docker_engine.base_image
+    client.close()
+
+
+@pytest.mark.docker
+def test_auto_picks_docker_only_where_the_image_is_present(docker_engine, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
+    monkeypatch.setenv("RLVR_SANDBOX_IMAGE", "rlvr-no-such-image:0")
+    assert get_sandbox("auto").backend == "local"  # an engine, but it would have to pull
+    monkeypatch.setenv("RLVR_SANDBOX_IMAGE", docker_engine.base_image)
+    sb = get_sandbox("auto")
+    try:
+        assert sb.backend == "docker" and sb.image == docker_engine.base_image
+        assert get_sandbox("docker", image=docker_engine.base_image) is sb  # shared
+        assert sb.run_python("print(6 * 7)").stdout == "42\n"
+    finally:
+        sb.close()
