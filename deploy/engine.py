@@ -208,17 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "base-image", "tag"])
     parser.add_argument("--mirror", help="Debian mirror (default: the one apt uses)")
+    parser.add_argument(
+        "--state-dir", help="a private engine: socket STATE_DIR.sock, images under STATE_DIR"
+    )
     args = parser.parse_args(argv)
+    host = f"unix://{args.state_dir}.sock" if args.state_dir else None
     if args.command == "tag":
         print(base_image_tag(args.mirror))
         return 0
     if args.command == "up":
-        engine = start_engine()
-        if engine.started:
+        engine = start_engine(args.state_dir)
+        if engine.proc is not None:
             print(
                 f"dockerd started (pid {engine.proc.pid}, log {engine.log_path})", file=sys.stderr
             )
-    print(build_base_image(mirror=args.mirror))
+    print(build_base_image(mirror=args.mirror, host=host))
     return 0
 
 

@@ -38,9 +38,10 @@ def _boot():
         os.close(fd)
         sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     for which, soft, hard in (
-        # SIGKILL at the limit. (Locally the program is pid 1 of its namespace and would
-        # ignore the SIGXCPU a lower soft limit sends.)
-        (resource.RLIMIT_CPU, cpu_s, cpu_s),
+        # Locally: SIGKILL at the limit (the program is pid 1 of its namespace and would
+        # ignore the SIGXCPU a lower soft limit sends). In docker the program is not pid 1:
+        # SIGXCPU at the limit (exit 152 says "CPU limit" unambiguously), SIGKILL a second on.
+        (resource.RLIMIT_CPU, cpu_s, cpu_s + (mode == "docker")),
         (resource.RLIMIT_AS, as_bytes, as_bytes),
         (resource.RLIMIT_NPROC, nproc, nproc),
         (resource.RLIMIT_FSIZE, fsize, fsize),

@@ -23,6 +23,7 @@ import contextlib
 import marshal
 import queue
 import select
+import signal
 import socket
 import struct
 import threading
@@ -195,6 +196,10 @@ class DockerSandbox(Sandbox):
                 f"(docs/sandbox.md) and name it with {IMAGE_ENV} or the verifier option 'image'"
             ) from None
         self.image, self.user, self.cpus, self.python = image, user, cpus, python
+        # The host uid runs execute as (no user namespace remapping): what `kill -1` from a
+        # run could reach if the container's pid namespace did not hold it.
+        uid = user.partition(":")[0]
+        self.uids = range(int(uid), int(uid) + 1) if uid.isdigit() else None
         self._slots = threading.BoundedSemaphore(concurrency)
         self._idle: dict[tuple, queue.SimpleQueue] = defaultdict(queue.SimpleQueue)
         self._all: set[Any] = set()
@@ -298,8 +303,9 @@ class DockerSandbox(Sandbox):
         finally:
             sock.close()
         if timed_out or demux.truncated:
-            with contextlib.suppress(self._docker.errors.DockerException):
-                container.kill()  # the whole container: it is discarded after this run
+            # The whole container is killed and removed in the background (``_discard``):
+            # under load a kill takes the engine up to a second, which the caller need not
+            # wait for. Its processes can reach nothing meanwhile, and use no new slot.
             exit_code = -9
         else:
             exit_code = self._exit_code(exec_id, deadline=time.monotonic() + 5.0)
@@ -312,8 +318,9 @@ class DockerSandbox(Sandbox):
             exit_code=exit_code,
             stdout=bytes(demux.out[1]).decode(errors="replace"),
             stderr=err.decode(errors="replace"),
-            # 137 without an OOM kill: RLIMIT_CPU's SIGKILL (the wall clock is ours, above).
-            timed_out=timed_out or (exit_code == 128 + 9 and not oom),
+            # RLIMIT_CPU's SIGXCPU (the boot script's soft limit; the wall clock is ours,
+            # above). A 137 is not taken for it: the program may have killed itself.
+            timed_out=timed_out or exit_code == 128 + signal.SIGXCPU,
             oom=oom,
             duration_s=time.monotonic() - start,
             truncated=demux.truncated,

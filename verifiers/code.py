@@ -435,6 +435,8 @@ class CodeVerifier(Verifier):
         sandbox: a :class:`sandbox.Sandbox` to run in (default: ``get_sandbox(backend)``,
             created on first use and shared by the process).
         backend: sandbox backend when ``sandbox`` is not given (``auto``, ``local``, ``docker``).
+        image: the docker backend's image (default: ``RLVR_SANDBOX_IMAGE``, else
+            ``python:3.11-slim``; see docs/sandbox.md for building one without a registry).
         timeout_s: wall-clock (and CPU) seconds per test case.
         memory_mb: memory limit of each run.
     """
@@ -455,19 +457,22 @@ class CodeVerifier(Verifier):
         backend: str = "auto",
         timeout_s: float = 2.0,
         memory_mb: int = 512,
+        image: str | None = None,
     ) -> None:
         opts = check_options(  # OptionsError (a ValueError) naming each bad option
-            CodeOptions, {"backend": backend, "timeout_s": timeout_s, "memory_mb": memory_mb}
+            CodeOptions,
+            {"backend": backend, "timeout_s": timeout_s, "memory_mb": memory_mb, "image": image},
         )
         self._sandbox = sandbox
         self._backend = opts.backend
+        self._image = opts.image
         self.timeout_s = opts.timeout_s
         self.memory_mb = opts.memory_mb
 
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
-            self._sandbox = get_sandbox(self._backend)
+            self._sandbox = get_sandbox(self._backend, image=self._image)
         return self._sandbox
 
     # ----------------------------------------------------------------- reference checks

@@ -45,6 +45,11 @@ class CodeOptions(_Options):
     """``sandbox`` (a Sandbox object) is a Python-only argument: not an option callers send."""
 
     backend: Literal["auto", "local", "docker"] = "auto"
+    # The docker backend's image (default: RLVR_SANDBOX_IMAGE, else python:3.11-slim); it
+    # must be present on the engine: the sandbox never pulls.
+    image: str | None = Field(
+        None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
+    )
     timeout_s: float = Field(2.0, gt=0, le=60)  # per test case
     memory_mb: int = Field(512, ge=16, le=4096)  # per sandbox run
 

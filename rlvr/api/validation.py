@@ -98,10 +98,13 @@ def verifier_option_problems(name: str, options: Any) -> list[tuple[tuple[Any, .
     except OptionsError as exc:
         return exc.errors
     if name == "code" and checked.get("backend") == "docker":
-        from sandbox import docker_available
+        from sandbox import docker_available, sandbox_image
 
         if not docker_available():
             return [(("backend",), "no Docker engine answers here; use 'auto' or 'local'")]
+        image = sandbox_image(checked.get("image"))
+        if not docker_available(image=image):
+            return [(("image",), f"image {image!r} is not present on the Docker engine")]
     return []
 
 

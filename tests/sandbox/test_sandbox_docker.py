@@ -12,6 +12,8 @@ import pytest
 
 from sandbox import Limits, SandboxUnavailable, get_sandbox
 from sandbox.docker import _BOOT, DockerSandbox, _Demux, container_options, exec_command, payload
+from verifiers import get_verifier
+from verifiers.options import OptionsError
 
 
 def test_container_options_lock_the_container_down():
@@ -133,3 +135,32 @@ def test_auto_picks_docker_only_where_the_image_is_present(docker_engine, monkey
         assert sb.run_python("print(6 * 7)").stdout == "42\n"
     finally:
         sb.close()
+
+
+@pytest.mark.docker
+def test_code_verifier_runs_in_the_image_its_options_name(docker_engine, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
+    monkeypatch.delenv("RLVR_SANDBOX_IMAGE", raising=False)
+    verifier = get_verifier("code", backend="docker", image=docker_engine.base_image)
+    try:
+        completion = "<think>x</think>\n```python\nimport sys\nprint(sys.executable)\n```"
+        verdict = verifier.verify(
+            completion, {"tests": [{"stdin": "", "stdout": "/usr/bin/python3\n"}]}
+        )
+        assert verdict.score == 1.0, verdict  # Debian's python3: the base image, not python:*-slim
+        assert verifier.sandbox.backend == "docker"
+    finally:
+        verifier.sandbox.close()
+    with pytest.raises(OptionsError, match="image"):
+        get_verifier("code", backend="docker", image="no spaces allowed")
+
+
+@pytest.mark.docker
+def test_service_refuses_a_docker_image_the_engine_lacks(docker_engine, monkeypatch):
+    from rlvr.api.validation import verifier_option_problems
+
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
+    missing = verifier_option_problems("code", {"backend": "docker", "image": "rlvr-none:0"})
+    assert missing == [(("image",), "image 'rlvr-none:0' is not present on the Docker engine")]
+    present = {"backend": "docker", "image": docker_engine.base_image}
+    assert verifier_option_problems("code", present) == []
