@@ -80,7 +80,14 @@ def _parse_tiny(spec: str):
             raise ModelNotFoundError(
                 f"{spec}: unknown parameter {key!r}; tiny models take size, seed, warm_start"
             )
+    if task not in (*tiny.TASKS, "tools"):
+        known = ", ".join((*tiny.TASKS, "tools"))
+        raise ModelNotFoundError(f"{spec}: unknown tiny model task {task!r}; known: {known}")
     try:
+        if task == "tools":  # its own builder (rlvr/models/tiny_tools.py)
+            from rlvr.models import tiny_tools
+
+            return tiny_tools.default_recipe(**kw)
         return tiny.default_recipe(task, **kw)
     except ValueError as exc:
         raise ModelNotFoundError(f"{spec}: {exc}") from None
@@ -101,10 +108,25 @@ def _code_fingerprint() -> str:
     return h.hexdigest()
 
 
+def _tools_fingerprint() -> str:
+    """``tiny:tools``'s builder and the protocol it writes; added to the shared fingerprint
+    so that the other tiny models' cache keys stay what they were."""
+    import rlvr.models.tiny_tools
+    import rlvr.tools.calculator
+    import rlvr.tools.protocol
+
+    h = hashlib.sha256()
+    for mod in (rlvr.models.tiny_tools, rlvr.tools.protocol, rlvr.tools.calculator):
+        h.update(Path(str(mod.__file__)).read_bytes())
+    return h.hexdigest()
+
+
 def tiny_model_dir_name(spec: str) -> str:
     """The cache directory name of a ``tiny:`` spec: task, size, seed and the recipe's hash."""
     recipe = _parse_tiny(spec)
     blob = json.dumps(asdict(recipe), sort_keys=True) + _code_fingerprint()
+    if recipe.task == "tools":
+        blob += _tools_fingerprint()
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     ws = "" if recipe.warm_start else "-random"
     return f"tiny-{recipe.task}-{recipe.size}-s{recipe.seed}{ws}-{key}"
@@ -160,6 +182,10 @@ def _resolve_tiny(spec: str, cache_dir: Path) -> Path:
 
     recipe = _parse_tiny(spec)
     final = cache_dir / tiny_model_dir_name(spec)
+    if recipe.task == "tools":
+        from rlvr.models import tiny_tools
+
+        return _build_cached(spec, final, lambda tmp: tiny_tools.build_from_recipe(recipe, tmp))
     return _build_cached(spec, final, lambda tmp: tiny.build_from_recipe(recipe, tmp))
 
 
