@@ -6,10 +6,16 @@ throughput at full concurrency.
 * ``10-case function task``: ``CodeVerifier.verify`` of a correct solution against ten
   ``assert f(x) == <literal>`` cases (one sandbox run, judged in the parent);
 * ``10-case stdio task``: the same verifier, ten stdin/stdout cases (ten runs in parallel);
-* ``throughput @ C``: ``run_many`` of N trivial runs with C slots: runs/s.
+* ``throughput @ C``: ``run_many`` of N trivial runs with C slots: runs/s;
+* docker only, ``cold run (new container)``: a trivial run whose limits have no warm
+  container, i.e. container start + run (every other row reuses warm containers).
 
     .venv/bin/python bench/sandbox.py [--samples 51] [--runs 400] [--concurrency 4,8,16] \\
-        [--backends local,docker] [--out bench/results/sandbox.json]
+        [--backends local,docker] [--image IMAGE] [--out bench/results/sandbox.json]
+
+The docker backend talks to the engine of ``DOCKER_HOST`` and runs ``--image`` (default
+``RLVR_SANDBOX_IMAGE``, else ``python:3.11-slim``); ``python3 deploy/engine.py up`` starts
+an engine and builds a Debian image where there is no registry.
 
 Prints a table and writes JSON. A backend that cannot run here is reported unavailable.
 """
@@ -31,7 +37,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from sandbox import RunSpec, SandboxUnavailable, get_sandbox  # noqa: E402
+from sandbox import Limits, RunSpec, SandboxUnavailable, get_sandbox  # noqa: E402
 from verifiers.code import CodeVerifier  # noqa: E402
 
 FUNCTION_TASK = {
@@ -68,12 +74,17 @@ def bench_floor(python: str, n: int) -> dict:
     return _percentiles(_time_each(lambda: subprocess.run(cmd, capture_output=True, check=True), n))
 
 
-def bench_backend(backend: str, samples: int, runs: int, concurrency: list[int]) -> dict:
+def bench_backend(
+    backend: str, samples: int, runs: int, concurrency: list[int], image: str | None = None
+) -> dict:
+    options = {"image": image} if backend == "docker" else {}
     try:
-        sb = get_sandbox(backend, concurrency=max(concurrency))
+        sb = get_sandbox(backend, concurrency=max(concurrency), **options)
     except SandboxUnavailable as exc:
         return {"available": False, "reason": str(exc)}
     rows: dict = {"available": True, "isolation": getattr(sb, "isolation", {})}
+    if backend == "docker":
+        rows["isolation"] = {"image": sb.image, "containers": "warm, reused after cleanup"}
     try:
 
         def trivial() -> None:
@@ -93,10 +104,18 @@ def bench_backend(backend: str, samples: int, runs: int, concurrency: list[int])
 
         rows["10-case function task"] = _percentiles(_time_each(function_task, samples))
         rows["10-case stdio task"] = _percentiles(_time_each(stdio_task, max(5, samples // 3)))
+        if backend == "docker":
+            fresh = iter(range(64, 1 << 20))  # memory_mb: a limits profile never seen before
+
+            def cold() -> None:
+                r = sb.run_python("print(1)", limits=Limits(memory_mb=next(fresh)))
+                assert r.stdout == "1\n", r
+
+            rows["cold run (new container)"] = _percentiles(_time_each(cold, max(5, samples // 5)))
     finally:
         sb.close()
     for c in concurrency:
-        sb = get_sandbox(backend, concurrency=c)
+        sb = get_sandbox(backend, concurrency=c, **options)
         try:
             sb.run_many([RunSpec("print(1)")] * c)  # warm every slot
             t0 = time.perf_counter()
@@ -115,6 +134,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=400, help="runs per throughput row")
     parser.add_argument("--concurrency", default="4,8,16", help="slot counts for throughput")
     parser.add_argument("--backends", default="local,docker")
+    parser.add_argument("--image", help="the docker backend's image")
     parser.add_argument("--out", type=Path, default=Path("bench/results/sandbox.json"))
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -132,7 +152,9 @@ def main() -> None:
         "backends": {},
     }
     for backend in args.backends.split(","):
-        report["backends"][backend] = bench_backend(backend, args.samples, args.runs, concurrency)
+        report["backends"][backend] = bench_backend(
+            backend, args.samples, args.runs, concurrency, args.image
+        )
     report["machine"]["loadavg_at_end"] = os.getloadavg()
 
     print(f"{'backend':8s} {'what':34s} {'p50 ms':>8s} {'p95 ms':>8s} {'runs/s':>8s}")
