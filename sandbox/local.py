@@ -162,6 +162,8 @@ class LocalSandbox(Sandbox):
         self._system_args, self._copied_files = self._system_mounts()
         self._mount_proc = True
         self.isolation["proc"] = "own pid namespace"
+        self._disable_userns = True
+        self.isolation["nested_userns"] = "disabled (--disable-userns) and refused by seccomp"
         self._free: queue.Queue[_Slot] = queue.Queue()
         for k in range(concurrency):
             uid = uid_base + k if self._root else None
@@ -217,6 +219,18 @@ class LocalSandbox(Sandbox):
                 self._mount_proc = False
                 self.isolation["proc"] = "none (masked /proc; see docs/sandbox.md)"
                 continue
+            # In a container /proc/sys is read-only, and without a private /proc bubblewrap
+            # cannot set the sandbox's user-namespace limit to 1. The seccomp filter refuses
+            # unshare, setns and namespace clones anyway: with it, go on without the limit.
+            if self._disable_userns and "max_user_namespaces" in error and self._seccomp:
+                log.warning(
+                    "sandbox: /proc/sys is read-only; nested user namespaces are "
+                    "refused by seccomp alone (%s)",
+                    error,
+                )
+                self._disable_userns = False
+                self.isolation["nested_userns"] = "refused by seccomp (read-only /proc/sys)"
+                continue
             raise SandboxUnavailable(
                 f"the bubblewrap sandbox does not work here ({error}). Unprivileged user "
                 "namespaces must be enabled (sysctl user.max_user_namespaces > 0); inside "
@@ -232,7 +246,8 @@ class LocalSandbox(Sandbox):
         if slot.uid is not None:
             assert self._setpriv is not None  # slot uids exist only as root, which needs setpriv
             argv += [self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}", "--clear-groups"]
-        argv += [self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+        argv += [self._bwrap, "--unshare-all", "--unshare-user"]
+        argv += ["--disable-userns"] if self._disable_userns else []
         argv += ["--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
         argv += ["--hostname", "sandbox", *self._system_args]
         for path, fd in fds.system_files.items():
