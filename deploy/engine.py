@@ -31,18 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUITE = "bookworm"
-# python3 for the sandbox and the images; ca-certificates so pip can reach an HTTPS index.
-PACKAGES = ("python3", "ca-certificates")
+# python3 for the sandbox and the images, python3-venv for the images' virtualenvs,
+# ca-certificates so pip can reach an HTTPS index.
+PACKAGES = ("python3", "python3-venv", "ca-certificates")
 RECIPE_VERSION = 1  # bump when the recipe below changes in a way the key does not see
 BASE_REPO = "rlvr-base"
 DOCKERD_ARGS = ("--bridge=none", "--iptables=false", "--ip-masq=false")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
-def debian_mirror() -> str:
+def debian_mirror(etc_apt: Path = Path("/etc/apt")) -> str:
     """The Debian mirror apt is configured with (deb822 ``URIs:`` or a ``deb`` line), the
     first one serving the main archive; the public mirror when none is configured."""
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    sources = [etc_apt / "sources.list", *sorted((etc_apt / "sources.list.d").glob("*"))]
     for path in sources:
         if path.suffix not in (".list", ".sources") or not path.is_file():
             continue

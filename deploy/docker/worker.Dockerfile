@@ -7,14 +7,19 @@
 #   docker build -f deploy/docker/worker.Dockerfile \
 #       -t registry.example.com/rlvr/rlvr-worker:0.1.0-cu13.0 .
 #
+# BASE_IMAGE (default: NVIDIA's CUDA base) and UV_IMAGE may name copies in a registry of your
+# own (docs/deploy.md, "Without a registry").
+#
 # The ARG defaults are rendered from deploy/versions.env and pyproject.toml by deploy/render.py.
 ARG CUDA_VERSION=13.0.2
 ARG UBUNTU_VERSION=24.04
 ARG UV_VERSION=0.13.9
+ARG BASE_IMAGE=nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION}
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:${UV_VERSION}
 
-FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+FROM ${UV_IMAGE} AS uv
 
-FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION} AS build
+FROM ${BASE_IMAGE} AS build
 ARG PYTHON_VERSION=3.11
 ARG TORCH_VERSION=2.11.0
 ARG VLLM_VERSION=0.26.0
@@ -44,7 +49,7 @@ COPY sandbox ./sandbox
 RUN uv pip install --python /opt/venv ".[vllm]" \
     && chmod -R a+rX /opt/python /opt/venv
 
-FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION}
+FROM ${BASE_IMAGE}
 # bubblewrap: the code verifier's sandbox. wget: KubeRay's liveness/readiness probes call it.
 # Package revisions are not pinned: the Ubuntu release is pinned by the base tag, and pinned
 # revisions stop building as soon as the archive ships a security fix.
@@ -53,8 +58,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap ca-certificates wget \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --user-group --shell /bin/bash rlvr \
-    && mkdir -p /var/lib/rlvr \
-    && chown 10001:10001 /var/lib/rlvr
+    && mkdir -p /var/lib/rlvr/runs /var/lib/rlvr/models /var/lib/rlvr/data /var/lib/rlvr/hf \
+    && chown -R 10001:10001 /var/lib/rlvr
 COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \

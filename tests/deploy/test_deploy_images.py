@@ -164,7 +164,9 @@ def test_image_runs_as_a_non_root_user(validate, name):
 def test_worker_image_is_cuda_with_torch_vllm_and_ray_pinned(validate):
     stages = validate.parse_dockerfile(REPO / "deploy/docker/worker.Dockerfile")
     froms = [args for stage in stages for ins, args in stage if ins == "FROM"]
-    assert froms[-1].startswith("nvidia/cuda:${CUDA_VERSION}-")
+    prelude = dict(a.split("=", 1) for ins, a in stages[0] if ins == "ARG" and "=" in a)
+    assert froms[-1] == "${BASE_IMAGE}"  # a build arg, by default NVIDIA's CUDA base
+    assert prelude["BASE_IMAGE"].startswith("nvidia/cuda:${CUDA_VERSION}-")
     build = "\n".join(args for ins, args in stages[2] if ins == "RUN")
     for pin in ['"torch==${TORCH_VERSION}"', '"vllm==${VLLM_VERSION}"', "==${RAY_VERSION}"]:
         assert pin in build
