@@ -18,10 +18,8 @@ Prints a table and writes JSON. Other processes on the machine make the times pe
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._results import run_header
 
 ROOT = Path(__file__).resolve().parents[1]
 REFILL_CURRICULUM = {
@@ -164,14 +163,7 @@ def main() -> int:
     out.write_text(
         json.dumps(
             {
-                "bench": "algorithms",
-                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "machine": {
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    "load_avg_at_end": os.getloadavg(),
-                },
-                "command": " ".join(sys.argv),
+                **run_header("algorithms"),
                 "variants": {k: VARIANTS[k] for k in args.variants},
                 "equal_time_budget_s": budget,
                 "summary": summary,

@@ -22,16 +22,14 @@ timed). Other processes on the machine make every number here pessimistic.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._results import write_result
+from bench._results import run_header, write_result
 
 
 def _one_run(spec_path: Path, target: float) -> dict:
@@ -118,17 +116,7 @@ def main() -> int:
     same = all(c == curve[0] for c in curve)
     print(f"eval curves identical across {len(runs)} runs with the same seed: {same}")
     result = {
-        "bench": "train_demo",
-        "spec": str(Path(args.spec).relative_to(root))
-        if Path(args.spec).is_relative_to(root)
-        else args.spec,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_avg_at_end": os.getloadavg(),
-        },
-        "command": " ".join(sys.argv),
+        **run_header("train_demo", args.spec, root),
         "runs": runs,
         "reproducible": same,
     }

@@ -13,20 +13,38 @@ total budget. A call in the last allowed turn is not run.
 
 The engine supplies ``sample(contexts, max_new_tokens)``: one continuation per context
 (n=1), with the turn's stop strings. Turns are batched: every sequence that called a tool
-continues together once the turn's calls are done.
+continues together once the turn's calls are done (:meth:`ToolLoop.run`). An engine that
+schedules requests continuously (vLLM) supplies a :class:`StepSampler` instead, and each
+sequence continues as soon as its own call returns (:meth:`ToolLoop.run_streaming`).
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from rlvr.rollout.base import Completion
+from rlvr.tools.base import ToolResult
 from rlvr.tools.protocol import truncate_tokens
 from rlvr.tools.runner import ToolRunner
 
 # sample(contexts, max_new_tokens) -> one Completion per context, same order
 Sampler = Callable[[list[list[int]], int], list[Completion]]
+
+
+class StepSampler(typing.Protocol):
+    """An engine that schedules requests continuously (:meth:`ToolLoop.run_streaming`)."""
+
+    def add(self, key: int, context: list[int], max_new_tokens: int) -> None:
+        """Start sampling one continuation of ``context`` (n=1, the turn's stop strings)."""
+
+    def step(self) -> list[tuple[int, Completion]]:
+        """Advance the running batch; the (key, turn) of each continuation that finished."""
+
+    def has_unfinished(self) -> bool:
+        """Whether any added continuation has not come back from :meth:`step` yet."""
 
 
 @dataclass
@@ -134,35 +152,72 @@ class ToolLoop:
                 calling.append(i)
         return calling
 
+    def run_streaming(
+        self,
+        prompts: list[list[int]],
+        first: list[Completion],
+        sampler: StepSampler,
+        max_new_tokens: int,
+    ) -> list[Completion]:
+        """Like :meth:`run`, but each sequence continues as soon as its own call returns.
+
+        ``sampler`` is an engine that schedules requests continuously (vLLM's step loop):
+        a continuation is added the moment its tool output is appended and joins the
+        running batch, so one slow call holds back only its own sequence. Each
+        continuation's budget is its own sequence's remaining tokens.
+        """
+        seqs = [_Seq(c.prompt_index, prompts[c.prompt_index]) for c in first]
+        calling = self._add_turns(seqs, list(range(len(seqs))), first, max_new_tokens, True)
+        pending = {self._submit(seqs[i]): i for i in calling}
+        while pending or sampler.has_unfinished():
+            done = [f for f in pending if f.done()]
+            if not done and not sampler.has_unfinished():  # only tools are running
+                done = list(wait(pending, return_when=FIRST_COMPLETED).done)
+            for future in done:
+                i = pending.pop(future)
+                s = seqs[i]
+                if self._append_output(s, future.result(), max_new_tokens):
+                    sampler.add(i, s.prompt + s.tokens, max_new_tokens - len(s.tokens))
+            if sampler.has_unfinished():
+                for i, turn in sampler.step():
+                    for j in self._add_turns(seqs, [i], [turn], max_new_tokens, True):
+                        pending[self._submit(seqs[j])] = j
+        return [self._completion(s) for s in seqs]
+
+    def _submit(self, s: _Seq) -> Future[ToolResult]:
+        call = self.protocol.find_call(s.text[-1])
+        assert call is not None  # _add_turns checked it
+        return self.runner.submit(call)
+
     def _run_tools(self, seqs: list[_Seq], rows: list[int], max_new_tokens: int) -> list[int]:
         """Run each row's call (all in the pool at once), append the outputs; the rows that
         still have room for a model turn."""
-        futures = []
-        for i in rows:
-            call = self.protocol.find_call(seqs[i].text[-1])
-            assert call is not None  # _add_turns checked it
-            futures.append(self.runner.submit(call))
-        go_on = []
-        for i, future in zip(rows, futures, strict=True):
-            s, result = seqs[i], future.result()
-            s.calls += 1
-            s.errors += int(result.error)
-            s.time_s += result.time_s
-            body, _ = truncate_tokens(
-                self.encode(result.output), self.runner.config.max_output_tokens, self.encode
-            )
-            wrapped = self.protocol.wrap_output(self.decode(body))
-            ids = self.encode(wrapped)
-            room = max_new_tokens - len(s.tokens)
-            s.tokens += ids[:room]
-            s.mask += [False] * len(ids[:room])
-            s.logprobs += [0.0] * len(ids[:room])
-            s.text.append(self.decode(ids[:room]))
-            if len(ids) >= room:
-                s.finish = "length"
-            else:
-                go_on.append(i)
-        return go_on
+        futures = [self._submit(seqs[i]) for i in rows]
+        return [
+            i
+            for i, future in zip(rows, futures, strict=True)
+            if self._append_output(seqs[i], future.result(), max_new_tokens)
+        ]
+
+    def _append_output(self, s: _Seq, result: ToolResult, max_new_tokens: int) -> bool:
+        """Append a call's output (masked out); whether there is room left for a model turn."""
+        s.calls += 1
+        s.errors += int(result.error)
+        s.time_s += result.time_s
+        body, _ = truncate_tokens(
+            self.encode(result.output), self.runner.config.max_output_tokens, self.encode
+        )
+        wrapped = self.protocol.wrap_output(self.decode(body))
+        ids = self.encode(wrapped)
+        room = max_new_tokens - len(s.tokens)
+        s.tokens += ids[:room]
+        s.mask += [False] * len(ids[:room])
+        s.logprobs += [0.0] * len(ids[:room])
+        s.text.append(self.decode(ids[:room]))
+        if len(ids) >= room:
+            s.finish = "length"
+            return False
+        return True
 
     def _completion(self, s: _Seq) -> Completion:
         return Completion(

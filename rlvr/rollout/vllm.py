@@ -239,6 +239,65 @@ def completions_from_outputs(
     return completions
 
 
+class VllmSteps:
+    """The vLLM side of ``ToolLoop.run_streaming`` (:mod:`rlvr.rollout.tool_loop`): each
+    continuation is one request on the engine's own scheduler (``LLMEngine.add_request``
+    / ``step``), so a continuation joins the running batch as soon as its tool returns
+    instead of waiting for the slowest call of its turn.
+
+    Args:
+        llm_engine: ``vllm.LLM(...).llm_engine``.
+        turn: the sampling of a turn (stop strings include the call's close marker);
+            continuations are sampled with ``n=1`` and their own budget.
+        seed_base: the first sequence's index in the whole call (``prompt_offset * n``).
+            With ``turn.seed``, continuation ``k`` of sequence ``key`` gets seed
+            ``turn.seed + (seed_base + key) * 1_000_003 + k``: reproducible whatever order
+            the tools return in, and whatever the spreading over replicas.
+    """
+
+    def __init__(
+        self,
+        llm_engine: Any,
+        turn: SamplingConfig,
+        ignore_eos: bool,
+        strip: frozenset[str],
+        version: int,
+        seed_base: int = 0,
+    ) -> None:
+        self.engine, self.turn, self.ignore_eos = llm_engine, turn, ignore_eos
+        self.strip, self.version, self.seed_base = strip, version, seed_base
+        self._requests: dict[str, int] = {}  # request id -> key
+        self._count: dict[int, int] = {}  # continuations per key so far
+        self._uid = f"{os.getpid()}-{time.monotonic_ns()}"
+
+    def add(self, key: int, context: list[int], max_new_tokens: int) -> None:
+        from vllm import SamplingParams
+
+        k = self._count[key] = self._count.get(key, 0) + 1
+        seed = None
+        if self.turn.seed is not None:
+            seed = self.turn.seed + (self.seed_base + key) * 1_000_003 + k
+        sampling = replace(self.turn, n=1, max_new_tokens=max_new_tokens, seed=seed)
+        [kw] = sampling_params_kwargs(sampling, 1, 0, self.ignore_eos)
+        request_id = f"tool-{self._uid}-{key}-{k}"
+        self._requests[request_id] = key
+        self.engine.add_request(
+            request_id, {"prompt_token_ids": list(context)}, SamplingParams(**kw)
+        )
+
+    def step(self) -> list[tuple[int, Completion]]:
+        done = []
+        for out in self.engine.step():
+            if out.finished and out.request_id in self._requests:
+                key = self._requests.pop(out.request_id)
+                [turn] = completions_from_outputs([out], 0, self.strip, self.version)
+                done.append((key, turn))
+        return done
+
+    def has_unfinished(self) -> bool:
+        return bool(self._requests)
+
+
 def _load_on_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> None:
     # Runs inside vLLM's worker (this process: the engine core is in-process). load_weights
     # maps HF names onto vLLM's fused parameters and copies in place.
@@ -319,10 +378,11 @@ class VllmEngine:
         ignore_eos: bool,
         offset: int,
     ) -> list[Completion]:
-        """Multi-turn completions (:mod:`rlvr.rollout.tool_loop`), turn by turn: every
-        sequence that called a tool continues once that turn's calls are done; the prefix
-        cache keeps each sequence's earlier turns, so a continuation only prefills the tool
-        output."""
+        """Multi-turn completions (:mod:`rlvr.rollout.tool_loop`): the first turns in one
+        batch, then each sequence continues as soon as its own call returns (a request on
+        the engine's scheduler, :class:`VllmSteps`), so one slow tool holds back only its
+        sequence; the prefix cache keeps each sequence's earlier turns, so a continuation
+        only prefills the tool output."""
         if self._tool_loop is None:
             from rlvr.rollout.tool_loop import ToolLoop
             from rlvr.tools.runner import ToolRunner
@@ -345,16 +405,10 @@ class VllmEngine:
         first = self._sample(prompts, turn, ignore_eos, offset)  # offset: the prompts' seeds
         for c in first:
             c.prompt_index -= offset
-        turns = 0
-
-        def sample(contexts: list[list[int]], max_new_tokens: int) -> list[Completion]:
-            nonlocal turns
-            turns += 1
-            seed = None if sampling.seed is None else sampling.seed + turns * 1_000_003
-            more = replace(turn, n=1, max_new_tokens=max_new_tokens, seed=seed)
-            return self._sample(contexts, more, ignore_eos, offset)
-
-        out = loop.run(prompts, first, sample, sampling.max_new_tokens)
+        steps = VllmSteps(
+            self._llm.llm_engine, turn, ignore_eos, self._strip, self._version, offset * turn.n
+        )
+        out = loop.run_streaming(prompts, first, steps, sampling.max_new_tokens)
         for c in out:
             c.prompt_index += offset
         return out

@@ -77,3 +77,19 @@ def test_tiny_tools_has_its_own_cache_key_and_cpu_size_only():
         tiny_model_dir_name("tiny:tools?size=gpu")
     with pytest.raises(ModelNotFoundError, match="known: arithmetic, countdown, tools"):
         tiny_model_dir_name("tiny:multiply")
+
+
+def test_the_mix_trains_only_the_decision_of_a_direct_answer(tokenizer):
+    """In the mixed stage a direct answer teaches its first token (``<answer>``) only: the
+    digits of a product are never trained, so they cannot pull the tokens after
+    ``<answer>`` away from copying the tool's output."""
+    problems = arithmetic.generate(400, digits=3, ops="*")
+    mix = tiny_tools._replies(tiny_tools.default_recipe(), problems, 0.3)
+    calls = [reply for reply, _ in mix if reply[0][0].startswith(tiny_tools.CALL_OPEN)]
+    assert 0.2 < len(calls) / len(mix) < 0.4
+    direct = next((reply, eos) for reply, eos in mix if not eos)
+    assert direct == ([("<answer>", True)], False)
+    prompt = tiny_tools._prompt_text(PROBLEM.prompt(), "plain")
+    ids, train = tiny_tools.encode_reply(tokenizer, prompt, *direct)
+    assert ids[-1] == tokenizer.convert_tokens_to_ids("<answer>") and train.count(True) == 1
+    assert train[-1]
