@@ -12,8 +12,13 @@ ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE}
 # Debian bookworm's server (15); revisions are not pinned: the suite is, by the base image.
+# postgresql-common first, told not to create (and start) a default cluster: the entrypoint
+# makes the one in PGDATA.
 # hadolint ignore=DL3008
 RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-common \
+    && sed -i 's/^#\?\s*create_main_cluster.*/create_main_cluster = false/' \
+        /etc/postgresql-common/createcluster.conf \
     && apt-get install -y --no-install-recommends postgresql-15 \
     && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /var/lib/postgresql/data /run/postgresql \

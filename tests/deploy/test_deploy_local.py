@@ -56,6 +56,12 @@ def test_dockerfiles_build_on_a_base_given_as_a_build_arg(validate, name, defaul
     assert app_stages and all(f.split()[0] == "${BASE_IMAGE}" for f in app_stages), froms
 
 
+def test_postgres_dockerfile_lints_clean_and_its_entrypoint_is_in_the_context(validate):
+    assert validate.lint_dockerfile(REPO / "deploy/docker/postgres.Dockerfile") == []
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "!deploy/docker/postgres-entrypoint.sh" in ignore  # COPYed by the Dockerfile
+
+
 def test_cpu_stack_validates_against_the_compose_spec(validate):
     assert validate.validate_compose(COMPOSE_CPU) == []
 
