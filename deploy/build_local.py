@@ -42,11 +42,18 @@ def _engine_module():
     return module
 
 
-def serve_directory(path: str) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """An HTTP server for ``path`` on a free loopback port (its listing is a pip find-links
+# The wheel server's port. Fixed: the URL is a build arg, and a build arg that changes
+# misses the build cache of every layer after it (a random port cost a full reinstall).
+WHEELS_PORT = 28080
+
+
+def serve_directory(
+    path: str, port: int = WHEELS_PORT
+) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """An HTTP server for ``path`` on a loopback port (its listing is a pip find-links
     page); the caller shuts it down."""
     handler = functools.partial(_QuietHandler, directory=path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 

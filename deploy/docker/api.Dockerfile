@@ -31,11 +31,20 @@ RUN python3 -m venv /opt/venv \
         "torch==${TORCH_VERSION}+cpu"
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The dependencies first, from pyproject.toml alone (empty packages stand in for the
+# sources), so that a change of the sources rebuilds only the last, seconds-long layer.
+# psycopg: the driver behind postgresql+psycopg:// job-store URLs.
+RUN mkdir rlvr verifiers sandbox \
+    && touch rlvr/__init__.py verifiers/__init__.py sandbox/__init__.py \
+    && pip install --no-cache-dir . "psycopg[binary]==${PSYCOPG_VERSION}" \
+    && rm -r rlvr verifiers sandbox build ./*.egg-info
 COPY rlvr ./rlvr
 COPY verifiers ./verifiers
 COPY sandbox ./sandbox
-# psycopg: the driver behind postgresql+psycopg:// job-store URLs.
-RUN pip install --no-cache-dir . "psycopg[binary]==${PSYCOPG_VERSION}"
+# (No build/ left from the stand-ins: setuptools would keep their empty files, which are
+# newer than the real ones.)
+RUN pip install --no-cache-dir --no-deps --force-reinstall . \
+    && python -c "import rlvr, sandbox, verifiers; print(rlvr.__version__)"
 
 FROM ${BASE_IMAGE}
 # bubblewrap: POST /v1/verify runs the code verifier's sandbox inside this container. The

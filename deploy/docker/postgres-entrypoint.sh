@@ -8,7 +8,10 @@ db="${POSTGRES_DB:-$user}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile="$(mktemp)"
   printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
-  initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --auth=scram-sha-256 >/dev/null
+  # Passwords over TCP; the socket (inside the container only) trusts its local users.
+  # UTF8 whatever the container's locale (C: SQL_ASCII, whose text drivers get as bytes).
+  initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --auth-host=scram-sha-256 \
+    --auth-local=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
   rm -f "$pwfile"
   pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k /run/postgresql" -w start >/dev/null
   if [ "$db" != postgres ]; then
