@@ -26,6 +26,7 @@ from sandbox.base import (
 
 BACKENDS = ("auto", "local", "docker")
 IMAGE_ENV = "RLVR_SANDBOX_IMAGE"
+ALLOWED_IMAGES_ENV = "RLVR_SANDBOX_IMAGES"  # further images a service's callers may name
 DEFAULT_IMAGE = "python:3.11-slim"
 
 _shared: dict[str, Sandbox] = {}
@@ -57,6 +58,15 @@ def sandbox_image(image: str | None = None) -> str:
     """The docker backend's image: ``image``, else ``RLVR_SANDBOX_IMAGE``, else
     ``python:3.11-slim`` (see docs/sandbox.md for building one without a registry)."""
     return image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+
+
+def allowed_images() -> list[str]:
+    """The images a service lets its callers name in the code verifier's ``image`` option:
+    the default (:func:`sandbox_image`) and those in ``RLVR_SANDBOX_IMAGES``
+    (comma-separated). Any other image on the engine (a build stage, a database) is not the
+    caller's to run code in, however locked down the container."""
+    extra = [i.strip() for i in os.environ.get(ALLOWED_IMAGES_ENV, "").split(",")]
+    return list(dict.fromkeys([sandbox_image(), *(i for i in extra if i)]))
 
 
 def get_sandbox(backend: str = "auto", image: str | None = None, **options: Any) -> Sandbox:

@@ -97,6 +97,17 @@ def verifier_option_problems(name: str, options: Any) -> list[tuple[tuple[Any, .
         checked = validate_options(name, options)
     except OptionsError as exc:
         return exc.errors
+    if name == "code" and checked.get("image") is not None:
+        from sandbox import ALLOWED_IMAGES_ENV, allowed_images
+
+        if checked["image"] not in (allowed := allowed_images()):
+            return [
+                (
+                    ("image",),
+                    f"image {checked['image']!r} is not allowed here; allowed: "
+                    f"{', '.join(allowed)} (the service's {ALLOWED_IMAGES_ENV})",
+                )
+            ]
     if name == "code" and checked.get("backend") == "docker":
         from sandbox import docker_available, sandbox_image
 

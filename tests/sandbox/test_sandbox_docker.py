@@ -160,6 +160,8 @@ def test_service_refuses_a_docker_image_the_engine_lacks(docker_engine, monkeypa
     from rlvr.api.validation import verifier_option_problems
 
     monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
+    # both allowed; the first is not on the engine
+    monkeypatch.setenv("RLVR_SANDBOX_IMAGES", f"rlvr-none:0,{docker_engine.base_image}")
     missing = verifier_option_problems("code", {"backend": "docker", "image": "rlvr-none:0"})
     assert missing == [(("image",), "image 'rlvr-none:0' is not present on the Docker engine")]
     present = {"backend": "docker", "image": docker_engine.base_image}

@@ -84,3 +84,22 @@ def test_deeply_nested_spec_is_422(http, small_spec, depth):
     json_text = json.dumps(small_spec)[:-1] + f', "extra": {nested}}}'
     r = http.post("/v1/jobs", content=json_text, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, r.text
+
+
+def test_a_caller_may_only_name_the_images_the_service_allows(monkeypatch):
+    """Attack: the code verifier's ``image`` option naming another image on the engine (a
+    build stage, the database's) to run code in. Only the default image and those listed in
+    RLVR_SANDBOX_IMAGES may be named: 422 on ``image`` before any engine is asked."""
+    from rlvr.api.validation import verifier_option_problems
+
+    monkeypatch.setenv("RLVR_SANDBOX_IMAGE", "rlvr-sandbox:1")
+    monkeypatch.setenv("RLVR_SANDBOX_IMAGES", "rlvr-sandbox:2, ,rlvr-sandbox:1")
+    for backend in ("auto", "local", "docker"):
+        [(loc, msg)] = verifier_option_problems(
+            "code", {"backend": backend, "image": "postgres:15"}
+        )
+        assert loc == ("image",) and "'postgres:15' is not allowed" in msg
+        assert "rlvr-sandbox:1, rlvr-sandbox:2 (the service's RLVR_SANDBOX_IMAGES)" in msg
+    # An allowed image passes this check (the engine check that follows is the docker tests').
+    assert verifier_option_problems("code", {"backend": "local", "image": "rlvr-sandbox:2"}) == []
+    assert verifier_option_problems("code", {"image": "rlvr-sandbox:1"}) == []
