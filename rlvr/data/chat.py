@@ -23,8 +23,8 @@ verifiers read, so a replacement should too) or adds one (``plain``, ``model``, 
 ``data.instruction`` is appended to every user message (after a space), the way datasets are
 prepared for veRL or OpenRLHF ("Let's think step by step..."): a small chat model follows an
 instruction in the user turn far better than one in a system prompt. SmolLM2-135M-Instruct
-answers 20 of 64 two-digit additions with "Reply with just the number." after the question, 1
-of 64 with it as the system prompt (greedy, 16 tokens).
+answers 20 of 64 held-out two-digit additions greedily with "Reply with just the number." after
+the question, 0 of 64 with it as the system prompt (``bench/prompt_instruction.py``).
 
 Prefilled reasoning: Qwen3- and DeepSeek-R1-style templates end the prompt inside the
 assistant turn with ``<think>`` (or ``<think>\\n``), so the model's completion starts inside the
