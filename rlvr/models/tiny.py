@@ -203,23 +203,26 @@ def _new_model(recipe: TinyRecipe, tokenizer):
     return model
 
 
-def _encode_example(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:
-    """Token ids of prompt + completion + eos, and where the completion starts."""
+def _encode_example(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[bool]]:
+    """Token ids of prompt + completion + eos, and which of them are trained (the completion)."""
     p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     c = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    return p + c + [tokenizer.eos_token_id], len(p)
+    return p + c + [tokenizer.eos_token_id], [False] * len(p) + [True] * (len(c) + 1)
 
 
-def _sft_batch(examples: list[tuple[list[int], int]], pad_id: int):
+def _sft_batch(examples: Sequence[tuple[list[int], list[bool]]], pad_id: int):
+    """Right-padded ids, attention mask and labels; the loss only on tokens marked trained
+    (a completion; for ``tiny:tools`` not the tool's output inside it)."""
     import torch
 
     width = max(len(ids) for ids, _ in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, (ids, start) in enumerate(examples):  # right-padded; loss on the completion only
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, start : len(ids)] = torch.tensor(ids[start:])
+    for i, (ids, train) in enumerate(examples):
+        row = torch.tensor(ids)
+        input_ids[i, : len(ids)] = row
+        labels[i, : len(ids)] = torch.where(torch.tensor(train), row, torch.tensor(-100))
         mask[i, : len(ids)] = 1
     return input_ids, mask, labels
 

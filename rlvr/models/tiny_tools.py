@@ -127,21 +127,6 @@ def encode_reply(
     return [*ids, tokenizer.eos_token_id], [*train, True]
 
 
-def _sft_batch(examples: Sequence[tuple[list[int], list[bool]]], pad_id: int):
-    import torch
-
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, (ids, train) in enumerate(examples):  # right-padded
-        row = torch.tensor(ids)
-        input_ids[i, : len(ids)] = row
-        labels[i, : len(ids)] = torch.where(torch.tensor(train), row, torch.tensor(-100))
-        mask[i, : len(ids)] = 1
-    return input_ids, mask, labels
-
-
 # -- greedy replies with the tool running ------------------------------------------------------
 def _greedy(model: Any, contexts: list[list[int]], stop_ids: list[int], pad_id: int, n: int):
     import torch
@@ -330,7 +315,7 @@ class _Trainer:
             self.order += fresh
         batch = self.order[: self.recipe.batch_size]
         self.order = self.order[self.recipe.batch_size :]
-        input_ids, mask, labels = _sft_batch(
+        input_ids, mask, labels = tiny._sft_batch(
             [self.examples[i] for i in batch], self.tokenizer.pad_token_id
         )
         loss = self.model(input_ids=input_ids, attention_mask=mask, labels=labels).loss

@@ -63,7 +63,7 @@ def test_the_tool_output_and_the_prompt_are_masked_out_of_the_loss(tokenizer):
     trained = tokenizer.decode([t for t, on in zip(ids, train, strict=True) if on])
     assert trained == '<tool name="calculator">123*456</tool>\n<answer>56088</answer><|im_end|>'
 
-    _, _, labels = tiny_tools._sft_batch([(ids, train), (ids[:5], train[:5])], 0)
+    _, _, labels = tiny._sft_batch([(ids, train), (ids[:5], train[:5])], 0)
     assert labels[0].tolist() == [t if on else -100 for t, on in zip(ids, train, strict=True)]
     assert labels[1].tolist() == [-100] * len(ids)  # the short row: prompt and padding only
 
