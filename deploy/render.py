@@ -32,6 +32,7 @@ VERSIONS_FILE = REPO / "deploy" / "versions.env"
 TARGETS = [
     "deploy/docker/api.Dockerfile",
     "deploy/docker/worker.Dockerfile",
+    "deploy/docker/uv.Dockerfile",
     "deploy/compose.yaml",
     "deploy/kuberay/raycluster.yaml",
     "deploy/kuberay/api.yaml",
