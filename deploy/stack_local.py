@@ -1,17 +1,19 @@
 """The CPU stack end to end, without a registry: build, up, a demo job over REST, an API
 restart, down.
 
-1. the engine and the Debian base image (``deploy/engine.py``), the API image
+1. the engine and the Debian base image (``deploy/engine.py``), the API and worker images
    (``deploy/build_local.py``) and the Postgres image (``deploy/docker/postgres.Dockerfile``
    on the same base; Debian's postgresql-15);
 2. ``docker-compose -f deploy/compose.cpu.yaml -p rlvr-cpu up -d``: Postgres, a Ray head, one
-   CPU Ray worker and the API, host networking, loopback ports;
+   CPU Ray worker (both from the worker image; ``--ray-image api``: from the API image, which
+   skips the worker's build of several GB) and the API, host networking, loopback ports;
 3. the demo job (examples/arithmetic.yaml, shortened to ``--max-steps``) submitted with
    ``POST /v1/jobs``; once it runs, ``docker-compose restart api``; the job is still there
    (Postgres) and reaches ``succeeded``;
 4. ``docker-compose down -v``: no container, network or volume of the project is left.
 
-    .venv/bin/python deploy/stack_local.py [--state-dir DIR] [--max-steps 4] [--keep]
+    .venv/bin/python deploy/stack_local.py [--state-dir DIR] [--max-steps 4] [--ray-image api]
+        [--keep]
 
 Prints one JSON line with each step's seconds and the job's final record. Exit 1 on a
 failure (the stack is taken down anyway unless ``--keep``).
@@ -114,11 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=4)
     parser.add_argument("--port", type=int, default=28000)
     parser.add_argument("--job-timeout", type=float, default=1800)
+    parser.add_argument(
+        "--ray-image",
+        choices=["worker", "api"],
+        default="worker",
+        help="the image the Ray nodes run from (api: no worker build)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the stack up")
     args = parser.parse_args(argv)
 
     engine_mod = build_local._engine_module()
-    report: dict = {}
+    report: dict = {"ray_image": args.ray_image}
     t0 = time.monotonic()
     engine = engine_mod.start_engine(args.state_dir)
     env = {**os.environ, **({"DOCKER_HOST": engine.host} if engine.host else {})}
@@ -126,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     build_base = build_local.base_with_ca(env, base, args.ca_bundle) if args.ca_bundle else base
     api_image, pg_image = "rlvr-api:local", "rlvr-postgres:local"
     build_local.build_api_image(env, build_base, api_image, args.wheels)
+    ray_image = api_image
+    if args.ray_image == "worker":
+        ray_image = "rlvr-worker:local"
+        build_local.build_worker_image(env, build_base, ray_image)
     r = build_local.docker(
         {**env, "DOCKER_BUILDKIT": "0"},
         *("build", "--force-rm", "--network", "host", "--build-arg", f"BASE_IMAGE={base}"),
@@ -142,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "RAY_AUTH_TOKEN": secrets.token_hex(16),
         "RLVR_PORT": str(args.port),
         "RLVR_API_IMAGE": api_image,
+        "RLVR_WORKER_IMAGE": ray_image,
         "RLVR_POSTGRES_IMAGE": pg_image,
     }
     api = Api(args.port, stack_env["RLVR_API_TOKEN"])

@@ -56,6 +56,41 @@ def test_dockerfiles_build_on_a_base_given_as_a_build_arg(validate, name, defaul
     assert app_stages and all(f.split()[0] == "${BASE_IMAGE}" for f in app_stages), froms
 
 
+def _args(stage: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(a.split("=", 1) for ins, a in stage if ins == "ARG" and "=" in a)
+
+
+def test_uv_image_puts_uv_where_the_worker_copies_it_from(validate, versions):
+    # deploy/docker/uv.Dockerfile stands in for ghcr.io/astral-sh/uv (UV_IMAGE): uv from PyPI,
+    # at the pinned version, on the given base, left at the path the worker copies.
+    assert validate.lint_dockerfile(REPO / "deploy/docker/uv.Dockerfile") == []
+    stages = validate.parse_dockerfile(REPO / "deploy" / "docker" / "uv.Dockerfile")
+    assert _args(stages[0])["UV_VERSION"] == versions["UV_VERSION"]
+    assert stages[1][0] == ("FROM", "${BASE_IMAGE} AS build")
+    install = "\n".join(a for ins, a in stages[1] if ins == "RUN")
+    assert '"uv==${UV_VERSION}"' in install and "/uv --version" in install
+    final = [a for ins, a in stages[-1] if ins == "COPY"]
+    assert final == ["--from=build /uv /uvx /"]
+    worker = validate.parse_dockerfile(REPO / "deploy" / "docker" / "worker.Dockerfile")
+    copies = [a for stage in worker for ins, a in stage if ins == "COPY" and "--from=uv" in a]
+    assert copies == ["--from=uv /uv /usr/local/bin/uv"]
+
+
+def test_worker_takes_the_bases_python_when_python_downloads_are_off(validate):
+    # Default: uv's own default (a standalone CPython where the base has none of
+    # PYTHON_VERSION, as on the CUDA base). UV_PYTHON_DOWNLOADS=never: the base's python3.11,
+    # and /opt/python, which the runtime stage copies, must exist though empty.
+    stages = validate.parse_dockerfile(REPO / "deploy" / "docker" / "worker.Dockerfile")
+    build = next(s for s in stages if s and s[0] == ("FROM", "${BASE_IMAGE} AS build"))
+    assert _args(build)["UV_PYTHON_DOWNLOADS"] == "automatic"
+    env = " ".join(a for ins, a in build if ins == "ENV").split()
+    assert "UV_PYTHON_DOWNLOADS=${UV_PYTHON_DOWNLOADS}" in env
+    assert "UV_PYTHON_INSTALL_DIR=/opt/python" in env
+    first_run = next(a for ins, a in build if ins == "RUN")
+    assert first_run.index("mkdir -p /opt/python") < first_run.index("uv venv")
+    assert ("COPY", "--from=build /opt/python /opt/python") in stages[-1]
+
+
 def test_postgres_dockerfile_lints_clean_and_its_entrypoint_is_in_the_context(validate):
     assert validate.lint_dockerfile(REPO / "deploy/docker/postgres.Dockerfile") == []
     ignore = (REPO / ".dockerignore").read_text().splitlines()
@@ -77,6 +112,16 @@ def test_cpu_stack_uses_host_networking_on_loopback_only(stack):
         assert "--node-ip-address=127.0.0.1" in services[name]["command"], name
     assert "--dashboard-host=127.0.0.1" in services["ray-head"]["command"]
     assert services["api"]["environment"]["RLVR_HOST"] == "127.0.0.1"
+
+
+def test_cpu_stack_ray_nodes_run_the_worker_image_unless_told_otherwise(stack):
+    # deploy/stack_local.py sets RLVR_WORKER_IMAGE (the API image with --ray-image api).
+    images = {name: s["image"] for name, s in stack["services"].items()}
+    assert images["ray-head"] == images["ray-worker"] == "rlvr-worker:local"
+    assert images["api"] == "rlvr-api:local"
+    env = {**EXAMPLE_ENV, "RLVR_WORKER_IMAGE": "rlvr-api:local"}
+    other = yaml.safe_load(_interpolate(COMPOSE_CPU.read_text(), env))["services"]
+    assert {s["image"] for s in other.values() if s is not other["postgres"]} == {"rlvr-api:local"}
 
 
 def test_cpu_stack_api_settings_point_at_its_postgres_and_ray_head(stack, monkeypatch):
