@@ -19,7 +19,10 @@ pre-tokenizer), token-mean loss (``dapo``), clip 0.2/0.28, beta 0, one iteration
 its torch threads set per ``--trl-threads`` (the best is the one compared).
 
     .venv/bin/python bench/async.py [--seeds 0 1 2] [--staleness 0 1 2] [--trl-threads 1 2]
-                                    [--steps 40] [--out bench/results/async.json]
+                                    [--steps 40] [--engine-actor] [--out bench/results/async.json]
+
+``--engine-actor`` adds k=0 with its engine in a Ray actor (``placement.mode: split``), the
+layout every CPU run had before a synchronous one put its engine in the driver.
 
 Needs ``trl`` for the TRL arm (``pip install -e '.[bench]'``); without it the arm is skipped.
 Other processes on the machine make every number pessimistic: run it on a quiet machine.
@@ -45,13 +48,14 @@ from bench._results import write_result  # noqa: E402
 SPEC = ROOT / "examples" / "arithmetic.yaml"
 
 
-def _spec_dict(steps: int, seed: int, staleness: int) -> dict:
+def _spec_dict(steps: int, seed: int, staleness: int, placement: str = "auto") -> dict:
     import yaml
 
     spec = yaml.safe_load(SPEC.read_text())
     a = spec["algorithm"]
     a.update(max_steps=steps, seed=seed, max_staleness=staleness, tis_cap=2.0)
     spec["checkpoint"] = {"every": steps}
+    spec["placement"] = {"mode": placement}  # CPU: split = engine actor, auto/colocate = driver
     return spec
 
 
@@ -80,12 +84,12 @@ def _watch(proc: subprocess.Popen) -> tuple[float, float]:
     return peak_rss / 1e9, peak_pss / 1e9
 
 
-def rlvr_run(steps: int, seed: int, staleness: int) -> dict:
+def rlvr_run(steps: int, seed: int, staleness: int, placement: str = "auto") -> dict:
     import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "spec.yaml"
-        spec_file.write_text(yaml.safe_dump(_spec_dict(steps, seed, staleness)))
+        spec_file.write_text(yaml.safe_dump(_spec_dict(steps, seed, staleness, placement)))
         run_dir = Path(tmp) / "run"
         t0 = time.time()
         proc = subprocess.Popen(
@@ -104,7 +108,7 @@ def rlvr_run(steps: int, seed: int, staleness: int) -> dict:
     eval_s = sum(r.get("time/eval_s", 0.0) for r in records if r["step"] > 0)
     train = [r for r in records if r["step"] > 0]
     return {
-        "arm": f"rlvr k={staleness}",
+        "arm": f"rlvr k={staleness}" + (", engine actor" if placement == "split" else ""),
         "seed": seed,
         "loop_s": loop_s,
         "loop_no_eval_s": loop_s - eval_s,
@@ -261,12 +265,12 @@ def _table(rows: list[dict]) -> str:
         xs = [x for x in xs if x is not None]
         return sum(xs) / len(xs) if xs else float("nan")
 
-    head = (f"{'arm':<16} {'seeds':>5} {'loop s':>8} {'no-eval s':>9} {'1st step s':>10} "
+    head = (f"{'arm':<24} {'seeds':>5} {'loop s':>8} {'no-eval s':>9} {'1st step s':>10} "
             f"{'eval end':>9} {'RSS GB':>7} {'PSS GB':>7}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for arm, rs in arms.items():
         lines.append(
-            f"{arm:<16} {len(rs):>5} {mean([r['loop_s'] for r in rs]):>8.1f} "
+            f"{arm:<24} {len(rs):>5} {mean([r['loop_s'] for r in rs]):>8.1f} "
             f"{mean([r['loop_no_eval_s'] for r in rs]):>9.1f} "
             f"{mean([r['first_step_s'] for r in rs]):>10.1f} "
             f"{mean([r['eval_end'] for r in rs]):>9.3f} {mean([r['peak_rss_gb'] for r in rs]):>7.2f} "
@@ -285,6 +289,12 @@ def main() -> None:
     ap.add_argument("--staleness", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--trl-threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument(
+        "--engine-actor",
+        action="store_true",
+        help="also k=0 with its engine in an actor (placement.mode: split), as before the "
+        "synchronous CPU run put its engine in the driver",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "async.json"))
     args = ap.parse_args()
     try:
@@ -296,6 +306,9 @@ def main() -> None:
     for seed in args.seeds:  # seeds outermost: a drifting machine hits every arm alike
         for k in args.staleness:
             rows.append(rlvr_run(args.steps, seed, k))
+            print(json.dumps(rows[-1]), flush=True)
+        if args.engine_actor:
+            rows.append(rlvr_run(args.steps, seed, 0, placement="split"))
             print(json.dumps(rows[-1]), flush=True)
         for threads in args.trl_threads:
             rows.append(trl_run(args.steps, seed, threads))

@@ -213,12 +213,15 @@ class RolloutSpec(_Strict):
 
 
 class PlacementSpec(_Strict):
-    """Where engines and learners run on GPUs (``rlvr plan`` shows it; docs/gpu.md).
+    """Where engines and learners run (``rlvr plan`` shows it; docs/gpu.md).
 
-    ``colocate``: engines and learners share each GPU (an engine takes
+    On GPUs, ``colocate``: engines and learners share each GPU (an engine takes
     ``rollout.gpu_memory_utilization`` of it); ``split``: rollout GPUs apart from learner
     GPUs; ``auto``: split when the cluster has the GPUs for both, else colocate. GPU counts:
     None = derived (``replicas x tensor_parallel_size``; one GPU per learner).
+    On CPUs, ``colocate``: the one engine runs in the driver's process beside the learner
+    (``rollout.replicas: 1``, ``algorithm.num_learners: 0``); ``split``: engine actors;
+    ``auto``: the driver for a synchronous run (``max_staleness: 0``) where it can, else actors.
     """
 
     mode: Literal["auto", "colocate", "split"] = "auto"

@@ -4,7 +4,9 @@ From a :class:`~rlvr.config.JobSpec` and the cluster's resources (read from Ray,
 the command line) :func:`make_plan` decides, without starting anything:
 
 - the layout: ``cpu`` (no GPU: HF engines and learners on CPUs, weights through the object
-  store), ``colocate`` (engines and learners share each GPU: an engine takes
+  store; ``engines_in_driver`` when the engine runs in the driver's process beside the
+  in-process learner: ``placement.mode: colocate``, or ``auto`` for a synchronous run with
+  one replica and ``num_learners: 0``), ``colocate`` (engines and learners share each GPU: an engine takes
   ``rollout.gpu_memory_utilization`` of it, the learner the rest; weights by CUDA IPC) or
   ``split`` (rollout GPUs apart from learner GPUs; weights over NCCL). ``placement.mode:
   auto`` splits when the GPUs hold ``replicas x tensor_parallel_size`` engine GPUs plus one
@@ -184,6 +186,9 @@ class Plan:
     model: dict[str, Any]  # params, trainable_params (None when the shape is unknown)
     problems: list[dict[str, Any]]  # {"loc": [...], "msg": ...}: why the job cannot run
     notes: list[str]
+    # CPU only: the one HF engine runs in the driver's process (rlvr.rollout._common
+    # .InProcessEngine) instead of an actor, beside the learner there
+    engines_in_driver: bool = False
 
     @property
     def fits(self) -> bool:
@@ -266,12 +271,14 @@ def make_plan(
     engine = r.engine
     if engine == "auto":
         engine = "vllm" if gpus else "hf"
+    in_driver = False
     if mode == "cpu":
         if r.engine == "vllm":
             problems.append(_problem(("rollout", "engine"), "vllm needs GPUs and this cluster "
                                      "has none: use engine: hf (or auto), or add GPU nodes"))  # fmt: skip
-        if p.mode != "auto" or p.rollout_gpus or p.learner_gpus:
-            notes.append("no GPUs: placement.* is ignored; engines and learner run on CPUs")
+        if p.rollout_gpus or p.learner_gpus:
+            notes.append("no GPUs: placement.rollout_gpus/learner_gpus are ignored")
+        in_driver = _engines_in_driver(spec, learners, problems)
     else:
         if p.rollout_gpus is not None and p.rollout_gpus != engine_gpus:
             problems.append(_problem(("placement", "rollout_gpus"),
@@ -316,7 +323,26 @@ def make_plan(
         model=model,
         problems=problems,
         notes=notes,
+        engines_in_driver=in_driver,
     )
+
+
+def _engines_in_driver(spec: Any, learners: int, problems: list[dict[str, Any]]) -> bool:
+    """On CPUs, whether the engine runs in the driver's process. ``colocate`` asks for it,
+    ``split`` for engine actors; ``auto`` takes the driver when nothing would overlap anyway
+    (a synchronous run, ``max_staleness: 0``) and the learner is the driver too: one process
+    instead of two, ~0.5 GB and seconds of start less (docs/benchmarks.md)."""
+    a, r, mode = spec.algorithm, spec.rollout, spec.placement.mode
+    if mode == "split":
+        return False
+    possible = r.replicas == 1 and learners == 0
+    if mode == "colocate" and not possible:
+        problems.append(_problem(("placement", "mode"),
+            "colocate on CPUs runs the engine in the driver beside the learner: it needs "
+            f"rollout.replicas: 1 (got {r.replicas}) and algorithm.num_learners: 0 (got "
+            f"{learners}); or placement.mode: split (engine actors)"))  # fmt: skip
+        return False
+    return possible and (mode == "colocate" or a.max_staleness == 0)
 
 
 def _place(

@@ -67,6 +67,7 @@ def create_rollout(
     call_timeout_s: float = 1800.0,
     engine: str | None = None,
     actor_options: Callable[[int], dict] | None = None,
+    in_process: bool = False,
 ) -> RolloutEngine:
     """Start ``spec.rollout.replicas`` engine actors serving ``model_path``.
 
@@ -83,9 +84,13 @@ def create_rollout(
             at this process's own CUDA (tools and tests without a plan).
         actor_options: Ray options of replica ``i`` from the plan's placement groups
             (:func:`rlvr.plan.reserve.engine_options`); None: placed by ``num_gpus``.
+        in_process: the HF engine in this process, not an actor (the plan's
+            ``engines_in_driver``: a synchronous CPU run whose learner is the driver).
     """
     engine = engine or resolve_engine(spec.rollout.engine)
     replicas = spec.rollout.replicas
+    if in_process and engine != "hf":
+        raise ValueError(f"only the hf engine runs in the driver's process, not {engine}")
     if engine == "vllm":
         import ray
 
@@ -116,4 +121,5 @@ def create_rollout(
         num_gpus=num_gpus or 0.0,
         call_timeout_s=call_timeout_s,
         actor_options=actor_options,
+        in_process=in_process,
     )

@@ -1,6 +1,7 @@
 """Engine-agnostic pieces shared by the HF and vLLM rollouts: request checks, spreading
-prompts over replicas, stripping control tokens, waiting on actors with a timeout, and
-:class:`ReplicaGroup`, the engine actors behind one rollout."""
+prompts over replicas, stripping control tokens, waiting on actors with a timeout,
+:class:`ReplicaGroup`, the engine actors behind one rollout, and :class:`InProcessEngine`, an
+engine in the driver's own process behind the same calls."""
 
 from __future__ import annotations
 
@@ -109,6 +110,65 @@ class PendingRollout:
         return [c for part in parts for c in part]
 
 
+class InProcessEngine:
+    """An engine object in this process, driven exactly like its Ray actor.
+
+    A synchronous CPU run whose learner is the driver (``num_learners: 0``) gains nothing from
+    an engine process of its own: rollout and learning take turns, and a second interpreter
+    holding torch, transformers and Ray costs ~0.5 GB and seconds of start on a small machine
+    (docs/benchmarks.md). Placed in the driver (``rlvr.plan``: ``engines_in_driver``), the
+    engine keeps the actor calling convention, ``handle.method.remote(*args)`` returning an
+    ObjectRef, so :class:`ReplicaGroup`, :class:`PendingRollout` and the weight sender drive it
+    unchanged. Differences, by design: a call runs when it is made (``submit`` returns with
+    the rollout done, so nothing overlaps), an error raises at the call, ObjectRef arguments
+    are resolved first as Ray does for actors, and the engine's seeding does not touch the
+    driver's torch RNG (each call runs in :func:`torch.random.fork_rng`), so a run's learner
+    draws the same numbers wherever its engine lives.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> _InProcessMethod:
+        if name.startswith("_"):  # (pickle and copy probe dunders before __init__ ran)
+            raise AttributeError(name)
+        return _InProcessMethod(getattr(self._engine, name))
+
+    def kill(self) -> None:
+        """What ``ray.kill`` is to an actor: close the engine."""
+        close = getattr(self._engine, "close", None)
+        if close is not None:
+            close()
+
+
+class _InProcessMethod:
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        import ray
+        import torch
+
+        def resolve(x: Any) -> Any:
+            return ray.get(x) if isinstance(x, ray.ObjectRef) else x
+
+        args = tuple(resolve(a) for a in args)
+        kwargs = {k: resolve(v) for k, v in kwargs.items()}
+        with torch.random.fork_rng(devices=[]):
+            result = self._fn(*args, **kwargs)
+        return ray.put(result)
+
+
+def kill_engine(engine: Any) -> None:
+    """Stop one engine: ``ray.kill`` an actor, close an :class:`InProcessEngine`."""
+    if isinstance(engine, InProcessEngine):
+        engine.kill()
+        return
+    import ray
+
+    ray.kill(engine)
+
+
 class ReplicaGroup:
     """The engine actors of one rollout, driven together; every call has a timeout.
 
@@ -191,8 +251,6 @@ class ReplicaGroup:
 
     def shutdown(self) -> None:
         """Kill the engine actors."""
-        import ray
-
         for e in self.engines:
-            ray.kill(e)
+            kill_engine(e)
         self.engines = []

@@ -41,6 +41,7 @@ import torch
 from rlvr.models.causal_lm import precision
 from rlvr.rollout._common import (
     MARKUP_TOKENS,
+    InProcessEngine,
     PendingRollout,
     ReplicaGroup,
     strip_tokens,
@@ -422,6 +423,9 @@ class HFRollout:
         call_timeout_s: bound on each generate / load call.
         actor_options: Ray options of replica ``i`` (the placement plan's bundle,
             :func:`rlvr.plan.reserve.engine_options`); they override num_cpus/num_gpus.
+        in_process: run the engine in this process instead of an actor
+            (:class:`~rlvr.rollout._common.InProcessEngine`; one replica, the plan's
+            ``engines_in_driver``).
     """
 
     def __init__(
@@ -433,11 +437,14 @@ class HFRollout:
         start_timeout_s: float = 600.0,
         call_timeout_s: float = 1800.0,
         actor_options: Callable[[int], dict[str, Any]] | None = None,
+        in_process: bool = False,
     ) -> None:
         import ray
 
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
+        if in_process and replicas != 1:
+            raise ValueError(f"an engine in this process is one replica, got replicas={replicas}")
         if not ray.is_initialized():
             raise RuntimeError("HFRollout needs a Ray cluster: call ray.init() first")
         self.config = config
@@ -445,6 +452,8 @@ class HFRollout:
         actor = ray.remote(HFEngine)
 
         def new_actor(i: int) -> Any:
+            if in_process:
+                return InProcessEngine(HFEngine(config))
             options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
             options.update(actor_options(i) if actor_options else {})
             return actor.options(**options).remote(config)

@@ -17,8 +17,10 @@ Importing this package is cheap; torch and Ray load when :func:`run` is called.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,17 +68,27 @@ def run(
     """
     import ray
 
-    from rlvr.train.loop import train
-
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # torch and transformers' model code (~2,800 modules, seconds) import on a thread while
+    # Ray starts: ray.init mostly waits for its daemons to come up.
+    warm_up = threading.Thread(target=_import_model_code, name="rlvr-imports", daemon=True)
+    warm_up.start()
     started = False
     if not ray.is_initialized():
         address = ray_address or os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=False,
+                _system_config={"prestart_worker_first_driver": _wants_workers(spec)},
+            )
             started = True
+    warm_up.join()
+    from rlvr.train.loop import train
+
     try:
         return train(
             spec,
@@ -90,3 +102,23 @@ def run(
     finally:
         if started:
             ray.shutdown()
+
+
+def _import_model_code() -> None:
+    # Errors surface where these modules are imported for real (the trainer, the engine).
+    with contextlib.suppress(Exception):
+        import transformers.modeling_utils  # noqa: F401  (torch, torch.distributed, ...)
+
+
+def _wants_workers(spec: JobSpec) -> bool:
+    """Whether a local cluster should start Ray workers ahead of the first actor (Ray does, one
+    per CPU, when a driver connects). A CPU run whose engine and learner both live in the
+    driver (``rlvr.plan``: ``engines_in_driver``) starts no actor at all, and each idle worker
+    would cost ~80 MB and a second of CPU at start. (Planned as if the machine had no GPU: on
+    one that has, a mistaken no only makes the first actor start a second later.)"""
+    from rlvr.plan import cluster_from_args, make_plan
+
+    try:
+        return not make_plan(spec, cluster_from_args(0)).engines_in_driver
+    except Exception:  # the trainer's own plan reports what is wrong with the spec
+        return True

@@ -289,7 +289,8 @@ def _push_weights(
             with torch.no_grad():
                 drain(weights)
             return None
-    key = (tuple(e._actor_id.hex() for e in engines), method)
+    # the same engines keep the same sender (an engine in the driver has no actor id)
+    key = (tuple(e._actor_id.hex() if hasattr(e, "_actor_id") else id(e) for e in engines), method)
     if getattr(learner, "_sender_key", None) != key:
         learner._sender = WeightSender(engines, method, timeout_s=timeout_s, fallback=True)
         learner._sender_key = key

@@ -309,9 +309,9 @@ class _Trainer:
             cpus = float(ray.cluster_resources().get("CPU", 1))
             actor_cpus = min(1.0, cpus / (spec.rollout.replicas + learners + 1))
         log.info(
-            "model %s; layout %s: %d %s engine(s), %d learner actor(s), weights by %s",
-            policy_path, self.plan.mode, spec.rollout.replicas, self.plan.engine, learners,
-            self.plan.sync,
+            "model %s; layout %s: %d %s engine(s)%s, %d learner actor(s), weights by %s",
+            policy_path, self.plan.mode, spec.rollout.replicas, self.plan.engine,
+            " in the driver" if self.plan.engines_in_driver else "", learners, self.plan.sync,
         )  # fmt: skip
         # GPUs: one placement group per node (a bundle per GPU) and one for the learners.
         self.reservation = (
@@ -324,8 +324,10 @@ class _Trainer:
             )
         # Engines, reward workers and the learner start at once (each takes seconds: model
         # loads, fresh interpreters): the engine actors load while the learner builds here.
-        starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-engines")
-        engines = starter.submit(
+        # An engine in this process is built after the learner, on this thread: transformers
+        # builds models under process-wide device contexts (meta tensors), and two builds at
+        # once in one process collide.
+        start_engines = functools.partial(
             create_rollout,
             spec,
             str(policy_path),
@@ -333,8 +335,13 @@ class _Trainer:
             num_gpus=self.plan.actor("engine-0").gpu_share,
             engine=self.plan.engine,
             actor_options=place,
+            in_process=self.plan.engines_in_driver,
         )
-        starter.shutdown(wait=False)
+        engines = None
+        if not self.plan.engines_in_driver:
+            starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-engines")
+            engines = starter.submit(start_engines)
+            starter.shutdown(wait=False)
         try:
             self.rewards = RewardPool(spec.reward)
             overrides: dict[str, Any] = {
@@ -362,7 +369,7 @@ class _Trainer:
                 )
             learner_group = self.reservation.learners if self.reservation else None
             self.learner = Learner(config, placement_group=learner_group)
-            self.rollout = engines.result()
+            self.rollout = engines.result() if engines is not None else start_engines()
             self.queue = RolloutQueue(
                 self.rollout,
                 self.rewards,
@@ -372,7 +379,7 @@ class _Trainer:
             )
         except BaseException:
             with contextlib.suppress(BaseException):  # a start that failed has nothing to stop
-                engines.result().shutdown()
+                (engines.result() if engines is not None else self.rollout).shutdown()
             if hasattr(self, "rewards"):
                 self.rewards.close()
             if hasattr(self, "learner"):

@@ -91,8 +91,9 @@ class RolloutQueue:
         sampling: SamplingConfig,
     ) -> None:
         """Start ``step``'s rollout on the engines now; it is scored as it comes back."""
-        pending = self.rollout.submit(prompt_ids, sampling)
+        # (before the call: an engine in the driver's process does the whole rollout in it)
         launched = time.perf_counter()
+        pending = self.rollout.submit(prompt_ids, sampling)
 
         def collect() -> ScoredRollout:
             completions: list[Completion] = []

@@ -65,6 +65,28 @@ def test_cpu_cluster_keeps_the_learner_in_the_driver_unless_asked():
     assert [a.name for a in plan.actors] == ["engine-0", "learner-0", "learner-1"]
 
 
+def test_a_synchronous_cpu_run_puts_its_engine_in_the_driver_and_an_async_one_does_not():
+    assert make_plan(_spec(), cluster_from_args(0)).engines_in_driver
+    # one-step off-policy overlaps rollout with learning: that needs a process of its own
+    async_run = _spec(algorithm={"max_staleness": 1})
+    assert not make_plan(async_run, cluster_from_args(0)).engines_in_driver
+    for apart in ({"rollout": {"replicas": 2}}, {"algorithm": {"num_learners": 1}},
+                  {"placement": {"mode": "split"}}):  # fmt: skip
+        assert not make_plan(_spec(**apart), cluster_from_args(0)).engines_in_driver, apart
+    # colocate asks for it even off-policy; GPU layouts never do it
+    colocated = _spec(algorithm={"max_staleness": 1}, placement={"mode": "colocate"})
+    assert make_plan(colocated, cluster_from_args(0)).engines_in_driver
+    assert not make_plan(_spec(), cluster_from_args(1, 80)).engines_in_driver
+
+
+def test_colocate_on_cpus_with_two_replicas_is_refused_naming_the_mode_and_the_fix():
+    spec = _spec(rollout={"replicas": 2}, placement={"mode": "colocate"})
+    plan = make_plan(spec, cluster_from_args(0))
+    assert [p["loc"] for p in plan.problems] == [["placement", "mode"]]
+    assert "rollout.replicas: 1" in plan.problems[0]["msg"]
+    assert "placement.mode: split" in plan.problems[0]["msg"]
+
+
 def test_a_tensor_parallel_engine_keeps_its_gpus_on_one_node():
     two_by_two = Cluster((Node(2, 80 * 10**9), Node(2, 80 * 10**9)))
     spec = _spec(rollout={"tensor_parallel_size": 2, "replicas": 1},
@@ -144,6 +166,7 @@ def test_plan_json_is_stable_and_matches_first_principles():
     expected = {
         "mode": "split", "engine": "vllm", "sync": "nccl", "num_learners": 1,
         "tensor_parallel_size": 1, "fits": True, "problems": [], "notes": [],
+        "engines_in_driver": False,
         "cluster": {"source": "given",
                     "nodes": [{"gpus": 2, "gpu_memory_bytes": 24 * 10**9, "cpus": 1.0}]},
         "model": {"params": params, "trainable_params": params},

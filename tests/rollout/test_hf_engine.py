@@ -147,6 +147,48 @@ def test_rollout_spreads_prompts_over_replicas_and_syncs_weights(ray_cluster, ra
         rollout.shutdown()
 
 
+def test_an_engine_in_the_driver_samples_as_its_actor_does_and_leaves_the_rng_alone(
+    ray_cluster, random_model_dir
+):
+    """The plan's engines_in_driver: the same calls (submit, parts, the weight sender's
+    object-store path) drive an engine in this process; seeded samples equal the actor's,
+    and its seeding does not move the driver's own torch RNG (the learner's draws)."""
+    from rlvr.rollout.weight_sync import WeightSender
+
+    config = HFEngineConfig(model=str(random_model_dir))
+    here = HFRollout(config, in_process=True, call_timeout_s=120)
+    actor = HFRollout(config, replicas=1, num_cpus=0, call_timeout_s=120)
+    try:
+        prompts = _prompts(HFEngine(config), 4)
+        sampling = SamplingConfig(n=3, max_new_tokens=6, temperature=1.0, seed=11)
+        torch.manual_seed(5)
+        expected_draw = torch.rand(3)
+        torch.manual_seed(5)
+        pending = here.submit(prompts, sampling)  # runs now: nothing overlaps in one process
+        assert torch.equal(torch.rand(3), expected_draw)
+        mine = [c for part in pending.parts() for c in part]
+        theirs = actor.generate(prompts, sampling)
+        assert [c.token_ids for c in mine] == [c.token_ids for c in theirs]
+        flat = [lp for c in mine for lp in c.logprobs]
+        assert flat == pytest.approx([lp for c in theirs for lp in c.logprobs], abs=1e-6)
+        # weights by the sender's object-store path, as the loop's step 5 sends them
+        state = {k: v * 1.5 for k, v in HFEngine(config).model.state_dict().items()}
+        for rollout in (here, actor):
+            sender = WeightSender(rollout.replicas.engines, "object_store", timeout_s=60)
+            sender.push(state, version=4)
+            assert rollout.weights_version() == 4
+        greedy = SamplingConfig(n=1, max_new_tokens=6, temperature=0.0)
+        assert [c.token_ids for c in here.generate(prompts, greedy)] == [
+            c.token_ids for c in actor.generate(prompts, greedy)
+        ]
+        with pytest.raises(ValueError, match="one replica"):
+            HFRollout(config, replicas=2, in_process=True)
+    finally:
+        here.shutdown()
+        actor.shutdown()
+    assert here.replicas.engines == []
+
+
 @pytest.mark.gpu
 def test_engine_on_cuda_in_bf16_records_the_sampled_tokens_logprobs(random_model_dir):
     eng = HFEngine(HFEngineConfig(model=str(random_model_dir), device="cuda", dtype="auto"))
