@@ -352,7 +352,9 @@ def test_daemonised_grandchild_does_not_delay_or_outlive_the_run(suite_results):
     out = suite_results[0]["daemon_grandchild"]
     assert out.result.exit_code == 0 and not out.result.timed_out
     assert "parent exits" in out.result.stdout
-    assert out.elapsed_s < WALL_S  # returned when the program exited, not at the deadline
+    # Returned when the program exited, not at its 10 s deadline (where waiting for the
+    # grandchild would end); half of it leaves room for a loaded machine's docker exec.
+    assert out.elapsed_s < SELF_WALL_S / 2, out
 
 
 # Without cgroups (a machine whose cgroup tree is not writable) and without seccomp: the
