@@ -138,13 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray_image == "worker":
         ray_image = "rlvr-worker:local"
         build_local.build_worker_image(env, build_base, ray_image)
-    r = build_local.docker(
-        {**env, "DOCKER_BUILDKIT": "0"},
-        *("build", "--force-rm", "--network", "host", "--build-arg", f"BASE_IMAGE={base}"),
-        *("-f", "deploy/docker/postgres.Dockerfile", "-t", pg_image, str(REPO)),
-    )
-    if r.returncode != 0:
-        raise RuntimeError(f"postgres image: {(r.stdout + r.stderr)[-3000:]}")
+    build_local.docker_build(env, "postgres.Dockerfile", pg_image, {"BASE_IMAGE": base})
     report["images_s"] = round(time.monotonic() - t0, 1)
 
     stack_env = {
