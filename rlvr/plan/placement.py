@@ -56,7 +56,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Cluster:
-    """What the plan places onto. ``source``: ``given`` (command line) or ``ray``."""
+    """What the plan places onto. ``source``: ``given`` (command line), ``ray`` or ``this
+    machine`` (a run without Ray)."""
 
     nodes: tuple[Node, ...]
     source: str = "given"
@@ -110,6 +111,15 @@ def cluster_from_ray(gpu_memory_gb: float | None = None) -> Cluster:
     # GPU nodes first (the plan numbers nodes in this order), largest first.
     nodes.sort(key=lambda n: (-n.gpus, -n.cpus))
     return Cluster(nodes=tuple(nodes), source="ray")
+
+
+def cluster_without_ray() -> Cluster:
+    """This machine as a one-node CPU cluster, for a run that starts no Ray cluster
+    (:func:`rlvr.train.run` plans on it first: a run whose plan places no actor needs none)."""
+    import os
+
+    node = Node(gpus=0, gpu_memory_bytes=0, cpus=float(os.cpu_count() or 1))
+    return Cluster(nodes=(node,), source="this machine")
 
 
 def cluster_from_status(

@@ -60,8 +60,29 @@ def strip_tokens(text: str, tokens: frozenset[str] | set[str]) -> str:
     return text
 
 
+class LocalRef:
+    """A value already computed in this process, standing where an ObjectRef would: what an
+    :class:`InProcessEngine` call returns, and what :func:`put` gives when no Ray runs here
+    (a run that places no actor starts no cluster: :func:`rlvr.train.run`)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def put(value: Any) -> Any:
+    """``ray.put(value)``, or a :class:`LocalRef` when this process runs no Ray (then every
+    engine is in this process and nothing needs the object store)."""
+    import ray
+
+    return ray.put(value) if ray.is_initialized() else LocalRef(value)
+
+
 def wait_all(refs: list[Any], timeout_s: float, what: str) -> list[Any]:
     """``ray.get`` of every ref, or TimeoutError naming ``what`` after ``timeout_s``."""
+    if all(isinstance(r, LocalRef) for r in refs):
+        return [r.value for r in refs]
     import ray
 
     try:
@@ -96,7 +117,10 @@ class PendingRollout:
         import ray
 
         deadline = time.monotonic() + self.timeout_s
-        waiting = list(self.refs)
+        waiting = [r for r in self.refs if not isinstance(r, LocalRef)]
+        for ref in self.refs:
+            if isinstance(ref, LocalRef):
+                yield ref.value
         while waiting:
             done, waiting = ray.wait(
                 waiting, num_returns=1, timeout=max(0.0, deadline - time.monotonic())
@@ -117,11 +141,11 @@ class InProcessEngine:
     an engine process of its own: rollout and learning take turns, and a second interpreter
     holding torch, transformers and Ray costs ~0.5 GB and seconds of start on a small machine
     (docs/benchmarks.md). Placed in the driver (``rlvr.plan``: ``engines_in_driver``), the
-    engine keeps the actor calling convention, ``handle.method.remote(*args)`` returning an
-    ObjectRef, so :class:`ReplicaGroup`, :class:`PendingRollout` and the weight sender drive it
+    engine keeps the actor calling convention, ``handle.method.remote(*args)`` returning a
+    ref (a :class:`LocalRef`: this process needs no Ray for it), so :class:`ReplicaGroup`, :class:`PendingRollout` and the weight sender drive it
     unchanged. Differences, by design: a call runs when it is made (``submit`` returns with
     the rollout done, so nothing overlaps), an error raises at the call, ObjectRef arguments
-    are resolved first as Ray does for actors, and the engine's seeding does not touch the
+    and LocalRef arguments are resolved first as Ray does for actors, and the engine's seeding does not touch the
     driver's torch RNG (each call runs in :func:`torch.random.fork_rng`), so a run's learner
     draws the same numbers wherever its engine lives.
     """
@@ -150,13 +174,14 @@ class _InProcessMethod:
         import torch
 
         def resolve(x: Any) -> Any:
+            if isinstance(x, LocalRef):
+                return x.value
             return ray.get(x) if isinstance(x, ray.ObjectRef) else x
 
         args = tuple(resolve(a) for a in args)
         kwargs = {k: resolve(v) for k, v in kwargs.items()}
         with torch.random.fork_rng(devices=[]):
-            result = self._fn(*args, **kwargs)
-        return ray.put(result)
+            return LocalRef(self._fn(*args, **kwargs))
 
 
 def kill_engine(engine: Any) -> None:
@@ -235,9 +260,7 @@ class ReplicaGroup:
 
     def put_to_all(self, method: str, payload: Any, version: int) -> None:
         """One ``ray.put`` of ``payload``; every replica's ``method(ref, version)`` reads it."""
-        import ray
-
-        ref = ray.put(payload)
+        ref = put(payload)
         wait_all(
             [getattr(e, method).remote(ref, version) for e in self.engines],
             self.call_timeout_s,

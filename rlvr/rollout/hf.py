@@ -425,7 +425,7 @@ class HFRollout:
             :func:`rlvr.plan.reserve.engine_options`); they override num_cpus/num_gpus.
         in_process: run the engine in this process instead of an actor
             (:class:`~rlvr.rollout._common.InProcessEngine`; one replica, the plan's
-            ``engines_in_driver``).
+            ``engines_in_driver``); needs no Ray cluster.
     """
 
     def __init__(
@@ -445,7 +445,7 @@ class HFRollout:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
         if in_process and replicas != 1:
             raise ValueError(f"an engine in this process is one replica, got replicas={replicas}")
-        if not ray.is_initialized():
+        if not in_process and not ray.is_initialized():
             raise RuntimeError("HFRollout needs a Ray cluster: call ray.init() first")
         self.config = config
         self.replicas = ReplicaGroup("HF", call_timeout_s)

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import torch
 
 from rlvr.net import free_port
-from rlvr.rollout._common import wait_all
+from rlvr.rollout._common import put, wait_all
 
 SyncMethod = Literal["auto", "object_store", "cuda_ipc", "nccl"]
 # A state dict, or its (name, tensor) pairs.
@@ -273,7 +273,7 @@ class WeightSender:
             self._pinned = torch.empty(layout.nbytes, dtype=torch.uint8, pin_memory=pin)
         buffer, layout = pack_weights(weights, dtype=self.dtype, out=self._pinned)
         t1 = time.perf_counter()
-        ref = self._ray.put({"layout": layout.to_dict(), "data": buffer.numpy()})
+        ref = put({"layout": layout.to_dict(), "data": buffer.numpy()})  # (no Ray: LocalRef)
         t2 = time.perf_counter()
         wait_all(
             [e.load_packed.remote(ref, version) for e in self.engines],

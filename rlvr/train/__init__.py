@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rlvr.config import JobSpec
     from rlvr.train.loop import RunSummary
+    from rlvr.train.reward import RewardPool
     from rlvr.train.sink import MetricSink
 
 __all__ = ["run"]
@@ -55,7 +56,9 @@ def run(
         resume: continue from the newest checkpoint in ``run_dir`` (``sink.truncate_after``
             is called first so every step's metrics are written exactly once).
         ray_address: the cluster to join; default ``$RAY_ADDRESS``; neither: use the
-            already-initialised Ray, or start a local one (stopped again at the end).
+            already-initialised Ray, or start a local one (stopped again at the end) when
+            the run places actors. A run without (a synchronous CPU run: engine and
+            learner in this process) runs without Ray.
         should_stop: polled between steps; True stops the run as ``cancelled`` (after
             writing a checkpoint of the last completed step).
         progress: called with ``(step, metrics)`` after every step (the CLI's progress line).
@@ -66,11 +69,34 @@ def run(
         A :class:`~rlvr.train.loop.RunSummary`. Raises on failure after reporting
         ``failed`` with the error to the sinks.
     """
+    from rlvr.train.reward import RewardPool
+
+    # The reward workers start first: fresh interpreters importing the verifiers (sympy),
+    # on the cores this process leaves idle while it imports torch and starts Ray.
+    rewards = RewardPool(spec.reward)
+    try:
+        return _run(spec, run_dir, rewards, sink, resume, ray_address, should_stop, progress,
+                    actor_cpus)  # fmt: skip
+    finally:
+        rewards.close()  # (the trainer closes it too; a start that failed first has not)
+
+
+def _run(
+    spec: JobSpec,
+    run_dir: str | Path,
+    rewards: RewardPool,
+    sink: MetricSink | None,
+    resume: bool,
+    ray_address: str | None,
+    should_stop: Callable[[], bool] | None,
+    progress: Callable[[int, dict[str, float]], None] | None,
+    actor_cpus: float | None,
+) -> RunSummary:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # torch and transformers' model code (~2,800 modules, seconds) import on a thread while
-    # Ray starts: ray.init mostly waits for its daemons to come up.
+    # Ray starts (ray.init mostly waits for its daemons) or the trainer's modules import.
     warm_up = threading.Thread(target=_import_model_code, name="rlvr-imports", daemon=True)
     warm_up.start()
     started = False
@@ -78,14 +104,11 @@ def run(
         address = ray_address or os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(
-                num_cpus=os.cpu_count() or 1,
-                include_dashboard=False,
-                log_to_driver=False,
-                _system_config={"prestart_worker_first_driver": _wants_workers(spec)},
-            )
+        elif _places_actors(spec):
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
             started = True
+        else:
+            log.info("the plan places no actor (engine and learner in this process): no Ray")
     warm_up.join()
     from rlvr.train.loop import train
 
@@ -98,6 +121,7 @@ def run(
             should_stop=should_stop,
             progress=progress,
             actor_cpus=actor_cpus,
+            rewards=rewards,
         )
     finally:
         if started:
@@ -110,15 +134,20 @@ def _import_model_code() -> None:
         import transformers.modeling_utils  # noqa: F401  (torch, torch.distributed, ...)
 
 
-def _wants_workers(spec: JobSpec) -> bool:
-    """Whether a local cluster should start Ray workers ahead of the first actor (Ray does, one
-    per CPU, when a driver connects). A CPU run whose engine and learner both live in the
-    driver (``rlvr.plan``: ``engines_in_driver``) starts no actor at all, and each idle worker
-    would cost ~80 MB and a second of CPU at start. (Planned as if the machine had no GPU: on
-    one that has, a mistaken no only makes the first actor start a second later.)"""
-    from rlvr.plan import cluster_from_args, make_plan
+def _places_actors(spec: JobSpec) -> bool:
+    """Whether the run, planned on this machine, places any actor (an engine or a learner
+    process of its own), and so needs a Ray cluster. A synchronous CPU run keeps its engine
+    and learner in the driver (``rlvr.plan``: ``engines_in_driver``) and needs none: Ray's
+    start is then ~5 s and ~0.6 GB of daemons for nothing (docs/benchmarks.md, "Async RL").
+    A machine with a CUDA device always gets its cluster (the GPU plan places actors)."""
+    import torch
 
+    from rlvr.plan import cluster_without_ray, make_plan
+
+    if torch.cuda.is_available():
+        return True
     try:
-        return not make_plan(spec, cluster_from_args(0)).engines_in_driver
+        plan = make_plan(spec, cluster_without_ray())
     except Exception:  # the trainer's own plan reports what is wrong with the spec
         return True
+    return not (plan.fits and plan.engines_in_driver and plan.num_learners == 0)

@@ -255,7 +255,14 @@ def _turn_splitter(spec: JobSpec) -> Callable[[str], list[dict[str, str]]] | Non
 class _Trainer:
     """The state of one run: engines, learner, reward pool, data. ``train`` drives it."""
 
-    def __init__(self, spec: JobSpec, run_dir: Path, resume: bool, actor_cpus: float | None):
+    def __init__(
+        self,
+        spec: JobSpec,
+        run_dir: Path,
+        resume: bool,
+        actor_cpus: float | None,
+        rewards: RewardPool | None = None,
+    ):
         from rlvr.models.causal_lm import ADAPTER_DIR
         from rlvr.rollout import create_rollout
         from rlvr.rollout.hf import load_tokenizer
@@ -293,20 +300,27 @@ class _Trainer:
 
         import ray
 
-        from rlvr.plan import cluster_from_ray, make_plan
+        from rlvr.plan import cluster_from_ray, cluster_without_ray, make_plan
         from rlvr.plan.reserve import engine_options, reserve
         from rlvr.plan.service import write_plan
 
         # Engines, learners and their GPU shares come from the cluster's resources, never
-        # from this process's devices (the driver needs no GPU): docs/gpu.md.
-        self.plan = make_plan(spec, cluster_from_ray())
+        # from this process's devices (the driver needs no GPU): docs/gpu.md. Without Ray
+        # (rlvr.train.run starts none for a plan that places no actor) this machine's CPUs.
+        with_ray = ray.is_initialized()
+        self.plan = make_plan(spec, cluster_from_ray() if with_ray else cluster_without_ray())
         if not self.plan.fits:
             problem = self.plan.problems[0]
             raise ValueError(f"{'.'.join(problem['loc'])}: {problem['msg']}")
-        write_plan(run_dir, self.plan)
         learners = self.plan.num_learners  # >= 1 on GPUs; on CPU the spec's (0: in-process)
+        if not with_ray and (learners or not self.plan.engines_in_driver):
+            raise RuntimeError(
+                "this run places engine or learner actors and needs a Ray cluster: call "
+                "ray.init() first, or train through rlvr.train.run (which starts one)"
+            )
+        write_plan(run_dir, self.plan)
         if actor_cpus is None:  # one CPU per actor where the cluster has them, else a share
-            cpus = float(ray.cluster_resources().get("CPU", 1))
+            cpus = float(ray.cluster_resources().get("CPU", 1)) if with_ray else 1.0
             actor_cpus = min(1.0, cpus / (spec.rollout.replicas + learners + 1))
         log.info(
             "model %s; layout %s: %d %s engine(s)%s, %d learner actor(s), weights by %s",
@@ -343,7 +357,7 @@ class _Trainer:
             engines = starter.submit(start_engines)
             starter.shutdown(wait=False)
         try:
-            self.rewards = RewardPool(spec.reward)
+            self.rewards = rewards if rewards is not None else RewardPool(spec.reward)
             overrides: dict[str, Any] = {
                 "num_cpus_per_learner": actor_cpus,
                 "num_learners": learners,
@@ -650,10 +664,12 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     actor_cpus: float | None = None,
+    rewards: RewardPool | None = None,
 ) -> RunSummary:
     """Run (or resume) a training job on the Ray cluster this process is connected to.
 
-    See :func:`rlvr.train.run` (which also connects to / starts the cluster).
+    See :func:`rlvr.train.run` (which also connects to / starts the cluster). ``rewards``: a
+    reward pool already started for ``spec.reward`` (the trainer closes it); None: its own.
     """
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -670,7 +686,7 @@ def train(
     summary = RunSummary("running", 0, spec.algorithm.max_steps, str(run_dir))
     trainer: _Trainer | None = None
     try:
-        trainer = _Trainer(spec, run_dir, resume, actor_cpus)
+        trainer = _Trainer(spec, run_dir, resume, actor_cpus, rewards)
         step = summary.step = trainer.start_step
         summary.checkpoint = trainer.last_checkpoint
         # Forget whatever a killed attempt wrote after its last checkpoint (-1: everything).

@@ -202,6 +202,55 @@ def test_should_stop_cancels_and_checkpoints_the_last_step(ray_cluster, random_m
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "cancelled"
 
 
+NO_RAY_CHILD = """
+import json, sys
+import psutil, ray
+from rlvr.config import JobSpec
+from rlvr.train import run
+
+seen = []
+
+def progress(step, metrics):
+    kids = [p.name() for p in psutil.Process().children(recursive=True)]
+    seen.append((ray.is_initialized(), kids))
+
+summary = run(JobSpec.model_validate_json(sys.argv[1]), sys.argv[2], progress=progress)
+print(json.dumps({"status": summary.status, "seen": seen}))
+"""
+
+
+def test_a_run_that_places_no_actor_starts_no_ray_and_learns_what_it_learns_on_ray(
+    first_run, random_model_dir, tmp_path
+):
+    """The first run trained under a Ray cluster with its engine and learner in the driver;
+    the same spec in a fresh process with no cluster around starts none (its plan places no
+    actor) and gets every step's numbers exactly."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir, _, _, _ = first_run
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    spec = _spec(random_model_dir).model_dump_json()
+    out = subprocess.run(
+        [sys.executable, "-c", NO_RAY_CHILD, spec, str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "succeeded" and len(result["seen"]) == 4  # steps 0..3
+    for ray_up, children in result["seen"]:
+        assert not ray_up
+        assert not {"raylet", "gcs_server"} & set(children), children
+    mine = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    theirs = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in mine] == [r["step"] for r in theirs] == [0, 1, 2, 3]
+    for a, b in zip(theirs, mine, strict=True):
+        for key in ("eval/accuracy", "reward/mean", "response/length_mean", "loss", "grad_norm"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), (a["step"], key)
+
+
 def test_a_run_dir_holding_a_run_needs_resume(first_run, random_model_dir):
     run_dir, _, _, _ = first_run
     with pytest.raises(ValueError, match="resume"):
