@@ -439,21 +439,23 @@ class HFRollout:
         actor_options: Callable[[int], dict[str, Any]] | None = None,
         in_process: bool = False,
     ) -> None:
-        import ray
-
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
         if in_process and replicas != 1:
             raise ValueError(f"an engine in this process is one replica, got replicas={replicas}")
-        if not in_process and not ray.is_initialized():
-            raise RuntimeError("HFRollout needs a Ray cluster: call ray.init() first")
         self.config = config
         self.replicas = ReplicaGroup("HF", call_timeout_s)
+        if in_process:  # no Ray needed (nor imported)
+            new = lambda i: InProcessEngine(HFEngine(config))  # noqa: E731
+            self.infos = self.replicas.start(new, 1, start_timeout_s)
+            return
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("HFRollout needs a Ray cluster: call ray.init() first")
         actor = ray.remote(HFEngine)
 
         def new_actor(i: int) -> Any:
-            if in_process:
-                return InProcessEngine(HFEngine(config))
             options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
             options.update(actor_options(i) if actor_options else {})
             return actor.options(**options).remote(config)

@@ -217,8 +217,6 @@ class WeightSender:
         timeout_s: float = 300.0,
         fallback: bool = False,
     ) -> None:
-        import ray
-
         if method not in SYNC_METHODS:
             raise ValueError(f"method must be one of {', '.join(SYNC_METHODS)}; got {method!r}")
         if not engines:
@@ -241,7 +239,6 @@ class WeightSender:
         self.method: str = method
         self._pinned: torch.Tensor | None = None
         self._group: Any = None  # the NCCL group (vLLM's PyNcclCommunicator), formed on use
-        self._ray = ray
 
     # -- the three paths ------------------------------------------------------------------
     def push(
@@ -319,9 +316,10 @@ class WeightSender:
 
     def _form_group(self) -> Any:
         """Rank 0 (this process) + one rank per engine, outside any torch.distributed group."""
+        import ray
         from vllm.distributed.weight_transfer.nccl_common import stateless_init_process_group
 
-        host = self._ray.util.get_node_ip_address()
+        host = ray.util.get_node_ip_address()
         port = free_port("")  # all interfaces: engines on other nodes connect
         world = 1 + len(self.engines)
         refs = [

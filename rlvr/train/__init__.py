@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rlvr.config import JobSpec
@@ -92,21 +92,25 @@ def _run(
     progress: Callable[[int, dict[str, float]], None] | None,
     actor_cpus: float | None,
 ) -> RunSummary:
-    import ray
+    from rlvr.rollout._common import running_ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # torch and transformers' model code (~2,800 modules, seconds) import on a thread while
     # Ray starts (ray.init mostly waits for its daemons) or the trainer's modules import.
     warm_up = threading.Thread(target=_import_model_code, name="rlvr-imports", daemon=True)
     warm_up.start()
-    started = False
-    if not ray.is_initialized():
+    started: Any = None  # the Ray module, when this call started a cluster (stopped at the end)
+    if running_ray() is None:
         address = ray_address or os.environ.get("RAY_ADDRESS")
         if address:
+            import ray
+
             ray.init(address=address, log_to_driver=False)
         elif _places_actors(spec):
+            import ray
+
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
-            started = True
+            started = ray
         else:
             log.info("the plan places no actor (engine and learner in this process): no Ray")
     warm_up.join()
@@ -124,8 +128,8 @@ def _run(
             rewards=rewards,
         )
     finally:
-        if started:
-            ray.shutdown()
+        if started is not None:
+            started.shutdown()
 
 
 def _import_model_code() -> None:

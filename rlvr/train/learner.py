@@ -1,22 +1,20 @@
-"""The learner as RLlib (new API stack) runs it: a ``LearnerGroup`` of N data-parallel
-``TorchLearner`` s, each training a :class:`~rlvr.models.causal_lm.PolicyModel`.
+"""The learner the training loop drives: :class:`Learner`.
 
-- :class:`CausalLMModule` is the ``TorchRLModule`` around the policy model.
-- :class:`PolicyLearner` is the ``TorchLearner``: its update hook runs
-  :func:`~rlvr.train.update.gradient_step` on the learner's shard and logs the step's
-  :class:`~rlvr.train.update.StepStats` as sums, reduced across learners.
-- :class:`Learner` is what the loop uses: it builds the group (local when
-  ``num_learners == 0``, else N Ray actors joined by DDP, or by FSDP2 under
-  ``algorithm.sharding: fsdp``, :mod:`rlvr.train.fsdp`), shards each batch through the
-  object store, bounds every remote call with a timeout, and exports weights and
-  checkpoints in HF format. Internals: docs/training.md, "Learner internals".
+- ``num_learners: 0`` (CPU runs): a :class:`DriverLearner` in the driver's own process, plain
+  torch around :func:`~rlvr.train.update.gradient_step`.
+- ``num_learners: N``: RLlib's ``LearnerGroup`` of N data-parallel ``TorchLearner`` actors
+  (:mod:`rlvr.train._rllib`; DDP, or FSDP2 under ``algorithm.sharding: fsdp``,
+  :mod:`rlvr.train.fsdp`); each batch is sharded through the object store.
+
+Either way every remote call is bounded by a timeout, and weights and checkpoints are
+exported in HF format. Internals: docs/training.md, "Learner internals".
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,172 +22,11 @@ import numpy as np
 import torch
 
 from rlvr.models.causal_lm import PolicyModel, learner_device
-from rlvr.rollout._common import split_evenly
 from rlvr.rollout.hf import cpu_threads
-from rlvr.train.batch import slice_batch
-from rlvr.train.update import StepStats, UpdateConfig, gradient_step, micro_batch_loss
+from rlvr.train.update import UpdateConfig, gradient_step
 
 MODULE_ID = "policy"
 OPTIMIZER_FILE = "optimizer.pt"
-
-
-# -- the RLModule ----------------------------------------------------------------------------
-def _import_rllib():
-    import logging
-
-    from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
-
-    # RLModule.__init__ itself builds a legacy RLModuleConfig and warns that it is
-    # deprecated, on every construction (Ray 2.60); nothing in our call is deprecated.
-    logging.getLogger("ray._common.deprecation").addFilter(
-        lambda record: "RLModule(config=" not in record.getMessage()
-    )
-
-    return TorchRLModule
-
-
-class CausalLMModule(_import_rllib()):  # type: ignore[misc]  # RLlib base, imported lazily
-    """A :class:`~rlvr.models.causal_lm.PolicyModel` as an RLlib ``TorchRLModule``;
-    ``model_config`` holds its keyword arguments and ``path``."""
-
-    def setup(self) -> None:
-        cfg = dict(self.model_config)
-        self.policy = PolicyModel(cfg.pop("path"), **cfg)
-
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return self.policy.forward_train(batch)
-
-    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        with torch.no_grad():
-            return self._forward_train(batch)
-
-
-# -- the Learner -----------------------------------------------------------------------------
-def _import_torch_learner():
-    from ray.rllib.core.learner.torch.torch_learner import TorchLearner
-
-    return TorchLearner
-
-
-class PolicyLearner(_import_torch_learner()):  # type: ignore[misc]  # the same
-    """GRPO-family updates through :func:`~rlvr.train.update.gradient_step`.
-    Hyperparameters: ``config.learner_config_dict`` (a :class:`LearnerConfig` as a dict)."""
-
-    def build(self) -> None:
-        self.hp = LearnerConfig(**self.config.learner_config_dict)
-        super().build()  # calls configure_optimizers_for_module
-        if self._device.type == "cpu":
-            torch.set_num_threads(cpu_threads())
-
-    @property
-    def sharded(self) -> bool:
-        return self.hp.sharding == "fsdp"
-
-    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
-        module = self._module[module_id]
-        if self.sharded:  # before the optimizer: its parameters become the shards
-            from rlvr.train.fsdp import shard_policy
-
-            shard_policy(module.policy, self.hp.dtype, self._device)
-        params = [p for p in module.parameters() if p.requires_grad]  # not the reference
-        optimizer = torch.optim.AdamW(params, lr=self.hp.lr, weight_decay=self.hp.weight_decay)
-        # lr is set by before_gradient_based_update (linear warmup), not an RLlib schedule.
-        self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params)
-
-    def _make_modules_ddp_if_necessary(self) -> None:
-        if not self.sharded:  # FSDP: sharded in configure_optimizers_for_module instead
-            super()._make_modules_ddp_if_necessary()
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        return next(iter(self._named_optimizers.values()))
-
-    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
-        super().before_gradient_based_update(timesteps=timesteps)
-        self._batch_info = dict(timesteps)
-        step = int(timesteps.get("step", 1))
-        warm = self.hp.warmup_steps
-        lr = self.hp.lr * (min(1.0, step / warm) if warm > 0 else 1.0)
-        for group in self._optimizer().param_groups:
-            group["lr"] = lr
-
-    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
-        # RLlib's default logs the lr under its own key; StepStats carries `lr` instead.
-        pass
-
-    def compute_loss_for_module(
-        self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
-    ) -> torch.Tensor:
-        """One micro-batch's policy loss (abstract in RLlib; :meth:`_update` does not use it)."""
-        return micro_batch_loss(fwd_out, batch, self.hp)[0]
-
-    def _update(self, batch: dict[str, Any], **kwargs) -> tuple[Any, Any, Any]:
-        info = self._batch_info
-        stats = gradient_step(
-            self.module[MODULE_ID],
-            self._optimizer(),
-            batch[MODULE_ID],
-            self.hp,
-            device=self._device,
-            shards=int(info.get("num_shards", 1)),
-            total_tokens=info.get("total_tokens"),
-            total_seqs=info.get("total_seqs"),
-        )
-        for name, value in asdict(stats).items():  # summed across learners by _reduce
-            self.metrics.log_value((MODULE_ID, "sum", name), value, reduce="sum")
-        # RLlib logs this as the module's total_loss (the batch loss, mean over epochs).
-        return {}, {MODULE_ID: torch.tensor(stats.batch_loss)}, {}
-
-    # helpers called through LearnerGroup.foreach_learner -----------------------------------
-    def _train_module(self) -> torch.nn.Module:
-        module = self.module[MODULE_ID]
-        return module.unwrapped() if hasattr(module, "unwrapped") else module
-
-    def policy_model(self) -> PolicyModel:
-        return self._train_module().policy
-
-    def policy_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
-        """HF-named CPU tensors; under LoRA merged (``trainable_only``: the adapted layers).
-        Sharded: gathered by every learner, returned by learner 0 (None elsewhere)."""
-        if self.sharded:
-            from rlvr.train.fsdp import gather_full
-
-            state = gather_full(self.policy_model().lm, trainable_only)
-            return state if self._learner_index == 0 else None
-        state = self.policy_model().hf_state_dict(trainable_only)
-        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-    def save_checkpoint(self, path: str) -> None:
-        if self.sharded:
-            from rlvr.train import fsdp
-
-            fsdp.save_checkpoint(self.policy_model(), self._train_module(), self._optimizer(), path)
-            return
-        if self._learner_index != 0:  # every learner holds the same weights after a step
-            return
-        self.policy_model().save_pretrained(path)
-        torch.save(self._optimizer().state_dict(), os.path.join(path, OPTIMIZER_FILE))
-
-    def load_optimizer(self, path: str) -> None:
-        from rlvr.train import fsdp
-
-        if self.sharded:
-            fsdp.load_checkpoint(self._train_module(), self._optimizer(), path)
-            return
-        if os.path.isdir(os.path.join(path, fsdp.SHARDED_DIR)):
-            raise ValueError(
-                f"checkpoint {path} holds sharded learner state (it was written with "
-                "algorithm.sharding=fsdp): resume it with algorithm.sharding=fsdp"
-            )
-        state = torch.load(
-            os.path.join(path, OPTIMIZER_FILE), map_location=self._device, weights_only=True
-        )
-        self._optimizer().load_state_dict(state)
-
-    def state_bytes(self) -> dict[str, int]:
-        """Parameter and optimizer bytes this learner holds (:func:`rlvr.train.fsdp.state_bytes`)."""
-        from rlvr.train.fsdp import state_bytes
-
-        return state_bytes(self._train_module(), self._optimizer())
 
 
 # -- the driver-side handle --------------------------------------------------------------------
@@ -257,17 +94,151 @@ class LearnerConfig(UpdateConfig):
         return cls(**kw)
 
 
-def _reduce(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Per-learner RLlib results (StepStats logged as sums) -> the step's learner metrics."""
-    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+# -- what both learners do the same way -------------------------------------------------------
+def policy_kwargs(config: LearnerConfig) -> dict[str, Any]:
+    """:class:`~rlvr.models.causal_lm.PolicyModel` keyword arguments (besides the path)."""
+    return {
+        "ref_path": config.ref_model_path,
+        "dtype": config.dtype,
+        "attn_implementation": config.attn_implementation,
+        "temperature": config.temperature,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "lora": config.lora,
+        "lora_adapter_path": config.lora_adapter_path,
+        "entropy_grad": config.entropy_coef > 0,
+    }
 
-    root = MetricsLogger(root=True)
-    root.aggregate(results)
-    return StepStats(**root.peek((MODULE_ID, "sum"))).metrics()
+
+def new_optimizer(params: list[torch.nn.Parameter], hp: LearnerConfig) -> torch.optim.Optimizer:
+    """AdamW over ``params``, the trainable ones (not the KL reference, not LoRA's base)."""
+    return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def set_warmup_lr(optimizer: torch.optim.Optimizer, hp: LearnerConfig, step: int) -> None:
+    """Linear warmup over ``hp.warmup_steps`` steps, then ``hp.lr``."""
+    warm = hp.warmup_steps
+    lr = hp.lr * (min(1.0, step / warm) if warm > 0 else 1.0)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def cpu_state_dict(policy: PolicyModel, trainable_only: bool) -> dict[str, torch.Tensor]:
+    """HF-named CPU copies of the policy's weights (under LoRA merged)."""
+    state = policy.hf_state_dict(trainable_only)
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def save_policy(policy: PolicyModel, optimizer: torch.optim.Optimizer, path: str) -> None:
+    """The HF model directory plus ``optimizer.pt`` (an unsharded learner's checkpoint)."""
+    policy.save_pretrained(path)
+    torch.save(optimizer.state_dict(), os.path.join(path, OPTIMIZER_FILE))
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, path: str, device: torch.device | str
+) -> None:
+    """Restore ``optimizer`` from an unsharded checkpoint directory."""
+    from rlvr.train.fsdp import SHARDED_DIR
+
+    if os.path.isdir(os.path.join(path, SHARDED_DIR)):
+        raise ValueError(
+            f"checkpoint {path} holds sharded learner state (it was written with "
+            "algorithm.sharding=fsdp): resume it with algorithm.sharding=fsdp"
+        )
+    state = torch.load(os.path.join(path, OPTIMIZER_FILE), map_location=device, weights_only=True)
+    optimizer.load_state_dict(state)
+
+
+# -- the learner in the driver -------------------------------------------------------------------
+class DriverLearner:
+    """The learner when it is the driver itself (``num_learners: 0``), in plain torch.
+
+    It does what RLlib's local ``TorchLearner`` did for :class:`Learner` and nothing else, so
+    the same batches give the same weights (tests/train/test_learner.py checks it against a
+    learner actor): seeding as RLlib's ``debugging(seed=...)`` does, before the model is
+    built; the batch's arrays as tensors with floats as float32; the module in train mode;
+    :func:`~rlvr.train.update.gradient_step`; the same optimizer, warmup and checkpoint
+    files. Why not RLlib here: importing it (Tune, pandas, Ray Data) and building its
+    ``LearnerGroup`` took ~2.5 s of a CPU run's ~13 s start and ~0.2 GB, for one process that
+    needs none of it (docs/benchmarks.md, "Async RL"). Attributes mirror
+    :class:`~rlvr.train._rllib.PolicyLearner`'s where the weight sender reads them.
+    """
+
+    _learner_index = 0
+    sharded = False
+
+    def __init__(self, config: LearnerConfig) -> None:
+        _seed_everything(config.seed)
+        self.hp = config
+        self._device = torch.device("cuda" if config.num_gpus_per_learner > 0 else "cpu")
+        self.policy = PolicyModel(config.model_path, **policy_kwargs(config)).to(self._device)
+        if self._device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = new_optimizer(params, config)
+
+    def update(self, batch: dict[str, np.ndarray], timesteps: dict[str, Any]) -> dict[str, float]:
+        set_warmup_lr(self.optimizer, self.hp, int(timesteps.get("step", 1)))
+        tensors = {k: _as_tensor(v, self._device) for k, v in batch.items()}
+        self.policy.train()
+        stats = gradient_step(
+            self.policy,
+            self.optimizer,
+            tensors,
+            self.hp,
+            device=self._device,
+            total_tokens=timesteps.get("total_tokens"),
+            total_seqs=timesteps.get("total_seqs"),
+        )
+        return stats.metrics()
+
+    def policy_model(self) -> PolicyModel:
+        return self.policy
+
+    def policy_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+        return cpu_state_dict(self.policy, trainable_only)
+
+    def save_checkpoint(self, path: str) -> None:
+        save_policy(self.policy, self.optimizer, path)
+
+    def load_optimizer(self, path: str) -> None:
+        load_optimizer_state(self.optimizer, path, self._device)
+
+    def state_bytes(self) -> dict[str, int]:
+        from rlvr.train.fsdp import state_bytes
+
+        return state_bytes(self.policy, self.optimizer)
+
+
+def _seed_everything(seed: int) -> None:
+    """What RLlib's learners do with ``debugging(seed=...)``: seed random, numpy and torch;
+    on a torch without CUDA also turn on deterministic algorithms."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.version.cuda is None:
+        torch.use_deterministic_algorithms(True)
+    else:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.cuda.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def _as_tensor(value: Any, device: torch.device) -> Any:
+    """A batch array as the learner's tensor: floats as float32 (as RLlib converts them)."""
+    if isinstance(value, np.ndarray) and (value.dtype == object or value.dtype.type is np.str_):
+        return value
+    tensor = value if torch.is_tensor(value) else torch.from_numpy(np.asarray(value))
+    if tensor.is_floating_point() and tensor.dtype != torch.float16:
+        tensor = tensor.float()
+    return tensor.to(device)
 
 
 def _push_weights(
-    learner: PolicyLearner,
+    learner: Any,  # a DriverLearner or an RLlib PolicyLearner
     engines: list[Any],
     method: str,
     version: int,
@@ -301,76 +272,29 @@ def _push_weights(
     return {**stats, "method": learner._sender.method}
 
 
-def _update_shard(learner: PolicyLearner, batch_ref: Any, timesteps: dict[str, Any]) -> Any:
-    """Runs on learner i: train on its contiguous slice of the batch (read from the object store)."""
-    import ray
-    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-
-    batch = ray.get(batch_ref) if isinstance(batch_ref, ray.ObjectRef) else batch_ref
-    n = len(batch["advantages"])
-    start, end = split_evenly(n, timesteps["num_shards"])[learner._learner_index]
-    shard = SampleBatch(slice_batch(batch, start, end))
-    return learner.update(
-        batch=MultiAgentBatch({MODULE_ID: shard}, env_steps=end - start), timesteps=timesteps
-    )
-
-
 class Learner:
-    """The trainer's learner: a ``LearnerGroup`` of :class:`PolicyLearner` s.
+    """The trainer's learner.
 
-    ``num_learners == 0``: one learner in this process. ``> 0``: N Ray actors trained
-    data-parallel (DDP over gloo on CPU, NCCL on GPU), each on a contiguous slice of the batch.
+    ``num_learners == 0``: one :class:`DriverLearner` in this process. ``> 0``: RLlib's
+    ``LearnerGroup`` of N Ray actors (:mod:`rlvr.train._rllib`) trained data-parallel (DDP over
+    gloo on CPU, NCCL on GPU), each on a contiguous slice of the batch.
     """
 
     def __init__(self, config: LearnerConfig, placement_group: Any = None) -> None:
         """``placement_group``: the learners' reserved group (the placement plan's,
         :func:`rlvr.plan.reserve.reserve`); None: Ray places the learner actors."""
-        import gymnasium as gym
-        from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
-        from ray.rllib.core.learner.learner_group import LearnerGroup
-        from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
-        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-
         from rlvr.train.fsdp import check_sharding
 
         check_sharding(config)
         self.config = config
-        # RLlib wants spaces; for a language model they are only labels (token ids in, one out).
-        obs = gym.spaces.Box(0, np.iinfo(np.int32).max, (1,), np.int64)
-        act = gym.spaces.Discrete(2**31 - 1)
-        module_spec = RLModuleSpec(
-            module_class=CausalLMModule,
-            observation_space=obs,
-            action_space=act,
-            model_config={
-                "path": config.model_path,
-                "ref_path": config.ref_model_path,
-                "dtype": config.dtype,
-                "attn_implementation": config.attn_implementation,
-                "temperature": config.temperature,
-                "gradient_checkpointing": config.gradient_checkpointing,
-                "lora": config.lora,
-                "lora_adapter_path": config.lora_adapter_path,
-                "entropy_grad": config.entropy_coef > 0,
-            },
-        )
-        algo_config = (
-            AlgorithmConfig()
-            .environment(observation_space=obs, action_space=act)
-            .learners(
-                learner_class=PolicyLearner,
-                num_learners=config.num_learners,
-                num_cpus_per_learner=config.num_cpus_per_learner if config.num_learners else "auto",
-                num_gpus_per_learner=config.num_gpus_per_learner,
-                learner_config_dict=asdict(config),
-            )
-            .debugging(seed=config.seed)
-        )
-        self.group = LearnerGroup(
-            config=algo_config,
-            module_spec=MultiRLModuleSpec(rl_module_specs={MODULE_ID: module_spec}),
-            placement_group=placement_group,
-        )
+        self._driver: DriverLearner | None = None
+        self.group: Any = None  # RLlib's LearnerGroup (learner actors)
+        if config.num_learners == 0:
+            self._driver = DriverLearner(config)
+        else:
+            from rlvr.train._rllib import learner_group
+
+            self.group = learner_group(config, placement_group)
 
     @property
     def num_shards(self) -> int:
@@ -388,15 +312,17 @@ class Learner:
         return next((v for v in self._on_learners(func, **kwargs) if v is not None), None)
 
     def _on_learners(self, func: Any, first_only: bool = False, **kwargs: Any) -> list[Any]:
+        if self._driver is not None:
+            return [func(self._driver, **kwargs)]
         n = self.num_shards
         results = self.group.foreach_learner(
             func,
-            remote_actor_ids=[0] if first_only and self.group.is_remote else None,
-            timeout_seconds=None if self.group.is_local else self.config.call_timeout_s,
+            remote_actor_ids=[0] if first_only else None,
+            timeout_seconds=self.config.call_timeout_s,
             **kwargs,
         )
         values = self.group._get_results(results)
-        expected = 1 if first_only or self.group.is_local else n
+        expected = 1 if first_only else n
         if len(values) != expected:
             raise TimeoutError(
                 f"{expected - len(values)} learner(s) did not answer within {self.config.call_timeout_s:.0f} s"
@@ -423,17 +349,15 @@ class Learner:
             "total_tokens": float(batch["response_mask"].sum()),
             "total_seqs": float(b),
         }
-        if self.group.is_local:
-            from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-
-            ma_batch = MultiAgentBatch({MODULE_ID: SampleBatch(batch)}, env_steps=b)
-            results = self.group.update(batch=ma_batch, timesteps=timesteps)
+        if self._driver is not None:
+            metrics = self._driver.update(batch, timesteps)
         else:
             import ray
 
+            from rlvr.train._rllib import reduce, update_shard
+
             ref = ray.put(batch)  # once; every learner reads its slice from the object store
-            results = self._on_learners(_update_shard, batch_ref=ref, timesteps=timesteps)
-        metrics = _reduce(results)
+            metrics = reduce(self._on_learners(update_shard, batch_ref=ref, timesteps=timesteps))
         if filler:
             from rlvr.train.fsdp import discount_filler
 
@@ -489,8 +413,9 @@ class Learner:
         return self._on_learners(lambda learner: learner.state_bytes())
 
     def shutdown(self) -> None:
-        with contextlib.suppress(Exception):
-            self.group.shutdown()
+        if self.group is not None:
+            with contextlib.suppress(Exception):
+                self.group.shutdown()
 
 
-__all__ = ["CausalLMModule", "Learner", "LearnerConfig", "PolicyLearner"]
+__all__ = ["DriverLearner", "Learner", "LearnerConfig"]

@@ -44,6 +44,7 @@ import torch
 
 from rlvr.config import JobSpec
 from rlvr.data.records import PromptRecord
+from rlvr.rollout._common import running_ray
 from rlvr.rollout.base import Completion, SamplingConfig
 from rlvr.rollout.weight_sync import SYNC_METHOD_CODES
 from rlvr.train.algorithms import groups_with_signal, overlong_penalty, sequence_signal
@@ -298,8 +299,6 @@ class _Trainer:
         if self.curriculum is not None and ckpt is not None:  # resume: the same choices
             self.curriculum.load_state_dict(load_trainer_state(ckpt[1])["curriculum"])
 
-        import ray
-
         from rlvr.plan import cluster_from_ray, cluster_without_ray, make_plan
         from rlvr.plan.reserve import engine_options, reserve
         from rlvr.plan.service import write_plan
@@ -307,7 +306,8 @@ class _Trainer:
         # Engines, learners and their GPU shares come from the cluster's resources, never
         # from this process's devices (the driver needs no GPU): docs/gpu.md. Without Ray
         # (rlvr.train.run starts none for a plan that places no actor) this machine's CPUs.
-        with_ray = ray.is_initialized()
+        ray = running_ray()
+        with_ray = ray is not None
         self.plan = make_plan(spec, cluster_from_ray() if with_ray else cluster_without_ray())
         if not self.plan.fits:
             problem = self.plan.problems[0]
@@ -320,7 +320,7 @@ class _Trainer:
             )
         write_plan(run_dir, self.plan)
         if actor_cpus is None:  # one CPU per actor where the cluster has them, else a share
-            cpus = float(ray.cluster_resources().get("CPU", 1)) if with_ray else 1.0
+            cpus = float(ray.cluster_resources().get("CPU", 1)) if ray is not None else 1.0
             actor_cpus = min(1.0, cpus / (spec.rollout.replicas + learners + 1))
         log.info(
             "model %s; layout %s: %d %s engine(s)%s, %d learner actor(s), weights by %s",

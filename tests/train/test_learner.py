@@ -1,4 +1,4 @@
-"""The RLlib learner: batch layout, logprobs agreeing with the rollout engine, the direction
+"""The learner (in the driver, or RLlib learner actors): batch layout, logprobs agreeing with the rollout engine, the direction
 of an update, exact loss normalisation under micro-batching and data parallelism, and
 checkpoints."""
 
@@ -202,3 +202,42 @@ def test_two_data_parallel_learners_make_the_same_update_as_one(
         d1, d2 = s1[name] - base[name], s2[name] - base[name]
         assert torch.allclose(d1, d2, atol=2.1e-3), name
     assert any(not torch.equal(s2[n], base[n]) for n in s2)
+
+
+@pytest.mark.slow
+def test_the_learner_in_the_driver_steps_exactly_as_an_rllib_learner_actor(
+    ray_cluster, random_model_dir, rollout, tmp_path
+):
+    """num_learners 0 trains in plain torch (DriverLearner), 1 through RLlib's TorchLearner in
+    an actor: the same batches, warmup and two epochs give the same metrics and weights, and
+    each one's checkpoint resumes in the other."""
+    prompts, comps = rollout
+    batch = make_train_batch(prompts, comps, _advantages(len(comps)), 0)
+    runs = []
+    for n in (0, 1):
+        config = _config(
+            random_model_dir, num_learners=n, num_cpus_per_learner=0, call_timeout_s=300,
+            warmup_steps=2, epochs_per_step=2, clip_low=0.1, clip_high=0.1,
+        )  # fmt: skip
+        learner = Learner(config)
+        try:
+            metrics = [learner.update(batch, step=s) for s in (1, 2)]
+            learner.save(tmp_path / f"n{n}")
+            runs.append((metrics, learner.state_dict()))
+        finally:
+            learner.shutdown()
+    (m_driver, s_driver), (m_actor, s_actor) = runs
+    for a, b in zip(m_driver, m_actor, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+    assert s_driver.keys() == s_actor.keys()
+    for name in s_driver:
+        assert torch.allclose(s_driver[name], s_actor[name], rtol=0, atol=1e-7), name
+    saved = [torch.load(tmp_path / f"n{n}" / "optimizer.pt", weights_only=True) for n in (0, 1)]
+    assert saved[0]["param_groups"] == saved[1]["param_groups"]
+    assert saved[0]["state"].keys() == saved[1]["state"].keys()
+    # the driver learner resumes the actor's optimizer state (the checkpoint format is one)
+    resumed = Learner(_config(random_model_dir, num_learners=0))
+    resumed.load_optimizer(tmp_path / "n1")
+    assert resumed._driver is not None and resumed._driver.optimizer.state_dict()["state"]
