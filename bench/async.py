@@ -7,7 +7,8 @@ hyper-parameters, each ``rlvr train`` / TRL run a fresh process, seeds one after
 
 * loop s: metrics time of the last step minus step 0 (rlvr; evals at steps 10..40
   included, and also reported without them), TRL: first step begin to last step end;
-* first step s: process start to the first step's metrics (Ray start, model, engines);
+* first step s: process start to the first step's metrics (imports, Ray start where there
+  is one, model, engines, rlvr's step-0 eval);
 * eval: greedy accuracy on the held-out eval set at the last step (TRL: the trained model
   through ``rlvr eval``, the same prompts, template and verifier);
 * peak RSS: the largest sum of resident memory over the run's whole process tree.
