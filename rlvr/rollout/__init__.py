@@ -68,6 +68,7 @@ def create_rollout(
     engine: str | None = None,
     actor_options: Callable[[int], dict] | None = None,
     in_process: bool = False,
+    engine_thread: bool = False,
 ) -> RolloutEngine:
     """Start ``spec.rollout.replicas`` engine actors serving ``model_path``.
 
@@ -85,7 +86,8 @@ def create_rollout(
         actor_options: Ray options of replica ``i`` from the plan's placement groups
             (:func:`rlvr.plan.reserve.engine_options`); None: placed by ``num_gpus``.
         in_process: the HF engine in this process, not an actor (the plan's
-            ``engines_in_driver``: a synchronous CPU run whose learner is the driver).
+            ``engines_in_driver``: a CPU run whose learner is the driver); ``engine_thread``:
+            on a thread of its own (an asynchronous run).
     """
     engine = engine or resolve_engine(spec.rollout.engine)
     replicas = spec.rollout.replicas
@@ -122,4 +124,5 @@ def create_rollout(
         call_timeout_s=call_timeout_s,
         actor_options=actor_options,
         in_process=in_process,
+        engine_thread=engine_thread,
     )

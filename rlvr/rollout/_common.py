@@ -6,7 +6,10 @@ engine in the driver's own process behind the same calls."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from rlvr.rollout.base import Completion, SamplingConfig
@@ -62,14 +65,25 @@ def strip_tokens(text: str, tokens: frozenset[str] | set[str]) -> str:
 
 
 class LocalRef:
-    """A value already computed in this process, standing where an ObjectRef would: what an
-    :class:`InProcessEngine` call returns, and what :func:`put` gives when no Ray runs here
-    (a run that places no actor starts no cluster: :func:`rlvr.train.run`)."""
+    """A value of this process standing where an ObjectRef would: what an
+    :class:`InProcessEngine` call returns (done, or a future when the engine has a thread of
+    its own), and what :func:`put` gives when no Ray runs here (a run that places no actor
+    starts no cluster: :func:`rlvr.train.run`)."""
 
-    __slots__ = ("value",)
+    __slots__ = ("_future", "_value")
 
-    def __init__(self, value: Any) -> None:
-        self.value = value
+    def __init__(self, value: Any = None, future: Future | None = None) -> None:
+        self._value = value
+        self._future = future
+
+    def get(self, timeout_s: float | None = None) -> Any:
+        """The value; a future's result within ``timeout_s`` (else ``TimeoutError``)."""
+        if self._future is None:
+            return self._value
+        try:
+            return self._future.result(timeout=timeout_s)
+        except FutureTimeout as e:
+            raise TimeoutError(f"not done within {timeout_s} s") from e
 
 
 def running_ray() -> Any:
@@ -89,7 +103,11 @@ def put(value: Any) -> Any:
 def wait_all(refs: list[Any], timeout_s: float, what: str) -> list[Any]:
     """``ray.get`` of every ref, or TimeoutError naming ``what`` after ``timeout_s``."""
     if all(isinstance(r, LocalRef) for r in refs):
-        return [r.value for r in refs]
+        deadline = time.monotonic() + timeout_s
+        try:
+            return [r.get(max(0.0, deadline - time.monotonic())) for r in refs]
+        except TimeoutError as e:
+            raise _timed_out(what, timeout_s) from e
     import ray
 
     try:
@@ -119,13 +137,14 @@ class PendingRollout:
         self.what = what
 
     def parts(self) -> Iterator[list[Completion]]:
-        import time
-
         deadline = time.monotonic() + self.timeout_s
         waiting = [r for r in self.refs if not isinstance(r, LocalRef)]
         for ref in self.refs:
             if isinstance(ref, LocalRef):
-                yield ref.value
+                try:
+                    yield ref.get(max(0.0, deadline - time.monotonic()))
+                except TimeoutError as e:
+                    raise _timed_out(self.what, self.timeout_s) from e
         if waiting:
             import ray
         while waiting:
@@ -157,39 +176,54 @@ class InProcessEngine:
     draws the same numbers wherever its engine lives.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, on_thread: bool = False) -> None:
         self._engine = engine
+        # An asynchronous run's engine works beside the learner: calls run on the engine's
+        # own thread, one at a time in the order made (as an actor's), and return futures.
+        self._thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-engine")
+            if on_thread
+            else None
+        )
 
     def __getattr__(self, name: str) -> _InProcessMethod:
         if name.startswith("_"):  # (pickle and copy probe dunders before __init__ ran)
             raise AttributeError(name)
-        return _InProcessMethod(getattr(self._engine, name))
+        return _InProcessMethod(getattr(self._engine, name), self._thread)
 
     def kill(self) -> None:
-        """What ``ray.kill`` is to an actor: close the engine."""
+        """What ``ray.kill`` is to an actor: close the engine (after its running call)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True, cancel_futures=True)
         close = getattr(self._engine, "close", None)
         if close is not None:
             close()
 
 
 class _InProcessMethod:
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], thread: ThreadPoolExecutor | None) -> None:
         self._fn = fn
+        self._thread = thread
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
+    def remote(self, *args: Any, **kwargs: Any) -> LocalRef:
+        if self._thread is None:
+            return LocalRef(self._call(args, kwargs))
+        return LocalRef(future=self._thread.submit(self._call, args, kwargs))
+
+    def _call(self, args: tuple, kwargs: dict[str, Any]) -> Any:
         import torch
 
         ray = running_ray()
 
         def resolve(x: Any) -> Any:
             if isinstance(x, LocalRef):
-                return x.value
+                return x.get()
             return ray.get(x) if ray is not None and isinstance(x, ray.ObjectRef) else x
 
         args = tuple(resolve(a) for a in args)
         kwargs = {k: resolve(v) for k, v in kwargs.items()}
         with torch.random.fork_rng(devices=[]):
-            return LocalRef(self._fn(*args, **kwargs))
+            return self._fn(*args, **kwargs)
 
 
 def kill_engine(engine: Any) -> None:

@@ -426,6 +426,8 @@ class HFRollout:
         in_process: run the engine in this process instead of an actor
             (:class:`~rlvr.rollout._common.InProcessEngine`; one replica, the plan's
             ``engines_in_driver``); needs no Ray cluster.
+        engine_thread: that engine works on a thread of its own, beside the caller (an
+            asynchronous run: rollouts overlap learning in one process).
     """
 
     def __init__(
@@ -438,6 +440,7 @@ class HFRollout:
         call_timeout_s: float = 1800.0,
         actor_options: Callable[[int], dict[str, Any]] | None = None,
         in_process: bool = False,
+        engine_thread: bool = False,
     ) -> None:
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
@@ -446,7 +449,7 @@ class HFRollout:
         self.config = config
         self.replicas = ReplicaGroup("HF", call_timeout_s)
         if in_process:  # no Ray needed (nor imported)
-            new = lambda i: InProcessEngine(HFEngine(config))  # noqa: E731
+            new = lambda i: InProcessEngine(HFEngine(config), on_thread=engine_thread)  # noqa: E731
             self.infos = self.replicas.start(new, 1, start_timeout_s)
             return
         import ray

@@ -350,6 +350,7 @@ class _Trainer:
             engine=self.plan.engine,
             actor_options=place,
             in_process=self.plan.engines_in_driver,
+            engine_thread=self.plan.engines_in_driver and a.max_staleness > 0,
         )
         engines = None
         if not self.plan.engines_in_driver:

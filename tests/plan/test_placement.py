@@ -65,17 +65,16 @@ def test_cpu_cluster_keeps_the_learner_in_the_driver_unless_asked():
     assert [a.name for a in plan.actors] == ["engine-0", "learner-0", "learner-1"]
 
 
-def test_a_synchronous_cpu_run_puts_its_engine_in_the_driver_and_an_async_one_does_not():
+def test_a_cpu_run_with_one_replica_and_its_learner_in_the_driver_runs_its_engine_there():
     assert make_plan(_spec(), cluster_from_args(0)).engines_in_driver
-    # one-step off-policy overlaps rollout with learning: that needs a process of its own
+    # off-policy too: the engine then works on a thread of its own beside the learner
     async_run = _spec(algorithm={"max_staleness": 1})
-    assert not make_plan(async_run, cluster_from_args(0)).engines_in_driver
+    assert make_plan(async_run, cluster_from_args(0)).engines_in_driver
     for apart in ({"rollout": {"replicas": 2}}, {"algorithm": {"num_learners": 1}},
-                  {"placement": {"mode": "split"}}):  # fmt: skip
+                  {"placement": {"mode": "split"}},
+                  {"algorithm": {"max_staleness": 1}, "placement": {"mode": "split"}}):  # fmt: skip
         assert not make_plan(_spec(**apart), cluster_from_args(0)).engines_in_driver, apart
-    # colocate asks for it even off-policy; GPU layouts never do it
-    colocated = _spec(algorithm={"max_staleness": 1}, placement={"mode": "colocate"})
-    assert make_plan(colocated, cluster_from_args(0)).engines_in_driver
+    # GPU layouts never do it
     assert not make_plan(_spec(), cluster_from_args(1, 80)).engines_in_driver
 
 

@@ -189,6 +189,55 @@ def test_an_engine_in_the_driver_samples_as_its_actor_does_and_leaves_the_rng_al
     assert here.replicas.engines == []
 
 
+def test_an_engine_on_its_own_thread_runs_beside_the_caller_in_call_order(random_model_dir):
+    """An asynchronous run's engine in the driver (no Ray): ``submit`` returns while the
+    generate is still running on the engine's thread; a weight load made after it waits for
+    it (no update mid-sequence, as an actor's call order gives); the samples are those of
+    an engine without a thread."""
+    import threading
+
+    from rlvr.rollout.weight_sync import WeightSender
+
+    config = HFEngineConfig(model=str(random_model_dir))
+    threaded = HFRollout(config, in_process=True, engine_thread=True, call_timeout_s=120)
+    plain = HFRollout(config, in_process=True, call_timeout_s=120)
+    try:
+        prompts = _prompts(HFEngine(config), 4)
+        sampling = SamplingConfig(n=3, max_new_tokens=6, temperature=1.0, seed=11)
+        engine = threaded.replicas.engines[0]._engine
+        release, seen = threading.Event(), []
+        generate = engine.generate
+
+        def held_generate(*args, **kwargs):
+            seen.append(threading.current_thread().name)
+            assert release.wait(60)
+            return generate(*args, **kwargs)
+
+        state = {k: v * 1.5 for k, v in HFEngine(config).model.state_dict().items()}
+        sender = WeightSender(threaded.replicas.engines, "object_store", timeout_s=60)
+        engine.generate = held_generate
+        pending = threaded.submit(prompts, sampling)  # returns: the generate is held
+        loader = threading.Thread(target=sender.push, args=(state, 4))
+        loader.start()
+        loader.join(0.5)
+        assert loader.is_alive()  # queued behind the held generate
+        release.set()
+        mine = [c for part in pending.parts() for c in part]
+        loader.join(60)
+        assert seen and seen[0].startswith("rlvr-engine")
+        theirs = plain.generate(prompts, sampling)  # the old weights: the load came after
+        assert [c.token_ids for c in mine] == [c.token_ids for c in theirs]
+        assert threaded.weights_version() == 4
+        WeightSender(plain.replicas.engines, "object_store", timeout_s=60).push(state, 4)
+        greedy = SamplingConfig(n=1, max_new_tokens=6, temperature=0.0)
+        assert [c.token_ids for c in threaded.generate(prompts, greedy)] == [
+            c.token_ids for c in plain.generate(prompts, greedy)
+        ]
+    finally:
+        threaded.shutdown()
+        plain.shutdown()
+
+
 @pytest.mark.gpu
 def test_engine_on_cuda_in_bf16_records_the_sampled_tokens_logprobs(random_model_dir):
     eng = HFEngine(HFEngineConfig(model=str(random_model_dir), device="cuda", dtype="auto"))
