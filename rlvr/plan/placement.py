@@ -342,7 +342,9 @@ def _engines_in_driver(spec: Any, learners: int, problems: list[dict[str, Any]])
     ``split`` for engine actors; ``auto`` takes the driver when there is one engine and the
     learner is the driver too: one process instead of two, ~0.5 GB and seconds of start less,
     and no Ray cluster at all (docs/benchmarks.md). An asynchronous run's engine then works
-    on a thread of its own, beside the learner (the trainer's ``engine_thread``)."""
+    on a thread of its own, beside the learner (the trainer's ``engine_thread``), unless the
+    learner draws random numbers (LoRA dropout): the two threads would share torch's global
+    RNG, which the engine seeds per call, and neither side would be reproducible."""
     r, mode = spec.rollout, spec.placement.mode
     if mode == "split":
         return False
@@ -352,6 +354,15 @@ def _engines_in_driver(spec: Any, learners: int, problems: list[dict[str, Any]])
             "colocate on CPUs runs the engine in the driver beside the learner: it needs "
             f"rollout.replicas: 1 (got {r.replicas}) and algorithm.num_learners: 0 (got "
             f"{learners}); or placement.mode: split (engine actors)"))  # fmt: skip
+        return False
+    lora = spec.model.lora
+    learner_draws = lora is not None and lora.dropout > 0
+    if possible and spec.algorithm.max_staleness > 0 and learner_draws:
+        if mode == "colocate":
+            problems.append(_problem(("placement", "mode"),
+                "an asynchronous run's engine in the driver samples beside a learner that "
+                f"draws LoRA dropout ({lora.dropout}) from the same torch RNG: set "
+                "model.lora.dropout: 0, or placement.mode: split (an engine actor)"))  # fmt: skip
         return False
     return possible
 

@@ -1,7 +1,7 @@
 """Engine-agnostic pieces shared by the HF and vLLM rollouts: request checks, spreading
 prompts over replicas, stripping control tokens, waiting on actors with a timeout,
 :class:`ReplicaGroup`, the engine actors behind one rollout, and :class:`InProcessEngine`, an
-engine in the driver's own process behind the same calls."""
+engine in the driver's own process behind the same calls (:class:`LocalRef` its results)."""
 
 from __future__ import annotations
 
@@ -163,17 +163,22 @@ class PendingRollout:
 class InProcessEngine:
     """An engine object in this process, driven exactly like its Ray actor.
 
-    A synchronous CPU run whose learner is the driver (``num_learners: 0``) gains nothing from
-    an engine process of its own: rollout and learning take turns, and a second interpreter
-    holding torch, transformers and Ray costs ~0.5 GB and seconds of start on a small machine
-    (docs/benchmarks.md). Placed in the driver (``rlvr.plan``: ``engines_in_driver``), the
-    engine keeps the actor calling convention, ``handle.method.remote(*args)`` returning a
-    ref (a :class:`LocalRef`: this process needs no Ray for it), so :class:`ReplicaGroup`, :class:`PendingRollout` and the weight sender drive it
-    unchanged. Differences, by design: a call runs when it is made (``submit`` returns with
-    the rollout done, so nothing overlaps), an error raises at the call, ObjectRef arguments
-    and LocalRef arguments are resolved first as Ray does for actors, and the engine's seeding does not touch the
-    driver's torch RNG (each call runs in :func:`torch.random.fork_rng`), so a run's learner
-    draws the same numbers wherever its engine lives.
+    A CPU run with one engine whose learner is the driver (``num_learners: 0``) keeps the
+    engine in the driver too (``rlvr.plan``: ``engines_in_driver``): a second interpreter
+    holding torch and transformers, and the Ray cluster it needs, cost ~1.3 GB and seconds of
+    start on a small machine (docs/benchmarks.md). The engine keeps the actor calling
+    convention, ``handle.method.remote(*args)`` returning a :class:`LocalRef`, so
+    :class:`ReplicaGroup`, :class:`PendingRollout` and the weight sender drive it unchanged.
+
+    Synchronous (``on_thread=False``): a call runs when it is made (``submit`` returns with
+    the rollout done) and an error raises at the call. ``on_thread=True`` (an asynchronous
+    run): calls run on the engine's own thread, one at a time in the order made, as an
+    actor's do, and return futures; torch releases the GIL inside its kernels, so generation
+    overlaps the learner on another core. Either way ref arguments are resolved first, as Ray
+    does for actors, and each call runs in :func:`torch.random.fork_rng`, so the engine's
+    per-call seeding leaves the driver's torch RNG where it was (the plan keeps an
+    asynchronous engine out of the driver when the learner draws random numbers: LoRA
+    dropout).
     """
 
     def __init__(self, engine: Any, on_thread: bool = False) -> None:

@@ -76,6 +76,17 @@ def test_a_cpu_run_with_one_replica_and_its_learner_in_the_driver_runs_its_engin
         assert not make_plan(_spec(**apart), cluster_from_args(0)).engines_in_driver, apart
     # GPU layouts never do it
     assert not make_plan(_spec(), cluster_from_args(1, 80)).engines_in_driver
+    # nor an asynchronous run whose learner draws random numbers (LoRA dropout) beside it
+    dropout = {"model": {"path": "Qwen/Qwen2.5-0.5B-Instruct", "lora": {"dropout": 0.05}}}
+    assert make_plan(_spec(**dropout), cluster_from_args(0)).engines_in_driver  # synchronous
+    async_dropout = _spec(**dropout, algorithm={"max_staleness": 1})
+    assert not make_plan(async_dropout, cluster_from_args(0)).engines_in_driver
+    refused = make_plan(
+        _spec(**dropout, algorithm={"max_staleness": 1}, placement={"mode": "colocate"}),
+        cluster_from_args(0),
+    )
+    assert [p["loc"] for p in refused.problems] == [["placement", "mode"]]
+    assert "model.lora.dropout: 0" in refused.problems[0]["msg"]
 
 
 def test_colocate_on_cpus_with_two_replicas_is_refused_naming_the_mode_and_the_fix():
