@@ -221,7 +221,8 @@ class PlacementSpec(_Strict):
     None = derived (``replicas x tensor_parallel_size``; one GPU per learner).
     On CPUs, ``colocate``: the one engine runs in the driver's process beside the learner
     (``rollout.replicas: 1``, ``algorithm.num_learners: 0``); ``split``: engine actors;
-    ``auto``: the driver for a synchronous run (``max_staleness: 0``) where it can, else actors.
+    ``auto``: the driver where it can (an asynchronous run's engine on a thread of its own,
+    unless the learner draws LoRA dropout), else actors.
     """
 
     mode: Literal["auto", "colocate", "split"] = "auto"
