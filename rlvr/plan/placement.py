@@ -204,6 +204,13 @@ class Plan:
     def fits(self) -> bool:
         return not self.problems
 
+    @property
+    def places_actors(self) -> bool:
+        """Whether any engine or learner runs in a process of its own (and so needs a Ray
+        cluster). Only a CPU run with its engine in the driver places none: the engine there
+        implies the learner there (``num_learners: 0``)."""
+        return not self.engines_in_driver
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["fits"] = self.fits

@@ -449,8 +449,11 @@ class HFRollout:
         self.config = config
         self.replicas = ReplicaGroup("HF", call_timeout_s)
         if in_process:  # no Ray needed (nor imported)
-            new = lambda i: InProcessEngine(HFEngine(config), on_thread=engine_thread)  # noqa: E731
-            self.infos = self.replicas.start(new, 1, start_timeout_s)
+
+            def in_driver(i: int) -> InProcessEngine:
+                return InProcessEngine(HFEngine(config), on_thread=engine_thread)
+
+            self.infos = self.replicas.start(in_driver, 1, start_timeout_s)
             return
         import ray
 

@@ -57,7 +57,7 @@ def run(
             is called first so every step's metrics are written exactly once).
         ray_address: the cluster to join; default ``$RAY_ADDRESS``; neither: use the
             already-initialised Ray, or start a local one (stopped again at the end) when
-            the run places actors. A run without (a synchronous CPU run: engine and
+            the run places actors. A run without (a CPU run with one engine and its
             learner in this process) runs without Ray.
         should_stop: polled between steps; True stops the run as ``cancelled`` (after
             writing a checkpoint of the last completed step).
@@ -139,11 +139,11 @@ def _import_model_code() -> None:
 
 
 def _places_actors(spec: JobSpec) -> bool:
-    """Whether the run, planned on this machine, places any actor (an engine or a learner
-    process of its own), and so needs a Ray cluster. A synchronous CPU run keeps its engine
-    and learner in the driver (``rlvr.plan``: ``engines_in_driver``) and needs none: Ray's
-    start is then ~5 s and ~0.6 GB of daemons for nothing (docs/benchmarks.md, "Async RL").
-    A machine with a CUDA device always gets its cluster (the GPU plan places actors)."""
+    """Whether the run, planned on this machine, places any actor (``Plan.places_actors``),
+    and so needs a Ray cluster. A CPU run with one engine and its learner in the driver
+    places none: Ray's start would be ~5 s and ~0.6 GB of daemons for nothing
+    (docs/benchmarks.md, "Async RL"). A machine with a CUDA device always gets its cluster
+    (the GPU plan places actors)."""
     import torch
 
     from rlvr.plan import cluster_without_ray, make_plan
@@ -154,4 +154,5 @@ def _places_actors(spec: JobSpec) -> bool:
         plan = make_plan(spec, cluster_without_ray())
     except Exception:  # the trainer's own plan reports what is wrong with the spec
         return True
-    return not (plan.fits and plan.engines_in_driver and plan.num_learners == 0)
+    # a plan that does not fit here fails in the trainer with its problem: no Ray for that
+    return plan.fits and plan.places_actors

@@ -313,7 +313,7 @@ class _Trainer:
             problem = self.plan.problems[0]
             raise ValueError(f"{'.'.join(problem['loc'])}: {problem['msg']}")
         learners = self.plan.num_learners  # >= 1 on GPUs; on CPU the spec's (0: in-process)
-        if not with_ray and (learners or not self.plan.engines_in_driver):
+        if not with_ray and self.plan.places_actors:
             raise RuntimeError(
                 "this run places engine or learner actors and needs a Ray cluster: call "
                 "ray.init() first, or train through rlvr.train.run (which starts one)"
