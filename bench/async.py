@@ -5,13 +5,16 @@ completions of <= 64 tokens, 40 steps) with ``algorithm.max_staleness`` 0, 1 and
 ``GRPOTrainer`` on the same model, prompts, rewards (math + 0.1 x think_format) and
 hyper-parameters, each ``rlvr train`` / TRL run a fresh process, seeds one after another:
 
-* loop s: metrics time of the last step minus step 0 (rlvr; evals at steps 10..40
-  included, and also reported without them), TRL: first step begin to last step end;
+* loop s: steps 2..40, the metrics time of the last step minus that of step 1 (rlvr; evals
+  at steps 10..40 included, and also reported less the time the loop waited for them), TRL:
+  the end of its last step minus the end of its first;
 * first step s: process start to the first step's metrics (imports, Ray start where there
-  is one, model, engines, rlvr's step-0 eval);
+  is one, model, engines, the first step, and rlvr's step-0 eval, which runs beside the
+  first step where the engine works beside the learner);
 * eval: greedy accuracy on the held-out eval set at the last step (TRL: the trained model
   through ``rlvr eval``, the same prompts, template and verifier);
-* peak RSS: the largest sum of resident memory over the run's whole process tree.
+* peak RSS: the largest sum of resident memory over the run's whole process tree (read
+  every 0.25 s; PSS, which costs ~10 ms of kernel time per process to read, every 1 s).
 
 Every arm uses ``tis_cap: 2.0`` (the rollout-logprob correction the async loss relies on).
 TRL is matched to the spec by hand: bf16 autocast, gradient checkpointing and lr decay off
@@ -67,20 +70,25 @@ def _watch(proc: subprocess.Popen) -> tuple[float, float]:
 
     root = psutil.Process(proc.pid)
     peak_rss = peak_pss = 0
+    polls = 0
     while proc.poll() is None:
         rss = pss = 0
+        full = polls % 4 == 0  # PSS reads /proc/<pid>/smaps: not every time (it loads the run)
+        polls += 1
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             tree = []
         for p in tree:
             try:
-                info = p.memory_full_info()
+                info = p.memory_full_info() if full else p.memory_info()
             except psutil.Error:
                 continue
             rss += info.rss
             pss += getattr(info, "pss", info.rss)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        peak_rss = max(peak_rss, rss)
+        if full:
+            peak_pss = max(peak_pss, pss)
         time.sleep(0.25)
     return peak_rss / 1e9, peak_pss / 1e9
 
@@ -105,8 +113,10 @@ def rlvr_run(steps: int, seed: int, staleness: int, placement: str = "auto") -> 
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     by_step = {r["step"]: r for r in records}
     last = by_step[steps]
-    loop_s = last["time"] - by_step[0]["time"]
-    eval_s = sum(r.get("time/eval_s", 0.0) for r in records if r["step"] > 0)
+    loop_s = last["time"] - by_step[1]["time"]
+    # the time the loop stood still for evals (an eval beside the next step: only its wait)
+    eval_s = sum(r.get("time/eval_wait_s", r.get("time/eval_s", 0.0)) for r in records
+                 if r["step"] > 0)  # fmt: skip
     train = [r for r in records if r["step"] > 0]
     return {
         "arm": f"rlvr k={staleness}" + (", engine actor" if placement == "split" else ""),
@@ -242,8 +252,8 @@ def trl_run(steps: int, seed: int, threads: int) -> dict:
     return {
         "arm": f"TRL threads={threads}",
         "seed": seed,
-        "loop_s": stamps[-1] - stamps[0],
-        "loop_no_eval_s": stamps[-1] - stamps[0],
+        "loop_s": stamps[-1] - stamps[1],
+        "loop_no_eval_s": stamps[-1] - stamps[1],
         "first_step_s": stamps[1] - t0,
         "eval_start": None,
         "eval_end": accuracy,

@@ -199,6 +199,9 @@ class Plan:
     # CPU only: the one HF engine runs in the driver's process (rlvr.rollout._common
     # .InProcessEngine) instead of an actor, beside the learner there
     engines_in_driver: bool = False
+    # ... on a thread of its own, so that it works while the learner learns (evals, and an
+    # asynchronous run's rollouts); not when the learner draws random numbers (LoRA dropout)
+    engine_thread: bool = False
 
     @property
     def fits(self) -> bool:
@@ -210,6 +213,13 @@ class Plan:
         cluster). Only a CPU run with its engine in the driver places none: the engine there
         implies the learner there (``num_learners: 0``)."""
         return not self.engines_in_driver
+
+    @property
+    def engines_work_beside_learner(self) -> bool:
+        """Whether the engines can generate while the learner learns: actors always, an
+        engine in the driver on its own thread. Then an eval runs on the engines during the
+        next step's learning instead of between steps (docs/design.md, "Evals")."""
+        return not self.engines_in_driver or self.engine_thread
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -341,17 +351,29 @@ def make_plan(
         problems=problems,
         notes=notes,
         engines_in_driver=in_driver,
+        engine_thread=in_driver and not learner_draws_random(spec),
     )
+
+
+def learner_draws_random(spec: Any) -> bool:
+    """Whether the learner draws from torch's global RNG during a step (LoRA dropout; the
+    models' own dropout is off in training, rlvr.models.causal_lm). An engine on a thread in
+    the same process seeds that RNG per call (and restores it after), so it must not work
+    while such a learner does."""
+    lora = spec.model.lora
+    return lora is not None and lora.dropout > 0
 
 
 def _engines_in_driver(spec: Any, learners: int, problems: list[dict[str, Any]]) -> bool:
     """On CPUs, whether the engine runs in the driver's process. ``colocate`` asks for it,
     ``split`` for engine actors; ``auto`` takes the driver when there is one engine and the
     learner is the driver too: one process instead of two, ~0.5 GB and seconds of start less,
-    and no Ray cluster at all (docs/benchmarks.md). An asynchronous run's engine then works
-    on a thread of its own, beside the learner (the trainer's ``engine_thread``), unless the
-    learner draws random numbers (LoRA dropout): the two threads would share torch's global
-    RNG, which the engine seeds per call, and neither side would be reproducible."""
+    and no Ray cluster at all (docs/benchmarks.md). The engine then works on a thread of its
+    own, beside the learner (``Plan.engine_thread``: evals, and an asynchronous run's
+    rollouts, overlap learning), unless the learner draws random numbers (LoRA dropout): the
+    two threads would share torch's global RNG, which the engine seeds per call, and neither
+    side would be reproducible. Such a synchronous run keeps the engine in the driver,
+    working between steps; an asynchronous one gets an engine actor."""
     r, mode = spec.rollout, spec.placement.mode
     if mode == "split":
         return False
@@ -362,13 +384,11 @@ def _engines_in_driver(spec: Any, learners: int, problems: list[dict[str, Any]])
             f"rollout.replicas: 1 (got {r.replicas}) and algorithm.num_learners: 0 (got "
             f"{learners}); or placement.mode: split (engine actors)"))  # fmt: skip
         return False
-    lora = spec.model.lora
-    learner_draws = lora is not None and lora.dropout > 0
-    if possible and spec.algorithm.max_staleness > 0 and learner_draws:
+    if possible and spec.algorithm.max_staleness > 0 and learner_draws_random(spec):
         if mode == "colocate":
             problems.append(_problem(("placement", "mode"),
                 "an asynchronous run's engine in the driver samples beside a learner that "
-                f"draws LoRA dropout ({lora.dropout}) from the same torch RNG: set "
+                f"draws LoRA dropout ({spec.model.lora.dropout}) from the same torch RNG: set "
                 "model.lora.dropout: 0, or placement.mode: split (an engine actor)"))  # fmt: skip
         return False
     return possible

@@ -161,6 +161,64 @@ Generate = Callable[[list[list[int]], SamplingConfig], list[Any]]
 Score = Callable[[list[str], list[Any]], list[Any]]
 
 
+@dataclass(frozen=True)
+class EvalRequest:
+    """One generation an eval makes: ``set_name``'s prompts under ``sampling``. ``greedy``
+    marks the first set's extra greedy pass (``eval/accuracy``) when ``eval.samples > 1``."""
+
+    set_name: str
+    sampling: SamplingConfig
+    greedy_accuracy: bool = False
+
+
+def eval_requests(sets: dict[str, Any], spec: Any) -> list[EvalRequest]:
+    """The generations an eval of ``sets`` makes, in order: per set ``eval.samples``
+    completions per prompt (greedy when 1, else at ``eval.temperature``), and for the first
+    set one more greedy pass when ``samples > 1``. All of them can be submitted at once: the
+    trainer starts an eval on the engines and learns on while they work (loop.py)."""
+    e = spec.eval
+
+    def sampling(n: int, temperature: float) -> SamplingConfig:
+        return SamplingConfig(
+            n=n,
+            max_new_tokens=e.max_new_tokens or spec.rollout.max_new_tokens,
+            temperature=temperature,
+            top_p=spec.rollout.top_p if temperature else 1.0,
+            stop=list(spec.rollout.stop),
+            seed=spec.algorithm.seed,
+        )
+
+    greedy = e.samples == 1
+    out = []
+    for i, name in enumerate(sets):
+        out.append(EvalRequest(name, sampling(e.samples, 0.0 if greedy else e.temperature)))
+        if i == 0 and not greedy:
+            out.append(EvalRequest(name, sampling(1, 0.0), greedy_accuracy=True))
+    return out
+
+
+def eval_metrics(
+    sets: dict[str, Any],
+    spec: Any,
+    requests: Sequence[EvalRequest],
+    outputs: Sequence[tuple[list[Any], list[Any]]],
+) -> tuple[dict[str, float], dict[str, SetScores]]:
+    """The metrics of an eval from each request's ``(completions, rewards)``, first set first
+    (``eval/accuracy`` and ``eval/reward_mean``: the first set's greedy pass)."""
+    metrics: dict[str, float] = {}
+    results: dict[str, SetScores] = {}
+    first = next(iter(sets), None)
+    for request, (completions, rewards) in zip(requests, outputs, strict=True):
+        name = request.set_name
+        if not request.greedy_accuracy:
+            results[name] = score_set(name, len(sets[name].records), completions, rewards)
+            metrics.update(results[name].metrics(spec.eval.k))
+        if name == first and (request.greedy_accuracy or spec.eval.samples == 1):
+            metrics["eval/accuracy"] = float(np.mean([r.passed for r in rewards]))
+            metrics["eval/reward_mean"] = float(np.mean([r.total for r in rewards]))
+    return metrics, results
+
+
 def evaluate_sets(
     sets: dict[str, Any],
     generate: Generate,
@@ -175,38 +233,16 @@ def evaluate_sets(
     ``samples`` completions per prompt at ``eval.temperature``, plus one greedy pass over
     the first set for ``eval/accuracy``. ``progress(set name, index, number of sets)``.
     """
-    e = spec.eval
-
-    def sampling(n: int, temperature: float) -> SamplingConfig:
-        return SamplingConfig(
-            n=n,
-            max_new_tokens=e.max_new_tokens or spec.rollout.max_new_tokens,
-            temperature=temperature,
-            top_p=spec.rollout.top_p if temperature else 1.0,
-            stop=list(spec.rollout.stop),
-            seed=spec.algorithm.seed,
-        )
-
-    def run(prompts: Any, config: SamplingConfig) -> tuple[list[Any], list[Any]]:
-        completions = generate(prompts.token_ids, config)
+    requests = eval_requests(sets, spec)
+    outputs = []
+    for request in requests:
+        if progress and not request.greedy_accuracy:
+            progress(request.set_name, list(sets).index(request.set_name), len(sets))
+        prompts = sets[request.set_name]
+        completions = generate(prompts.token_ids, request.sampling)
         records = [prompts.records[c.prompt_index] for c in completions]
-        return completions, score([c.text for c in completions], records)
-
-    metrics: dict[str, float] = {}
-    results: dict[str, SetScores] = {}
-    for i, (name, prompts) in enumerate(sets.items()):
-        if progress:
-            progress(name, i, len(sets))
-        greedy = e.samples == 1
-        completions, rewards = run(prompts, sampling(e.samples, 0.0 if greedy else e.temperature))
-        results[name] = score_set(name, len(prompts.records), completions, rewards)
-        metrics.update(results[name].metrics(e.k))
-        if i == 0:
-            if not greedy:  # eval/accuracy stays the greedy pass@1
-                _, rewards = run(prompts, sampling(1, 0.0))
-            metrics["eval/accuracy"] = float(np.mean([r.passed for r in rewards]))
-            metrics["eval/reward_mean"] = float(np.mean([r.total for r in rewards]))
-    return metrics, results
+        outputs.append((completions, score([c.text for c in completions], records)))
+    return eval_metrics(sets, spec, requests, outputs)
 
 
 # -- eval-only runs: a model, a checkpoint, or every checkpoint of a run ------------------------

@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from rlvr.train.checkpoint import (
     save_checkpoint,
 )
 from rlvr.train.curriculum import Curriculum
-from rlvr.train.evaluate import eval_sets, evaluate_sets
+from rlvr.train.evaluate import eval_metrics, eval_requests, eval_sets
 from rlvr.train.pipeline import RolloutQueue
 from rlvr.train.reward import Reward, RewardPool
 from rlvr.train.rundir import METRICS_FILE, RunDirSink
@@ -253,6 +253,35 @@ def _turn_splitter(spec: JobSpec) -> Callable[[str], list[dict[str, str]]] | Non
 
 
 # -- the loop ----------------------------------------------------------------------------------
+@dataclass
+class PendingEval:
+    """An eval started on the engines (:meth:`_Trainer.start_eval`): its metrics when done."""
+
+    future: Future[dict[str, float]]
+    timeout_s: float  # bound on waiting for it (every call inside has its own timeout too)
+    waited_s: float = 0.0  # how long the loop has stood still for it
+
+    def wait(self) -> None:
+        t0 = time.perf_counter()
+        self.future.result(timeout=self.timeout_s)  # (raises the eval's error)
+        self.waited_s += time.perf_counter() - t0
+
+    def result(self) -> dict[str, float]:
+        """The eval's metrics, with ``time/eval_wait_s``: the seconds the loop waited for it."""
+        self.wait()
+        return {**self.future.result(), "time/eval_wait_s": self.waited_s}
+
+
+@dataclass
+class _Row:
+    """One step's metrics and samples, written once its eval (if any) is done."""
+
+    step: int
+    metrics: dict[str, float]
+    samples: list[SampleRow]
+    eval: PendingEval | None = None
+
+
 class _Trainer:
     """The state of one run: engines, learner, reward pool, data. ``train`` drives it."""
 
@@ -350,7 +379,7 @@ class _Trainer:
             engine=self.plan.engine,
             actor_options=place,
             in_process=self.plan.engines_in_driver,
-            engine_thread=self.plan.engines_in_driver and a.max_staleness > 0,
+            engine_thread=self.plan.engine_thread,
         )
         engines = None
         if not self.plan.engines_in_driver:
@@ -402,6 +431,11 @@ class _Trainer:
             if self.reservation is not None:
                 self.reservation.release()
             raise
+        # Evals are scored (and their metrics computed) on a thread of their own: where the
+        # engines work beside the learner, the loop learns on while an eval runs (train()).
+        self._evaluator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-eval")
+        self.evals_overlap = self.plan.engines_work_beside_learner
+        self.eval_in_flight: PendingEval | None = None  # started, its metrics not yet read
         # The weights the engines and the learner hold (a step that learned nothing keeps them).
         self.policy_version = self.engine_version = self.start_step
         self.busy = {"engines": 0.0, "learner": 0.0, "since": time.perf_counter()}
@@ -429,7 +463,7 @@ class _Trainer:
                 raise ValueError(f"reward.verifiers[{i}] ({v.name!r}): {exc}") from exc
 
     def close(self) -> None:
-        closers = [self.queue.close, self.rewards.close, self.rollout.shutdown]
+        closers = [self.queue.close, self._close_evals, self.rewards.close, self.rollout.shutdown]
         closers.append(self.learner.shutdown)
         if self.reservation is not None:  # after the actors in its groups are gone
             closers.append(self.reservation.release)
@@ -438,6 +472,9 @@ class _Trainer:
                 closer()
             except Exception as exc:  # closing must not hide the run's own error
                 log.warning("while shutting down: %s", exc)
+
+    def _close_evals(self) -> None:
+        self._evaluator.shutdown(wait=False, cancel_futures=True)
 
     # one step ---------------------------------------------------------------------------------
     def _sampling(self, step: int, rnd: int) -> SamplingConfig:
@@ -451,7 +488,7 @@ class _Trainer:
             seed=_sampling_seed(a.seed, step, rnd),
         )
 
-    def _start_rollouts(self, step: int) -> None:
+    def start_rollouts(self, step: int) -> None:
         """Start the rollouts of ``step … step + max_staleness`` not started yet, on the
         weights the engines hold now (the prompts and seed of each are its step's own)."""
         a = self.spec.algorithm
@@ -487,7 +524,7 @@ class _Trainer:
             if rnd == 0:
                 # 1.+2. rollout and rewards: this step's was started max_staleness steps ago
                 # (now, when synchronous) and scored as each replica returned it
-                self._start_rollouts(step)
+                self.start_rollouts(step)
                 started, rollout_wait_s = self.queue.take(step)
                 idx, new, scored = started.indices, started.completions, started.rewards
                 rollout_s += started.engine_s
@@ -573,6 +610,10 @@ class _Trainer:
         # 5. weights to the engines, straight from the learner by the plan's method (under
         # LoRA only the adapted layers change); an engine takes them once it has finished
         # the rollouts started before, never mid-sequence
+        if self.eval_in_flight is not None:
+            # an eval of the weights before these, queued on the engines ahead of the push:
+            # done first (so its time is counted as the eval's, not the push's)
+            self.eval_in_flight.wait()
         t0 = time.perf_counter()
         synced: dict[str, Any] = {"bytes": 0.0, "method": None}
         if self.engine_version != self.policy_version:
@@ -624,15 +665,46 @@ class _Trainer:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else self.tokenizer.eos_token_id
 
-    def evaluate(self) -> dict[str, float]:
-        """Every eval set's metrics (``rlvr/train/evaluate.py``); ``eval/accuracy`` is the
-        first set's greedy pass@1."""
+    def start_eval(self) -> PendingEval:
+        """Start an eval of the weights the engines hold now: every eval set's metrics
+        (``rlvr/train/evaluate.py``; ``eval/accuracy`` is the first set's greedy pass@1).
+
+        Its generations are submitted here, on this thread, so they reach the engines after
+        everything submitted before and before the next weight push (an engine runs its calls
+        in order); they are scored on the eval thread. Where the engines work beside the
+        learner (:attr:`evals_overlap`) the caller learns on meanwhile; otherwise the
+        generations ran during this call.
+        """
         assert self.eval_set is not None
         t0 = time.perf_counter()
-        metrics, _ = evaluate_sets(
-            self.eval_sets, self.rollout.generate, self.rewards.score, self.spec
-        )
-        metrics["time/eval_s"] = time.perf_counter() - t0
+        requests = eval_requests(self.eval_sets, self.spec)
+        pending = [
+            self.rollout.submit(self.eval_sets[r.set_name].token_ids, r.sampling) for r in requests
+        ]
+
+        def finish() -> dict[str, float]:
+            outputs = []
+            for request, rollout in zip(requests, pending, strict=True):
+                completions = rollout.result()
+                records = self.eval_sets[request.set_name].records
+                scored = self.rewards.score(
+                    [c.text for c in completions], [records[c.prompt_index] for c in completions]
+                )
+                outputs.append((completions, scored))
+            metrics, _ = eval_metrics(self.eval_sets, self.spec, requests, outputs)
+            metrics["time/eval_s"] = time.perf_counter() - t0
+            return metrics
+
+        bound = len(requests) * (self.rollout.replicas.call_timeout_s + 4 * self.rewards.timeout_s)
+        self.eval_in_flight = PendingEval(self._evaluator.submit(finish), bound + 60)
+        return self.eval_in_flight
+
+    def evaluate(self) -> dict[str, float]:
+        """An eval of the weights the engines hold now, waited for (:meth:`start_eval`)."""
+        t0 = time.perf_counter()
+        metrics = self.start_eval().result()
+        self.eval_in_flight = None
+        metrics["time/eval_wait_s"] = time.perf_counter() - t0  # all of it: nothing overlapped
         return metrics
 
     def save(self, step: int) -> str:
@@ -694,31 +766,61 @@ def train(
         if resume:
             out.truncate_after(step if trainer.last_checkpoint else -1)
         out.status("running", step=step)
-        if spec.eval.at_start and step == 0 and trainer.eval_set is not None:
-            ev = trainer.evaluate()
-            summary.initial_eval_accuracy = ev["eval/accuracy"]
-            out.metrics(0, ev)
+
+        def write(row: _Row) -> None:
+            if row.eval is not None:
+                row.metrics.update(row.eval.result())
+                if trainer is not None and trainer.eval_in_flight is row.eval:
+                    trainer.eval_in_flight = None
+            if "eval/accuracy" in row.metrics:
+                if row.step == 0:
+                    summary.initial_eval_accuracy = row.metrics["eval/accuracy"]
+                else:
+                    summary.final_eval_accuracy = row.metrics["eval/accuracy"]
+            out.metrics(row.step, row.metrics)
+            if row.step > 0:
+                out.samples(row.step, row.samples)
+                summary.last_metrics = row.metrics
             if progress:
-                progress(0, ev)
+                progress(row.step, row.metrics)
+
+        # An eval step's row waits here while its eval runs on the engines beside the next
+        # step's learning (engine actors, or an engine on its own thread): rows are still
+        # written in step order. At checkpoint steps and the last step the eval is waited
+        # for, so that a checkpoint never precedes its step's row.
+        held: _Row | None = None
+        max_steps = spec.algorithm.max_steps
+        if spec.eval.at_start and step == 0 and trainer.eval_set is not None:
+            if trainer.evals_overlap and max_steps > 0:
+                trainer.start_rollouts(1)  # the first step's rollout first, then the eval
+                held = _Row(0, {}, [], trainer.start_eval())
+            else:
+                write(_Row(0, trainer.evaluate(), []))
 
         status = "succeeded"
-        for step in range(trainer.start_step + 1, spec.algorithm.max_steps + 1):
+        for step in range(trainer.start_step + 1, max_steps + 1):
             if should_stop():
                 status = "cancelled"
                 step -= 1
                 break
             metrics, rows = trainer.step(step)
-            last = step == spec.algorithm.max_steps
+            if held is not None:
+                write(held)
+                held = None
+            summary.step = step
+            last = step == max_steps
+            checkpoint_due = step % spec.checkpoint.every == 0 or last
             if trainer.eval_set is not None and (step % spec.eval.every == 0 or last):
+                if trainer.evals_overlap and not checkpoint_due:
+                    trainer.start_rollouts(step + 1)  # the next step's rollout before the eval
+                    held = _Row(step, metrics, rows, trainer.start_eval())
+                    continue
                 metrics.update(trainer.evaluate())
-                summary.final_eval_accuracy = metrics["eval/accuracy"]
-            out.metrics(step, metrics)
-            out.samples(step, rows)
-            if step % spec.checkpoint.every == 0 or last:
+            write(_Row(step, metrics, rows))
+            if checkpoint_due:
                 out.checkpoint(step, trainer.save(step))
-            summary.step, summary.last_metrics = step, metrics
-            if progress:
-                progress(step, metrics)
+        if held is not None:  # (a cancelled run: the eval of the last completed step)
+            write(held)
         if status == "cancelled" and 0 < summary.step != trainer.saved_step:
             # Keep the work done so far: resume continues from here, not the last periodic checkpoint.
             out.checkpoint(summary.step, trainer.save(summary.step))

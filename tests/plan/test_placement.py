@@ -66,19 +66,26 @@ def test_cpu_cluster_keeps_the_learner_in_the_driver_unless_asked():
 
 
 def test_a_cpu_run_with_one_replica_and_its_learner_in_the_driver_runs_its_engine_there():
-    assert make_plan(_spec(), cluster_from_args(0)).engines_in_driver
-    # off-policy too: the engine then works on a thread of its own beside the learner
+    # on a thread of its own, so that evals run beside the learner
+    sync_plan = make_plan(_spec(), cluster_from_args(0))
+    assert sync_plan.engines_in_driver and sync_plan.engine_thread
+    assert sync_plan.engines_work_beside_learner
+    # off-policy too: the engine's rollouts then run beside the learner as well
     async_run = _spec(algorithm={"max_staleness": 1})
-    assert make_plan(async_run, cluster_from_args(0)).engines_in_driver
+    assert make_plan(async_run, cluster_from_args(0)).engine_thread
     for apart in ({"rollout": {"replicas": 2}}, {"algorithm": {"num_learners": 1}},
                   {"placement": {"mode": "split"}},
                   {"algorithm": {"max_staleness": 1}, "placement": {"mode": "split"}}):  # fmt: skip
         assert not make_plan(_spec(**apart), cluster_from_args(0)).engines_in_driver, apart
-    # GPU layouts never do it
-    assert not make_plan(_spec(), cluster_from_args(1, 80)).engines_in_driver
+    # GPU layouts never do it (their engine actors always work beside the learner)
+    gpu_plan = make_plan(_spec(), cluster_from_args(1, 80))
+    assert not gpu_plan.engines_in_driver and gpu_plan.engines_work_beside_learner
     # nor an asynchronous run whose learner draws random numbers (LoRA dropout) beside it
     dropout = {"model": {"path": "Qwen/Qwen2.5-0.5B-Instruct", "lora": {"dropout": 0.05}}}
-    assert make_plan(_spec(**dropout), cluster_from_args(0)).engines_in_driver  # synchronous
+    # synchronous: in the driver, working between the learner's steps (evals too)
+    sync_dropout = make_plan(_spec(**dropout), cluster_from_args(0))
+    assert sync_dropout.engines_in_driver and not sync_dropout.engine_thread
+    assert not sync_dropout.engines_work_beside_learner
     async_dropout = _spec(**dropout, algorithm={"max_staleness": 1})
     assert not make_plan(async_dropout, cluster_from_args(0)).engines_in_driver
     refused = make_plan(
@@ -176,7 +183,7 @@ def test_plan_json_is_stable_and_matches_first_principles():
     expected = {
         "mode": "split", "engine": "vllm", "sync": "nccl", "num_learners": 1,
         "tensor_parallel_size": 1, "fits": True, "problems": [], "notes": [],
-        "engines_in_driver": False,
+        "engines_in_driver": False, "engine_thread": False,
         "cluster": {"source": "given",
                     "nodes": [{"gpus": 2, "gpu_memory_bytes": 24 * 10**9, "cpus": 1.0}]},
         "model": {"params": params, "trainable_params": params},

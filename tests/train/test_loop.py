@@ -202,6 +202,26 @@ def test_should_stop_cancels_and_checkpoints_the_last_step(ray_cluster, random_m
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "cancelled"
 
 
+def test_a_cancelled_run_writes_the_eval_still_running_beside_it(
+    ray_cluster, random_model_dir, tmp_path
+):
+    calls = []
+
+    def stop_after_two():
+        calls.append(1)
+        return len(calls) > 2
+
+    spec = _spec(random_model_dir, max_steps=5)
+    spec.eval.every, spec.checkpoint.every = 1, 10  # step 2's eval runs beside step 3's start
+    summary = run(spec, tmp_path, should_stop=stop_after_two, actor_cpus=0)
+    assert summary.status == "cancelled" and summary.step == 2
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if "eval/accuracy" in r] == [0, 1, 2]
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert summary.final_eval_accuracy == records[-1]["eval/accuracy"]
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]
+
+
 NO_RAY_CHILD = """
 import json, sys
 import psutil, ray
@@ -249,6 +269,45 @@ def test_a_run_that_places_no_actor_starts_no_ray_and_learns_what_it_learns_on_r
         for key in ("eval/accuracy", "reward/mean", "response/length_mean", "loss", "grad_norm"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), (a["step"], key)
+
+
+def test_an_eval_beside_the_next_step_reports_what_an_eval_between_steps_does(
+    ray_cluster, random_model_dir, tmp_path, monkeypatch
+):
+    """Where the engine works beside the learner (here on its own thread in the driver) an
+    eval runs while the next step learns: its generations queue behind that step's rollout
+    and ahead of the next weight push, so it evaluates the same weights, and every number
+    matches a run whose evals stand between the steps (the last step's eval, and a
+    checkpoint step's, are always waited for)."""
+    from rlvr.plan import Plan
+    from rlvr.train import loop
+
+    spec = _spec(random_model_dir, max_steps=4)
+    spec.eval.every, spec.checkpoint.every = 1, 3
+    queued: list[list[int]] = []  # the rollouts in flight when each eval was started
+    start_eval = loop._Trainer.start_eval
+
+    def spy(self):
+        queued.append(sorted(self.queue._pending))
+        return start_eval(self)
+
+    monkeypatch.setattr(loop._Trainer, "start_eval", spy)
+    run(spec, tmp_path / "beside", actor_cpus=0)
+    beside, queued[:] = list(queued), []
+    monkeypatch.setattr(Plan, "engines_work_beside_learner", property(lambda self: False))
+    run(spec, tmp_path / "between", actor_cpus=0)
+    # steps 0, 1, 2: behind the next step's rollout; 3 (a checkpoint) and 4 (the last): alone
+    assert beside == [[1], [2], [3], [], []]
+    assert queued == [[], [], [], [], []]
+    a = read_jsonl(tmp_path / "beside" / "metrics.jsonl")
+    b = read_jsonl(tmp_path / "between" / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        assert "eval/accuracy" in x and "time/eval_wait_s" in x, x["step"]
+        for key in ("eval/accuracy", "eval/reward_mean", "reward/mean", "loss", "grad_norm"):
+            if key in y:
+                assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-9), (x["step"], key)
+    assert [s for s, _ in list_checkpoints(tmp_path / "beside")] == [3, 4]
 
 
 def test_a_run_dir_holding_a_run_needs_resume(first_run, random_model_dir):
