@@ -23,10 +23,13 @@ pre-tokenizer), token-mean loss (``dapo``), clip 0.2/0.28, beta 0, one iteration
 its torch threads set per ``--trl-threads`` (the best is the one compared).
 
     .venv/bin/python bench/async.py [--seeds 0 1 2] [--staleness 0 1 2] [--trl-threads 1 2]
-                                    [--steps 40] [--engine-actor] [--out bench/results/async.json]
+                                    [--steps 40] [--engine-actor] [--baseline REV]
+                                    [--out bench/results/async.json]
 
 ``--engine-actor`` adds k=0 with its engine in a Ray actor (``placement.mode: split``), the
 layout every CPU run had before a synchronous one put its engine in the driver.
+``--baseline REV`` adds every rlvr arm once more from a git worktree of revision ``REV``
+(before/after of a change, in one session, seed by seed).
 
 Needs ``trl`` for the TRL arm (``pip install -e '.[bench]'``); without it the arm is skipped.
 Other processes on the machine make every number pessimistic: run it on a quiet machine.
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,18 +97,24 @@ def _watch(proc: subprocess.Popen) -> tuple[float, float]:
     return peak_rss / 1e9, peak_pss / 1e9
 
 
-def rlvr_run(steps: int, seed: int, staleness: int, placement: str = "auto") -> dict:
+def rlvr_run(
+    steps: int, seed: int, staleness: int, placement: str = "auto", code: Baseline | None = None
+) -> dict:
+    """One ``rlvr train`` of the demo spec; ``code``: run another revision's checkout."""
     import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "spec.yaml"
         spec_file.write_text(yaml.safe_dump(_spec_dict(steps, seed, staleness, placement)))
         run_dir = Path(tmp) / "run"
+        env = dict(os.environ)
+        if code is not None:  # that checkout's packages first (the reward workers inherit it)
+            env["PYTHONPATH"] = str(code.path)
         t0 = time.time()
         proc = subprocess.Popen(
             [sys.executable, "-m", "rlvr", "train", str(spec_file), "--run-dir", str(run_dir),
              "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp, env=env,
         )  # fmt: skip
         peak, pss = _watch(proc)
         err = proc.stderr.read() if proc.stderr else ""
@@ -119,7 +129,9 @@ def rlvr_run(steps: int, seed: int, staleness: int, placement: str = "auto") -> 
                  if r["step"] > 0)  # fmt: skip
     train = [r for r in records if r["step"] > 0]
     return {
-        "arm": f"rlvr k={staleness}" + (", engine actor" if placement == "split" else ""),
+        "arm": f"rlvr k={staleness}"
+        + (", engine actor" if placement == "split" else "")
+        + (f" @{code.rev}" if code is not None else ""),
         "seed": seed,
         "loop_s": loop_s,
         "loop_no_eval_s": loop_s - eval_s,
@@ -132,6 +144,28 @@ def rlvr_run(steps: int, seed: int, staleness: int, placement: str = "auto") -> 
         "rollout_busy_frac": last["async/rollout_busy_frac"],
         "learner_busy_frac": last["async/learner_busy_frac"],
     }
+
+
+@dataclass
+class Baseline:
+    """Another revision of this repository, checked out beside it (``--baseline REV``): its
+    rlvr arms run in the same session as this checkout's, for a before/after of a change."""
+
+    rev: str
+    path: Path
+
+    @classmethod
+    def check_out(cls, rev: str) -> Baseline:
+        path = Path(tempfile.mkdtemp(prefix="rlvr-baseline-")) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
+                       check=True, capture_output=True)  # fmt: skip
+        short = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+                               check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+        return cls(short, path)
+
+    def remove(self) -> None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.path)],
+                       capture_output=True)  # fmt: skip
 
 
 # -- TRL ---------------------------------------------------------------------------------------
@@ -306,8 +340,15 @@ def main() -> None:
         help="also k=0 with its engine in an actor (placement.mode: split), as before the "
         "synchronous CPU run put its engine in the driver",
     )
+    ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the rlvr arms of this git revision (a worktree of it), seed by seed "
+        "beside this checkout's: a before/after of a change in one session",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "async.json"))
     args = ap.parse_args()
+    baseline = Baseline.check_out(args.baseline) if args.baseline else None
     try:
         import trl  # noqa: F401
     except ImportError:
@@ -318,12 +359,17 @@ def main() -> None:
         for k in args.staleness:
             rows.append(rlvr_run(args.steps, seed, k))
             print(json.dumps(rows[-1]), flush=True)
+            if baseline is not None:
+                rows.append(rlvr_run(args.steps, seed, k, code=baseline))
+                print(json.dumps(rows[-1]), flush=True)
         if args.engine_actor:
             rows.append(rlvr_run(args.steps, seed, 0, placement="split"))
             print(json.dumps(rows[-1]), flush=True)
         for threads in args.trl_threads:
             rows.append(trl_run(args.steps, seed, threads))
             print(json.dumps(rows[-1]), flush=True)
+    if baseline is not None:
+        baseline.remove()
     table = _table(rows)
     print(table)
     write_result(
