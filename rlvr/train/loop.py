@@ -432,10 +432,13 @@ class _Trainer:
             if self.reservation is not None:
                 self.reservation.release()
             raise
-        # Evals are scored (and their metrics computed) on a thread of their own: where the
-        # engines work beside the learner, the loop learns on while an eval runs (train()).
+        # Evals are scored (and their metrics computed) on a thread of their own. Where the
+        # engines work beside the learner and would idle while it learns (a synchronous
+        # run), the loop learns the next step while an eval runs (train()). An asynchronous
+        # run's engines are busy with later rollouts then: an eval there only delays them
+        # (measured: docs/benchmarks.md, "Evals beside the next step").
         self._evaluator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-eval")
-        self.evals_overlap = self.plan.engines_work_beside_learner
+        self.evals_overlap = self.plan.engines_work_beside_learner and a.max_staleness == 0
         self.eval_in_flight: PendingEval | None = None  # started, its metrics not yet read
         # The weights the engines and the learner hold (a step that learned nothing keeps them).
         self.policy_version = self.engine_version = self.start_step
