@@ -9,7 +9,8 @@
         5. the learner sends the new weights to the rollout engines itself (CUDA IPC, NCCL
            or the object store, as the placement plan says);
         6. metrics and a few samples are written; every eval.every steps a greedy eval
-           (on the engines while the next step learns, where they work beside the learner),
+           (in a synchronous run, on the engines while the next step learns, where they
+           work beside the learner),
            every checkpoint.every steps a checkpoint.
 
 With ``algorithm.max_staleness = k > 0`` step 1 is the same, started ``k`` steps early
