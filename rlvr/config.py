@@ -20,6 +20,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+class SpecError(ValueError):
+    """A valid spec that cannot run as written, found when the run starts: its placement on
+    the cluster, its model, its data, its verifiers. The message names the field and the
+    fix; ``rlvr train`` exits 2 with it, as for a spec that fails validation."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

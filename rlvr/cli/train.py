@@ -6,8 +6,9 @@
 
 Prints a live progress line (step, reward, accuracy, eval accuracy, tokens/s) and a final
 summary; writes metrics.jsonl, samples.jsonl, checkpoints/ and curves.png into the run
-directory (default ``runs/<spec name>``). A bad spec exits 2 naming the field; a failed run
-exits 1.
+directory (default ``runs/<spec name>``). A bad spec exits 2 naming the field (also one that
+validates but cannot run as written, found as the run starts: its plan on the cluster, its
+model, its data: :class:`~rlvr.config.SpecError`); a failed run exits 1.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def run_train(args: argparse.Namespace) -> int:
     ):
         raise UsageError(f"{run_dir} already holds a run: add --resume, or pass another --run-dir")
 
+    from rlvr.config import SpecError
     from rlvr.train import run
 
     progress = _Progress(spec.algorithm.max_steps, args.quiet)
@@ -174,6 +176,8 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         raise
+    except SpecError as exc:  # found at the start (the plan on this cluster, model, data)
+        raise UsageError(str(exc)) from None
     except Exception as exc:
         print(f"\nrlvr train: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlvr.config import JobSpec
+from rlvr.config import JobSpec, SpecError
 from rlvr.data.records import PromptRecord
 from rlvr.rollout._common import running_ray
 from rlvr.rollout.base import Completion, SamplingConfig
@@ -95,7 +95,7 @@ def _resolve_model(path: str) -> Path:
     try:
         return Path(resolve_model(path))
     except LookupError as exc:  # ModelNotFoundError: say which field
-        raise ValueError(f"model.path: {exc}") from exc
+        raise SpecError(f"model.path: {exc}") from exc
 
 
 @dataclass
@@ -119,7 +119,7 @@ def _load_prompts(
             kept.append(r)
             ids.append(list(tokens))
     if not kept:
-        raise ValueError(
+        raise SpecError(
             f"{field_name}: every prompt of {source!r} is longer than data.max_prompt_tokens="
             f"{max_tokens} tokens; raise data.max_prompt_tokens"
         )
@@ -342,7 +342,7 @@ class _Trainer:
         self.plan = make_plan(spec, cluster_from_ray() if with_ray else cluster_without_ray())
         if not self.plan.fits:
             problem = self.plan.problems[0]
-            raise ValueError(f"{'.'.join(problem['loc'])}: {problem['msg']}")
+            raise SpecError(f"{'.'.join(problem['loc'])}: {problem['msg']}")
         learners = self.plan.num_learners  # >= 1 on GPUs; on CPU the spec's (0: in-process)
         if not with_ray and self.plan.places_actors:
             raise RuntimeError(
@@ -409,7 +409,7 @@ class _Trainer:
                 spec, str(learner_path), ref_model_path=str(self.model_path), **overrides
             )
             if a.num_learners > a.prompts_per_step * a.group_size:
-                raise ValueError(
+                raise SpecError(
                     f"algorithm.num_learners={a.num_learners} exceeds the batch "
                     f"({a.prompts_per_step * a.group_size} sequences); lower it"
                 )
@@ -465,7 +465,7 @@ class _Trainer:
             try:
                 get_verifier(v.name, **v.options)
             except Exception as exc:
-                raise ValueError(f"reward.verifiers[{i}] ({v.name!r}): {exc}") from exc
+                raise SpecError(f"reward.verifiers[{i}] ({v.name!r}): {exc}") from exc
 
     def close(self) -> None:
         closers = [self.queue.close, self._close_evals, self.rewards.close, self.rollout.shutdown]

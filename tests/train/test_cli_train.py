@@ -47,3 +47,23 @@ def test_an_existing_run_needs_resume(tmp_path, capsys):
     (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     code = main(["train", _write(tmp_path, "name: x\n"), "--run-dir", str(run_dir)])
     assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_a_spec_whose_plan_does_not_fit_here_exits_2_naming_the_field(
+    tmp_path, capsys, random_model_dir
+):
+    """Valid as a spec, unplaceable here (found when the run starts, on this machine's
+    cluster): the same exit 2 naming the field and the fix, and no run started."""
+    text = (
+        f"model: {{path: {random_model_dir}}}\n"
+        "data: {train: 'builtin:arithmetic?n=8', eval: null}\n"
+        "reward: {workers: 1}\n"
+        "rollout: {replicas: 2}\n"
+        "placement: {mode: colocate}\n"
+    )
+    code = main(["train", _write(tmp_path, text), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "placement.mode" in err and "rollout.replicas: 1" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
