@@ -7,7 +7,9 @@
 Metrics per set: pass@1, pass@k (unbiased), maj@k, mean length (docs/evaluation.md). A run
 directory gives one row per checkpoint (and its base model at step 0): an eval-vs-step
 curve. Rollout and reward settings come from --spec, else the run's spec.json, else the
-defaults. Bad input exits 2 naming the option; a failed evaluation exits 1.
+defaults. One HF engine (the CPU default) runs in this process, with no Ray cluster; a
+``--ray-address`` / ``$RAY_ADDRESS``, several replicas or vLLM use engine actors on a cluster.
+Bad input exits 2 naming the option; a failed evaluation exits 1.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="when --samples > 1")
     parser.add_argument("--max-new-tokens", type=int, help="default: the spec's rollout's")
     parser.add_argument("--spec", help="a job spec for rollout, reward and prompt settings")
-    parser.add_argument("--ray-address", help="Ray cluster to join (default: a local one)")
+    parser.add_argument(
+        "--ray-address",
+        help="Ray cluster to join (default: none for one HF engine, else a local one)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run_eval)
 
@@ -106,16 +111,29 @@ def _check_sources(spec: Any) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     spec, targets = build_spec(args)
     _check_sources(spec)
-    import ray
-
+    from rlvr.rollout import resolve_engine
+    from rlvr.rollout._common import running_ray
     from rlvr.train.evaluate import eval_sets, evaluate_model
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    started = not ray.is_initialized()
-    if started:
-        address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    # One HF engine needs no cluster: it runs in this process, as a CPU training run's does
+    # (a Ray start is ~5 s and ~0.6 GB of daemons here). A cluster to join, one already
+    # connected, several replicas or vLLM keep the engine actors.
+    in_process = (
+        not address
+        and running_ray() is None
+        and spec.rollout.replicas == 1
+        and spec.rollout.engine in ("auto", "hf")
+        and resolve_engine(spec.rollout.engine) == "hf"
+    )
+    started = None
+    if not in_process and running_ray() is None:
+        import ray
+
         kwargs: dict = {"address": address} if address else {"include_dashboard": False}
         ray.init(log_to_driver=False, **kwargs)
+        started = ray
     results = []
     try:
         for i, target in enumerate(targets):
@@ -124,14 +142,16 @@ def run_eval(args: argparse.Namespace) -> int:
                 print(f"[{i + 1}/{len(targets)}] {label}: {name} ({j + 1}/{n})", file=sys.stderr)
 
             try:
-                metrics, _ = evaluate_model(spec, target.model, progress=progress)
+                metrics, _ = evaluate_model(
+                    spec, target.model, progress=progress, in_process=in_process
+                )
             except Exception as exc:
                 print(f"rlvr eval: {target.label}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return 1
             results.append({"model": target.label, "step": target.step, "metrics": metrics})
     finally:
-        if started:
-            ray.shutdown()
+        if started is not None:
+            started.shutdown()
     if args.json:
         print(json.dumps({"sets": eval_sets(spec), "results": results}, indent=1))
     else:

@@ -285,10 +285,12 @@ def evaluate_model(
     *,
     progress: Callable[[str, int, int], None] | None = None,
     actor_cpus: float = 1.0,
+    in_process: bool = False,
 ) -> tuple[dict[str, float], dict[str, SetScores]]:
     """Evaluate one model on ``spec``'s eval sets with its rollout and reward settings, on
-    the Ray cluster this process is connected to (engines and reward pool are shut down
-    before returning)."""
+    the Ray cluster this process is connected to, or with ``in_process`` its one HF engine
+    in this process and no Ray at all (engines and reward pool are shut down before
+    returning)."""
     import time
 
     from rlvr.rollout import create_rollout
@@ -306,7 +308,7 @@ def evaluate_model(
     }
     if not sets:
         raise ValueError("no eval sets: give at least one data source")
-    rollout = create_rollout(spec, str(path), num_cpus=actor_cpus)
+    rollout = create_rollout(spec, str(path), num_cpus=actor_cpus, in_process=in_process)
     try:
         pool = RewardPool(spec.reward)
         try:

@@ -67,3 +67,43 @@ def test_eval_of_a_run_dir_gives_one_row_per_checkpoint(ray_cluster, run_dir, ca
         m = r["metrics"]
         assert 0 <= m["eval/arithmetic/pass@1"] <= m["eval/arithmetic/pass@2"] <= 1
         assert "eval/accuracy" in m and m["eval/arithmetic/length_mean"] > 0
+
+
+NO_RAY_EVAL = """
+import json, sys
+from rlvr.cli import main
+
+code = main(["eval", *sys.argv[1:]])
+print(json.dumps({"code": code, "ray_imported": "ray" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_one_cpu_engine_evaluates_in_process_without_ray_and_as_on_a_cluster(
+    ray_cluster, run_dir, capsys, tmp_path
+):
+    """With no cluster to join, `rlvr eval`'s one HF engine runs in its own process: Ray is
+    not even imported, and every number is the one the engine actor gives on a cluster."""
+    import os
+    import subprocess
+    import sys
+
+    args = [str(run_dir), "--samples", "2", "--k", "1,2", "--json"]
+    assert main(["eval", *args]) == 0
+    on_cluster = json.loads(capsys.readouterr().out)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run(
+        [sys.executable, "-c", NO_RAY_EVAL, *args],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    status = json.loads(lines[-1])
+    assert status == {"code": 0, "ray_imported": False}
+    alone = json.loads("\n".join(lines[:-1]))
+    assert [r["step"] for r in alone["results"]] == [r["step"] for r in on_cluster["results"]]
+    for a, b in zip(alone["results"], on_cluster["results"], strict=True):
+        assert set(a["metrics"]) == set(b["metrics"])
+        for key, value in b["metrics"].items():
+            if not key.startswith("time/"):
+                assert a["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
