@@ -272,7 +272,7 @@ def test_a_run_that_places_no_actor_starts_no_ray_and_learns_what_it_learns_on_r
 
 
 def test_an_eval_beside_the_next_step_reports_what_an_eval_between_steps_does(
-    ray_cluster, random_model_dir, tmp_path, monkeypatch
+    ray_cluster, random_model_dir, tmp_path, monkeypatch, rollouts_at_eval_start
 ):
     """Where the engine works beside the learner (here on its own thread in the driver) an
     eval runs while the next step learns: its generations queue behind that step's rollout
@@ -280,18 +280,10 @@ def test_an_eval_beside_the_next_step_reports_what_an_eval_between_steps_does(
     matches a run whose evals stand between the steps (the last step's eval, and a
     checkpoint step's, are always waited for)."""
     from rlvr.plan import Plan
-    from rlvr.train import loop
 
     spec = _spec(random_model_dir, max_steps=4)
     spec.eval.every, spec.checkpoint.every = 1, 3
-    queued: list[list[int]] = []  # the rollouts in flight when each eval was started
-    start_eval = loop._Trainer.start_eval
-
-    def spy(self):
-        queued.append(sorted(self.queue._pending))
-        return start_eval(self)
-
-    monkeypatch.setattr(loop._Trainer, "start_eval", spy)
+    queued = rollouts_at_eval_start
     run(spec, tmp_path / "beside", actor_cpus=0)
     beside, queued[:] = list(queued), []
     monkeypatch.setattr(Plan, "engines_work_beside_learner", property(lambda self: False))
