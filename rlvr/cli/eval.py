@@ -117,18 +117,19 @@ def run_eval(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    connected = running_ray() is not None
     # One HF engine needs no cluster: it runs in this process, as a CPU training run's does
     # (a Ray start is ~5 s and ~0.6 GB of daemons here). A cluster to join, one already
     # connected, several replicas or vLLM keep the engine actors.
     in_process = (
         not address
-        and running_ray() is None
+        and not connected
         and spec.rollout.replicas == 1
         and spec.rollout.engine in ("auto", "hf")
         and resolve_engine(spec.rollout.engine) == "hf"
     )
     started = None
-    if not in_process and running_ray() is None:
+    if not in_process and not connected:
         import ray
 
         kwargs: dict = {"address": address} if address else {"include_dashboard": False}

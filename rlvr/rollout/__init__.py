@@ -87,7 +87,7 @@ def create_rollout(
             (:func:`rlvr.plan.reserve.engine_options`); None: placed by ``num_gpus``.
         in_process: the HF engine in this process, not an actor (the plan's
             ``engines_in_driver``: a CPU run whose learner is the driver); ``engine_thread``:
-            on a thread of its own (an asynchronous run).
+            on a thread of its own (``Plan.engine_thread``).
     """
     engine = engine or resolve_engine(spec.rollout.engine)
     replicas = spec.rollout.replicas

@@ -171,20 +171,20 @@ class InProcessEngine:
     :class:`ReplicaGroup`, :class:`PendingRollout` and the weight sender drive it unchanged.
 
     Synchronous (``on_thread=False``): a call runs when it is made (``submit`` returns with
-    the rollout done) and an error raises at the call. ``on_thread=True`` (an asynchronous
-    run): calls run on the engine's own thread, one at a time in the order made, as an
-    actor's do, and return futures; torch releases the GIL inside its kernels, so generation
-    overlaps the learner on another core. Either way ref arguments are resolved first, as Ray
-    does for actors, and each call runs in :func:`torch.random.fork_rng`, so the engine's
-    per-call seeding leaves the driver's torch RNG where it was (the plan keeps an
-    asynchronous engine out of the driver when the learner draws random numbers: LoRA
-    dropout).
+    the rollout done) and an error raises at the call. ``on_thread=True`` (``Plan
+    .engine_thread``): calls run on the engine's own thread, one at a time in the order made,
+    as an actor's do, and return futures; torch releases the GIL inside its kernels, so
+    generation (an asynchronous run's rollouts, a synchronous run's evals) overlaps the
+    learner on another core. Either way ref arguments are resolved first, as Ray does for
+    actors, and each call runs in :func:`torch.random.fork_rng`, so the engine's per-call
+    seeding leaves the driver's torch RNG where it was (the plan keeps the engine off a
+    thread when the learner draws random numbers: LoRA dropout).
     """
 
     def __init__(self, engine: Any, on_thread: bool = False) -> None:
         self._engine = engine
-        # An asynchronous run's engine works beside the learner: calls run on the engine's
-        # own thread, one at a time in the order made (as an actor's), and return futures.
+        # An engine that works beside the learner: calls run on the engine's own thread,
+        # one at a time in the order made (as an actor's), and return futures.
         self._thread = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-engine")
             if on_thread

@@ -426,8 +426,8 @@ class HFRollout:
         in_process: run the engine in this process instead of an actor
             (:class:`~rlvr.rollout._common.InProcessEngine`; one replica, the plan's
             ``engines_in_driver``); needs no Ray cluster.
-        engine_thread: that engine works on a thread of its own, beside the caller (an
-            asynchronous run: rollouts overlap learning in one process).
+        engine_thread: that engine works on a thread of its own, beside the caller
+            (``Plan.engine_thread``: rollouts or evals overlap learning in one process).
     """
 
     def __init__(

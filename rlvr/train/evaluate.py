@@ -163,8 +163,9 @@ Score = Callable[[list[str], list[Any]], list[Any]]
 
 @dataclass(frozen=True)
 class EvalRequest:
-    """One generation an eval makes: ``set_name``'s prompts under ``sampling``. ``greedy``
-    marks the first set's extra greedy pass (``eval/accuracy``) when ``eval.samples > 1``."""
+    """One generation an eval makes: ``set_name``'s prompts under ``sampling``.
+    ``greedy_accuracy`` marks the first set's extra greedy pass (``eval/accuracy``) when
+    ``eval.samples > 1``."""
 
     set_name: str
     sampling: SamplingConfig
@@ -195,6 +196,15 @@ def eval_requests(sets: dict[str, Any], spec: Any) -> list[EvalRequest]:
         if i == 0 and not greedy:
             out.append(EvalRequest(name, sampling(1, 0.0), greedy_accuracy=True))
     return out
+
+
+def score_completions(
+    prompts: Any, completions: list[Any], score: Score
+) -> tuple[list[Any], list[Any]]:
+    """``(completions, rewards)`` of one request: each completion scored against the record
+    of its prompt (``prompts``: ``.records`` by ``prompt_index``)."""
+    records = [prompts.records[c.prompt_index] for c in completions]
+    return completions, score([c.text for c in completions], records)
 
 
 def eval_metrics(
@@ -240,8 +250,7 @@ def evaluate_sets(
             progress(request.set_name, list(sets).index(request.set_name), len(sets))
         prompts = sets[request.set_name]
         completions = generate(prompts.token_ids, request.sampling)
-        records = [prompts.records[c.prompt_index] for c in completions]
-        outputs.append((completions, score([c.text for c in completions], records)))
+        outputs.append(score_completions(prompts, completions, score))
     return eval_metrics(sets, spec, requests, outputs)
 
 

@@ -58,7 +58,7 @@ from rlvr.train.checkpoint import (
     save_checkpoint,
 )
 from rlvr.train.curriculum import Curriculum
-from rlvr.train.evaluate import eval_metrics, eval_requests, eval_sets
+from rlvr.train.evaluate import eval_metrics, eval_requests, eval_sets, score_completions
 from rlvr.train.pipeline import RolloutQueue
 from rlvr.train.reward import Reward, RewardPool
 from rlvr.train.rundir import METRICS_FILE, RunDirSink
@@ -688,14 +688,10 @@ class _Trainer:
         ]
 
         def finish() -> dict[str, float]:
-            outputs = []
-            for request, rollout in zip(requests, pending, strict=True):
-                completions = rollout.result()
-                records = self.eval_sets[request.set_name].records
-                scored = self.rewards.score(
-                    [c.text for c in completions], [records[c.prompt_index] for c in completions]
-                )
-                outputs.append((completions, scored))
+            outputs = [
+                score_completions(self.eval_sets[r.set_name], p.result(), self.rewards.score)
+                for r, p in zip(requests, pending, strict=True)
+            ]
             metrics, _ = eval_metrics(self.eval_sets, self.spec, requests, outputs)
             metrics["time/eval_s"] = time.perf_counter() - t0
             return metrics
