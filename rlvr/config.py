@@ -49,6 +49,10 @@ class ModelSpec(_Strict):
     lora: LoraSpec | None = None
     # The learner's attention kernel; flash_attention_2 needs the flash-attn package.
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    # The learner forwards each distinct prompt of a micro-batch once and the group's
+    # completions attend to its cached keys/values: the same logprobs for less work
+    # (docs/training.md, "Shared prompt forward"). Off: every row forwards its own prompt.
+    share_prompt_forward: bool = True
 
 
 class CurriculumSpec(_Strict):

@@ -256,3 +256,24 @@ def build_random_model(out: Path, hidden: int = 64, layers: int = 2, seed: int =
 @pytest.fixture(scope="session")
 def random_model_dir(tmp_path_factory) -> Path:
     return build_random_model(tmp_path_factory.mktemp("random_qwen2"))
+
+
+@pytest.fixture
+def forward_shapes(monkeypatch):
+    """``spy(model)``: a list that receives the ``input_ids`` shape of every forward of
+    ``model``'s class from then on (the calls still run)."""
+    import functools
+
+    def spy(model) -> list[tuple[int, ...]]:
+        shapes: list[tuple[int, ...]] = []
+        forward = type(model).forward
+
+        @functools.wraps(forward)  # the signature stays visible (cache_kwarg reads it)
+        def recording(self, *args, **kwargs):
+            shapes.append(tuple(kwargs["input_ids"].shape))
+            return forward(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(model), "forward", recording)
+        return shapes
+
+    return spy

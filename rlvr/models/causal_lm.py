@@ -180,22 +180,15 @@ def token_logprobs(
     batch: dict[str, torch.Tensor],
     temperature: float,
     with_entropy: bool | str,
+    share_prompts: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``[B, R]`` logprobs (and entropies) of the response tokens of a train batch, under the
     sampling temperature (logits divided by it, as the engine sampled). ``with_entropy``:
-    True (detached entropy, a metric) or ``"grad"`` (with grad, for an entropy bonus)."""
-    ids, attn = batch["input_ids"], batch["attention_mask"]
+    True (detached entropy, a metric) or ``"grad"`` (with grad, for an entropy bonus).
+    ``share_prompts``: rows with the same prompt compute it once (:func:`response_logits`)."""
+    ids = batch["input_ids"]
     r = batch["response_mask"].shape[1]
-    # Left padding: positions count real tokens only (as generate does).
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    logits = lm(
-        input_ids=ids,
-        attention_mask=attn,
-        position_ids=pos,
-        logits_to_keep=r + 1,
-        use_cache=False,  # no KV cache to build in a training forward
-    ).logits
-    logits = logits[:, :-1].float() / temperature  # position t predicts token t+1
+    logits = response_logits(lm, batch, share_prompts).float() / temperature
     # log p(token) = logit - logsumexp: unlike log_softmax, no second [B, T, vocab]
     # tensor is kept for the backward pass (it dominates memory with a 150k vocabulary).
     lse = torch.logsumexp(logits, dim=-1)
@@ -211,6 +204,85 @@ def token_logprobs(
     return logp, entropy
 
 
+def response_logits(
+    lm: torch.nn.Module, batch: dict[str, torch.Tensor], share_prompts: bool = False
+) -> torch.Tensor:
+    """``[B, R, vocab]``: at each response position, the logits that predicted its token.
+
+    A batch row is a prompt left-padded to P columns and its response (``make_train_batch``).
+    ``share_prompts``: a GRPO group's completions share their prompt, so each distinct prompt
+    is run once and its rows' responses attend to its keys and values (the KV cache, indexed
+    per row; the gradient flows back through it). The logits are those of the full forward
+    (tests/train/test_shared_prompts.py), for ~(B - distinct) x P fewer positions: half the
+    learner's work on the demo, whose prompts are longer than its answers. A model whose
+    cache cannot be reindexed per row, or a batch without a repeated prompt, takes the full
+    forward. Not with activation checkpointing, which turns the cache off.
+    """
+    ids, attn = batch["input_ids"], batch["attention_mask"]
+    r = batch["response_mask"].shape[1]
+    p = ids.shape[1] - r
+    # Left padding: positions count real tokens only (as generate does).
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    if share_prompts and p > 0 and r > 1:
+        shared = _shared_prompt_logits(lm, ids, attn, pos, p)
+        if shared is not None:
+            return shared
+    logits = lm(
+        input_ids=ids,
+        attention_mask=attn,
+        position_ids=pos,
+        logits_to_keep=r + 1,
+        use_cache=False,  # no KV cache to build in a training forward
+    ).logits
+    return logits[:, :-1]  # position t predicts token t+1
+
+
+def _shared_prompt_logits(
+    lm: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, p: int
+) -> torch.Tensor | None:
+    """:func:`response_logits` with each distinct prompt forwarded once; None where that
+    does not apply (no prompt repeats, or a cache this model cannot reindex per row)."""
+    prompts, row_prompt = torch.unique(
+        torch.cat([ids[:, :p], attn[:, :p]], dim=1), dim=0, return_inverse=True
+    )
+    if len(prompts) == len(ids):
+        return None
+    # any row of each prompt stands for it (their prompt columns are identical)
+    first = torch.empty(len(prompts), dtype=torch.long, device=ids.device)
+    first.scatter_(0, row_prompt, torch.arange(len(ids), device=ids.device))
+    cache_kw = cache_kwarg(lm)
+    head = lm(
+        input_ids=ids[first, :p],
+        attention_mask=attn[first, :p],
+        position_ids=pos[first, :p],
+        logits_to_keep=1,  # the last prompt position predicts the first response token
+        use_cache=True,
+    )
+    cache = getattr(head, cache_kw, None)
+    if cache is None or not hasattr(cache, "batch_select_indices") or cache.get_seq_length() != p:
+        return None
+    cache.batch_select_indices(row_prompt)  # each row's prompt keys and values (with grad)
+    # The last response token predicts nothing that is trained on: it is not fed.
+    rest = lm(
+        input_ids=ids[:, p:-1],
+        attention_mask=attn[:, :-1],
+        position_ids=pos[:, p:-1],
+        use_cache=True,
+        **{cache_kw: cache},
+    ).logits
+    return torch.cat([head.logits[row_prompt], rest], dim=1)
+
+
+def cache_kwarg(lm: torch.nn.Module) -> str:
+    """The forward's KV-cache argument: ``cache`` in recent transformers, else
+    ``past_key_values`` (its old name)."""
+    import inspect
+
+    base = lm.get_base_model() if is_peft_model(lm) else lm
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 # -- the learner's model -----------------------------------------------------------------------
 class PolicyModel(torch.nn.Module):
     """The trained policy (optionally with LoRA adapters) and its frozen KL reference.
@@ -219,6 +291,8 @@ class PolicyModel(torch.nn.Module):
     None; under LoRA the reference is the same model with its adapters disabled.
     ``lora``: a :class:`rlvr.config.LoraSpec` as a dict; ``lora_adapter_path``: an adapter to
     continue training. ``temperature``: the rollout's (0 = greedy -> 1).
+    ``share_prompt_forward``: each distinct prompt of a micro-batch is forwarded once
+    (:func:`response_logits`).
     """
 
     def __init__(
@@ -233,6 +307,7 @@ class PolicyModel(torch.nn.Module):
         lora: dict[str, Any] | None = None,
         lora_adapter_path: str | None = None,
         entropy_grad: bool = False,
+        share_prompt_forward: bool = True,
     ) -> None:
         super().__init__()
         self.lm = load_lm(path, dtype, attn_implementation, trained=not lora)
@@ -248,22 +323,26 @@ class PolicyModel(torch.nn.Module):
         self.kl_to_base = bool(lora) and bool(ref_path)
         self.temperature = float(temperature or 1.0)
         self.with_entropy: bool | str = "grad" if entropy_grad else True  # entropy_coef > 0
+        # each distinct prompt of a micro-batch forwarded once (response_logits); activation
+        # checkpointing turns the KV cache off
+        self.share_prompts = share_prompt_forward and not gradient_checkpointing
 
     def forward_train(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``logprobs`` (with grad) and ``entropy`` of the response tokens; with a KL
         reference also its ``ref_logprobs``."""
         set_train_modes(self.lm)  # every call: whatever set the modes last (RLlib, a user)
-        logp, entropy = token_logprobs(self.lm, batch, self.temperature, self.with_entropy)
+        share = self.share_prompts
+        logp, entropy = token_logprobs(self.lm, batch, self.temperature, self.with_entropy, share)
         out = {"logprobs": logp, "entropy": entropy}
         if self.ref_lm is not None:
             with torch.no_grad():
                 out["ref_logprobs"], _ = token_logprobs(
-                    self.ref_lm, batch, self.temperature, with_entropy=False
+                    self.ref_lm, batch, self.temperature, with_entropy=False, share_prompts=share
                 )
         elif self.kl_to_base:
             with torch.no_grad(), self.lm.disable_adapter():
                 out["ref_logprobs"], _ = token_logprobs(
-                    self.lm, batch, self.temperature, with_entropy=False
+                    self.lm, batch, self.temperature, with_entropy=False, share_prompts=share
                 )
         return out
 

@@ -39,6 +39,7 @@ class LearnerConfig(UpdateConfig):
     ref_model_path: str | None = None  # set when kl_coef > 0 (under LoRA: only a flag)
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
+    share_prompt_forward: bool = True
     lora: dict[str, Any] | None = None  # rank, alpha, dropout, target_modules (LoraSpec)
     lora_adapter_path: str | None = None  # resume: the checkpoint's adapter/ (model_path = base)
     lr: float = 1e-5
@@ -63,6 +64,7 @@ class LearnerConfig(UpdateConfig):
             dtype=spec.model.dtype,
             attn_implementation=spec.model.attn_implementation,
             gradient_checkpointing=spec.model.gradient_checkpointing,
+            share_prompt_forward=spec.model.share_prompt_forward,
             lora=spec.model.lora.model_dump() if spec.model.lora is not None else None,
             lr=a.lr,
             weight_decay=a.weight_decay,
@@ -106,6 +108,7 @@ def policy_kwargs(config: LearnerConfig) -> dict[str, Any]:
         "lora": config.lora,
         "lora_adapter_path": config.lora_adapter_path,
         "entropy_grad": config.entropy_coef > 0,
+        "share_prompt_forward": config.share_prompt_forward,
     }
 
 
