@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from rlvr.models.causal_lm import precision
+from rlvr.models.causal_lm import cache_kwarg, precision
 from rlvr.rollout._common import (
     MARKUP_TOKENS,
     InProcessEngine,
@@ -105,6 +105,8 @@ class HFEngineConfig:
             ``$RLVR_TORCH_THREADS``, else 1 on machines with <= 4 cores.
         max_batch_rows: sequences decoded together; larger calls are split into chunks.
         tools: the job's tool use (docs/tools.md); None or nothing enabled: one turn.
+        share_prefill: with ``n > 1`` samples per prompt, each prompt is prefilled once and
+            its KV cache repeated for its ``n`` rows (generate would prefill every row).
     """
 
     model: str
@@ -113,6 +115,7 @@ class HFEngineConfig:
     num_threads: int = 0  # 0: $RLVR_TORCH_THREADS, else 1 on small machines
     max_batch_rows: int = 256
     tools: ToolsConfig | None = None
+    share_prefill: bool = True
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -347,21 +350,27 @@ class HFEngine:
         for i, p in enumerate(prompts):  # left padding: generation continues at the right edge
             ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
             mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         greedy = sampling.temperature == 0
         recorder = _SampledLogprobs(sampling.temperature, sampling.top_p)
+        rows = 1 if greedy else sampling.n  # sequences per prompt
+        cache = self._shared_prefill(ids, mask, rows) if rows > 1 else None
         gen_config = GenerationConfig(
             **self._gen_defaults,
             do_sample=not greedy,
-            num_return_sequences=1 if greedy else sampling.n,
+            num_return_sequences=rows if cache is None else 1,
             max_new_tokens=sampling.max_new_tokens,
             stop_strings=list(sampling.stop) or None,
         )
+        if cache is not None:  # the rows generate would have made, their prompts prefilled
+            ids, mask = ids.repeat_interleave(rows, 0), mask.repeat_interleave(rows, 0)
         seqs = self.model.generate(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
+            input_ids=ids,
+            attention_mask=mask,
             generation_config=gen_config,
             logits_processor=LogitsProcessorList([recorder]),
             tokenizer=self.tokenizer if sampling.stop else None,
+            **({} if cache is None else {cache_kwarg(self.model): cache}),
         )
         new = seqs[:, width:].cpu()
         logprobs = recorder.finish(seqs[:, -1]).cpu() if new.shape[1] else torch.zeros(len(seqs), 0)
@@ -382,6 +391,30 @@ class HFEngine:
                 )
             )
         return completions
+
+    def _shared_prefill(self, ids: torch.Tensor, mask: torch.Tensor, rows: int) -> Any:
+        """The KV cache of every prompt but its last token, computed once per prompt and
+        repeated for its ``rows`` samples; generate then feeds only the last prompt token.
+        ``generate(num_return_sequences=n)`` would prefill each prompt ``n`` times: a quarter
+        of the demo's rollout time. None where the model's cache cannot be repeated."""
+        if not self.config.share_prefill or ids.shape[1] < 2:
+            return None
+        # positions count real tokens only (left padding), as generate computes them
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=pos[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = getattr(out, cache_kwarg(self.model), None)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        if cache.get_seq_length() != ids.shape[1] - 1:
+            return None
+        cache.batch_repeat_interleave(rows)
+        return cache
 
     def _decode(self, tokens: list[int]) -> str:
         text = self.tokenizer.decode(tokens, skip_special_tokens=False)

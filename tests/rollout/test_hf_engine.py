@@ -257,3 +257,26 @@ def test_engine_on_cuda_in_bf16_records_the_sampled_tokens_logprobs(random_model
         )
         # bf16 batched vs single-sequence forward: small numeric differences only
         assert (torch.tensor(c.logprobs, device="cuda") - expected).abs().mean() < 0.05
+
+
+def test_shared_prefill_samples_what_a_prefill_per_row_samples(random_model_dir):
+    plain = HFEngine(HFEngineConfig(model=str(random_model_dir), share_prefill=False))
+    shared = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    prompts = _prompts(plain, 3)  # of different lengths: left padding
+    sampling = SamplingConfig(n=4, max_new_tokens=12, temperature=1.0, seed=3)
+    a, b = plain.generate(prompts, sampling), shared.generate(prompts, sampling)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    for x, y in zip(a, b, strict=True):
+        assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-5)
+
+
+def test_each_prompt_is_prefilled_once_for_its_n_samples(random_model_dir, forward_shapes):
+    engine = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    prompts = _prompts(engine, 3)
+    rows = forward_shapes(engine.model)
+    engine.generate(prompts, SamplingConfig(n=4, max_new_tokens=5, temperature=1.0, seed=0))
+    width = max(len(p) for p in prompts)
+    # 3 prompts prefilled once (all but their last token), then 12 rows fed one token a step
+    assert rows[0] == (3, width - 1)
+    assert rows[1] == (12, 1)
+    assert all(r[0] == 12 for r in rows[1:])
