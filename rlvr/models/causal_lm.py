@@ -221,8 +221,7 @@ def response_logits(
     ids, attn = batch["input_ids"], batch["attention_mask"]
     r = batch["response_mask"].shape[1]
     p = ids.shape[1] - r
-    # Left padding: positions count real tokens only (as generate does).
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    pos = left_padded_positions(attn)
     if share_prompts and p > 0 and r > 1:
         shared = _shared_prompt_logits(lm, ids, attn, pos, p)
         if shared is not None:
@@ -271,6 +270,11 @@ def _shared_prompt_logits(
         **{cache_kw: cache},
     ).logits
     return torch.cat([head.logits[row_prompt], rest], dim=1)
+
+
+def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: real tokens count from 0, as generate counts them."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def cache_kwarg(lm: torch.nn.Module) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from rlvr.models.causal_lm import cache_kwarg, precision
+from rlvr.models.causal_lm import cache_kwarg, left_padded_positions, precision
 from rlvr.rollout._common import (
     MARKUP_TOKENS,
     InProcessEngine,
@@ -399,8 +399,7 @@ class HFEngine:
         of the demo's rollout time. None where the model's cache cannot be repeated."""
         if not self.config.share_prefill or ids.shape[1] < 2:
             return None
-        # positions count real tokens only (left padding), as generate computes them
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        pos = left_padded_positions(mask)
         out = self.model(
             input_ids=ids[:, :-1],
             attention_mask=mask[:, :-1],
@@ -409,9 +408,10 @@ class HFEngine:
             logits_to_keep=1,
         )
         cache = getattr(out, cache_kwarg(self.model), None)
-        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-            return None
-        if cache.get_seq_length() != ids.shape[1] - 1:
+        if (
+            not hasattr(cache, "batch_repeat_interleave")
+            or cache.get_seq_length() != ids.shape[1] - 1
+        ):
             return None
         cache.batch_repeat_interleave(rows)
         return cache
