@@ -408,10 +408,9 @@ class HFEngine:
             logits_to_keep=1,
         )
         cache = getattr(out, cache_kwarg(self.model), None)
-        if (
-            not hasattr(cache, "batch_repeat_interleave")
-            or cache.get_seq_length() != ids.shape[1] - 1
-        ):
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        if cache.get_seq_length() != ids.shape[1] - 1:
             return None
         cache.batch_repeat_interleave(rows)
         return cache
