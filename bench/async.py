@@ -23,9 +23,11 @@ pre-tokenizer), token-mean loss (``dapo``), clip 0.2/0.28, beta 0, one iteration
 its torch threads set per ``--trl-threads`` (the best is the one compared).
 
     .venv/bin/python bench/async.py [--seeds 0 1 2] [--staleness 0 1 2] [--trl-threads 1 2]
-                                    [--steps 40] [--engine-actor] [--baseline REV]
+                                    [--steps 40] [--engine-actor] [--baseline REV] [--gpu]
                                     [--out bench/results/async.json]
 
+``--gpu`` runs the task sized for one GPU instead (``GPU_SPEC``: the 25M tiny model, 32
+prompts x 8, rollouts from a vLLM engine sharing the GPU with the learner actor; no TRL arm).
 ``--engine-actor`` adds k=0 with its engine in a Ray actor (``placement.mode: split``), the
 layout every CPU run had before a synchronous one put its engine in the driver.
 ``--baseline REV`` adds every rlvr arm once more from a git worktree of revision ``REV``
@@ -56,14 +58,50 @@ from bench._results import write_result  # noqa: E402
 SPEC = ROOT / "examples" / "arithmetic.yaml"
 
 
+# ``--gpu``: the same task sized for one GPU, rollouts from a vLLM engine sharing it with the
+# learner (the 25M tiny model; 32 prompts x 8 completions a step).
+GPU_SPEC = {
+    "name": "arithmetic-gpu",
+    "model": {"path": "tiny:arithmetic?size=gpu"},
+    "data": {
+        "train": "builtin:arithmetic?n=4000&split=train",
+        "eval": "builtin:arithmetic?n=400&seed=1&split=test",
+        "prompt_template": "think",
+    },
+    "reward": {
+        "verifiers": [{"name": "math", "weight": 1.0}, {"name": "think_format", "weight": 0.1}],
+        "workers": 8,
+    },
+    "algorithm": {
+        "estimator": "grpo",
+        "group_size": 8,
+        "prompts_per_step": 32,
+        "lr": 1.0e-4,
+        "loss_agg": "token_mean",
+        "micro_batch_tokens": 16384,
+    },  # fmt: skip
+    "rollout": {
+        "engine": "vllm",
+        "max_new_tokens": 64,
+        "temperature": 0.7,
+        "gpu_memory_utilization": 0.3,
+    },  # fmt: skip
+    "eval": {"every": 10},
+}
+GPU = False  # set by --gpu
+
+
 def _spec_dict(steps: int, seed: int, staleness: int, placement: str = "auto") -> dict:
+    import copy
+
     import yaml
 
-    spec = yaml.safe_load(SPEC.read_text())
+    spec = copy.deepcopy(GPU_SPEC) if GPU else yaml.safe_load(SPEC.read_text())
     a = spec["algorithm"]
     a.update(max_steps=steps, seed=seed, max_staleness=staleness, tis_cap=2.0)
     spec["checkpoint"] = {"every": steps}
-    spec["placement"] = {"mode": placement}  # CPU: split = engine actor, auto/colocate = driver
+    if not GPU:  # CPU: split = engine actor, auto/colocate = driver
+        spec["placement"] = {"mode": placement}
     return spec
 
 
@@ -110,14 +148,17 @@ def rlvr_run(
         env = dict(os.environ)
         if code is not None:  # that checkout's packages first (the reward workers inherit it)
             env["PYTHONPATH"] = str(code.path)
+        # stderr to a file, not a pipe: a chatty run (engine and actor logs) would fill the
+        # pipe and block while nothing reads it
+        log = (Path(tmp) / "stderr.log").open("w+")
         t0 = time.time()
         proc = subprocess.Popen(
             [sys.executable, "-m", "rlvr", "train", str(spec_file), "--run-dir", str(run_dir),
              "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp, env=env,
+            stdout=subprocess.DEVNULL, stderr=log, text=True, cwd=tmp, env=env,
         )  # fmt: skip
         peak, pss = _watch(proc)
-        err = proc.stderr.read() if proc.stderr else ""
+        err = _tail(log)
         if proc.returncode != 0:
             raise RuntimeError(f"rlvr train failed ({proc.returncode}):\n{err[-3000:]}")
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
@@ -143,6 +184,17 @@ def rlvr_run(
         "staleness_mean": sum(r["async/staleness_mean"] for r in train) / len(train),
         "rollout_busy_frac": last["async/rollout_busy_frac"],
         "learner_busy_frac": last["async/learner_busy_frac"],
+        # per-step means over the training steps (where the loop's time goes)
+        **{
+            name: sum(r.get(key, 0.0) for r in train) / len(train)
+            for name, key in [
+                ("rollout_s", "time/rollout_s"),
+                ("learn_s", "time/learn_s"),
+                ("sync_s", "time/sync_s"),
+                ("rollout_wait_s", "async/rollout_wait_s"),
+                ("learner_wait_s", "async/learner_wait_s"),
+            ]
+        },  # fmt: skip
     }
 
 
@@ -262,14 +314,15 @@ def trl_child(steps: int, seed: int, threads: int, out_dir: str) -> None:
 
 def trl_run(steps: int, seed: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
+        log = (Path(tmp) / "stderr.log").open("w+")
         t0 = time.time()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         proc = subprocess.Popen(
             [sys.executable, __file__, "--trl-child", str(steps), str(seed), str(threads), tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.DEVNULL, stderr=log, text=True, env=env,
         )  # fmt: skip
         peak, pss = _watch(proc)
-        err = proc.stderr.read() if proc.stderr else ""
+        err = _tail(log)
         if proc.returncode != 0:
             raise RuntimeError(f"TRL failed ({proc.returncode}):\n{err[-3000:]}")
         stamps = json.loads((Path(tmp) / "stamps.json").read_text())
@@ -296,9 +349,23 @@ def trl_run(steps: int, seed: int, threads: int) -> dict:
     }
 
 
+def _tail(log, chars: int = 3000) -> str:
+    """The last ``chars`` of a child's stderr file (then closed)."""
+    log.seek(0)
+    text = log.read()[-chars:]
+    log.close()
+    return text
+
+
 def _first_accuracy(result: dict) -> float:
     """Greedy accuracy on the first eval set, from ``rlvr eval --json``."""
     return float(result["results"][0]["metrics"]["eval/accuracy"])
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA"
 
 
 def _table(rows: list[dict]) -> str:
@@ -311,7 +378,8 @@ def _table(rows: list[dict]) -> str:
         return sum(xs) / len(xs) if xs else float("nan")
 
     head = (f"{'arm':<24} {'seeds':>5} {'loop s':>8} {'no-eval s':>9} {'1st step s':>10} "
-            f"{'eval end':>9} {'RSS GB':>7} {'PSS GB':>7}")  # fmt: skip
+            f"{'eval end':>9} {'RSS GB':>7} {'PSS GB':>7} {'gen s':>6} {'learn s':>7} "
+            f"{'stale':>5}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for arm, rs in arms.items():
         lines.append(
@@ -319,7 +387,10 @@ def _table(rows: list[dict]) -> str:
             f"{mean([r['loop_no_eval_s'] for r in rs]):>9.1f} "
             f"{mean([r['first_step_s'] for r in rs]):>10.1f} "
             f"{mean([r['eval_end'] for r in rs]):>9.3f} {mean([r['peak_rss_gb'] for r in rs]):>7.2f} "
-            f"{mean([r['peak_pss_gb'] for r in rs]):>7.2f}"
+            f"{mean([r['peak_pss_gb'] for r in rs]):>7.2f} "
+            f"{mean([r.get('rollout_s') for r in rs]):>6.2f} "
+            f"{mean([r.get('learn_s') for r in rs]):>7.2f} "
+            f"{mean([r.get('staleness_mean') for r in rs]):>5.2f}"
         )
     return "\n".join(lines)
 
@@ -346,8 +417,17 @@ def main() -> None:
         help="also run the rlvr arms of this git revision (a worktree of it), seed by seed "
         "beside this checkout's: a before/after of a change in one session",
     )
+    ap.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the task sized for one GPU with a vLLM engine (GPU_SPEC; no TRL arm)",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "async.json"))
     args = ap.parse_args()
+    global GPU
+    GPU = args.gpu
+    if GPU:
+        args.trl_threads = []
     baseline = Baseline.check_out(args.baseline) if args.baseline else None
     try:
         import trl  # noqa: F401
@@ -357,7 +437,11 @@ def main() -> None:
     rows = []
     for seed in args.seeds:  # seeds outermost: a drifting machine hits every arm alike
         for k in args.staleness:
-            rows.append(rlvr_run(args.steps, seed, k))
+            try:
+                rows.append(rlvr_run(args.steps, seed, k))
+            except RuntimeError as e:  # one failed arm must not lose the others' numbers
+                print(f"rlvr k={k} seed={seed} failed: {e}", flush=True)
+                continue
             print(json.dumps(rows[-1]), flush=True)
             if baseline is not None:
                 rows.append(rlvr_run(args.steps, seed, k, code=baseline))
@@ -377,8 +461,10 @@ def main() -> None:
         {
             "bench": "async",
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+            + (f", {_gpu_name()}" if GPU else ""),
             "steps": args.steps,
+            "spec": "GPU_SPEC (vLLM)" if GPU else "examples/arithmetic.yaml",
             "rows": rows,
             "table": table,
         },

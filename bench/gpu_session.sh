@@ -8,7 +8,7 @@
 #
 # Then the device calls, back to back (the machine stays warm ~30 s after a call; a cold
 # machine has lost /tmp/site and starts again from chunk 1). N = the last chunk (printed by
-# `bundle`; also `ls .gpu`). Device time is budgeted (30 min a session), so this is ~15 min:
+# `bundle`; also `ls .gpu`). The whole session is ~15 min:
 #   run  carry=[".gpu/p1"]  command="bash bench/gpu_session.sh stage 1"       # seconds
 #   ...  likewise 2 .. N-1
 #   run  carry=[".gpu/pN"]  command="bash bench/gpu_session.sh tests"  timeout_s=600
@@ -18,6 +18,9 @@
 #        # pytest -m gpu tests/gpu/test_gpu_training.py (the rest of -m gpu tests/) -> $OUT/tests_training.log
 #   run  command="bash bench/gpu_session.sh step"   timeout_s=600   # -> $OUT/step.json, step.log
 #   run  command="bash bench/gpu_session.sh train"  timeout_s=600   # -> $OUT/train/{metrics.jsonl,curves.png,...}
+# Or, in one call after staging (the async bench on GPU_SPEC, then the training tests):
+#   run  carry=[".gpu/pN"]  command="DEADLINE=540 bash bench/gpu_session.sh async"  timeout_s=560
+#        # -> $OUT/async_gpu.{json,log}, tests_training.log
 # Optional, if device time is left:
 #   run  command="bash bench/gpu_session.sh step-lora"  timeout_s=600   # -> $OUT/step_lora.json
 #
@@ -85,6 +88,30 @@ case "$cmd" in
     timeout 580 python3 -m pytest -m gpu tests/gpu/test_gpu_training.py -q -s \
       -p no:cacheprovider -o addopts="-ra" 2>&1 | tee "$OUT/tests_training.log" | tail -40
     exit "${PIPESTATUS[0]}"
+    ;;
+  async)
+    # Everything in one call after the last chunk (~9 min): the async bench on the GPU spec
+    # (k = 0 and 1), then the GPU training tests with the time left. DEADLINE: seconds this
+    # call may take; each part gets what is left of it, and writes its files as it goes.
+    deadline=$(( $(date +%s) + ${DEADLINE:-540} ))
+    left() { echo $(( deadline - $(date +%s) )); }
+    n=$(last_chunk)
+    if [ -n "$n" ] && [ -d ".gpu/p$n" ]; then
+      bash ".gpu/p$n/stage.sh" | tee "$OUT/stage.log" | tail -3
+      grep -q READY "$OUT/stage.log" || { echo "staging incomplete: carry every chunk first"; exit 3; }
+    fi
+    gpu_env
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+    # the 25M tiny model, built and warm-started on the GPU once (cached in RLVR_HOME)
+    timeout "$(left)" python3 -c "from rlvr.models import resolve_model; print(resolve_model('tiny:arithmetic?size=gpu'))" 2>&1 | tail -3
+    timeout "$(left)" python3 bench/async.py --gpu --seeds 0 --staleness 0 1 --steps ${STEPS:-30} \
+      --out "$OUT/async_gpu.json" 2>&1 | tee "$OUT/async_gpu.log" | grep -v -E "^\(|WARNING|INFO" | tail -30
+    echo "left for the training tests: $(left) s"
+    if [ "$(left)" -gt 120 ]; then
+      timeout "$(( $(left) - 10 ))" python3 -m pytest -m gpu tests/train/test_shared_prompts.py \
+        tests/rollout/test_hf_engine.py tests/gpu/test_gpu_training.py -q -s --continue-on-collection-errors \
+        -p no:cacheprovider -o addopts="-ra" 2>&1 | tee "$OUT/tests_training.log" | tail -30
+    fi
     ;;
   step)
     gpu_env
