@@ -184,6 +184,7 @@ def rlvr_run(
         "staleness_mean": sum(r["async/staleness_mean"] for r in train) / len(train),
         "rollout_busy_frac": last["async/rollout_busy_frac"],
         "learner_busy_frac": last["async/learner_busy_frac"],
+        "sync_method": last.get("sync/method"),  # rlvr.rollout.weight_sync.SYNC_METHOD_CODES
         # per-step means over the training steps (where the loop's time goes)
         **{
             name: sum(r.get(key, 0.0) for r in train) / len(train)
