@@ -123,6 +123,49 @@ def _timed_out(what: str, timeout_s: float) -> TimeoutError:
     )
 
 
+class LoadOrder:
+    """Keeps an engine's weight loads behind the rollouts submitted before them.
+
+    Ray runs an actor's calls in order per caller only. The driver submits rollouts; with
+    learner actors (every GPU run) the learner pushes the weights, a second caller, so a
+    push could reach an engine ahead of a rollout the driver submitted just before it, and
+    that rollout would sample newer weights than the schedule says (an asynchronous run
+    would then not repeat on resume). The driver counts the ``generate`` calls it has made
+    to each engine (:meth:`ReplicaGroup.calls_made`) and the push carries that count; an
+    engine that has started fewer calls holds the load and applies it when the last of them
+    ends. An engine runs one call at a time, so no load ever lands mid-sequence.
+
+    The engine calls :meth:`call_started` and :meth:`call_finished` around every
+    ``generate`` and :meth:`load` with each load, as a closure.
+    """
+
+    def __init__(self) -> None:
+        self.calls_started = 0
+        self._held: list[tuple[int, Callable[[], None]]] = []  # (after_calls, apply), in order
+
+    def call_started(self) -> None:
+        self.calls_started += 1
+
+    def call_finished(self) -> None:
+        while self._held and self.calls_started >= self._held[0][0]:
+            _, apply = self._held.pop(0)
+            apply()
+
+    def holds(self, after_calls: int | None) -> bool:
+        """Whether a load that must follow ``after_calls`` calls would be held now (a load
+        from the sender's own buffer must then copy it: the sender frees it on return)."""
+        return bool(self._held) or (after_calls is not None and self.calls_started < after_calls)
+
+    def load(self, after_calls: int | None, apply: Callable[[], None]) -> bool:
+        """Apply now, or hold until ``after_calls`` calls have ended (None: now). Returns
+        whether it was applied now."""
+        if not self.holds(after_calls):
+            apply()
+            return True
+        self._held.append((after_calls or 0, apply))
+        return False
+
+
 class PendingRollout:
     """A ``generate`` in flight on the replicas: one Ray ref per replica's slice.
 
@@ -258,6 +301,7 @@ class ReplicaGroup:
         self.name = name
         self.call_timeout_s = call_timeout_s
         self.engines: list[Any] = []  # Ray actor handles
+        self._calls: list[int] = []  # generate calls made to each engine (LoadOrder)
 
     def start(
         self,
@@ -276,6 +320,7 @@ class ReplicaGroup:
         try:
             for i in range(replicas):
                 self.engines.append(new_actor(i))
+                self._calls.append(0)
                 if one_by_one:
                     infos += wait_all([self.engines[-1].info.remote()], timeout_s, what)
             if not one_by_one:
@@ -295,15 +340,24 @@ class ReplicaGroup:
     def submit(
         self, prompt_token_ids: list[list[int]], sampling: SamplingConfig, **kwargs: Any
     ) -> PendingRollout:
-        """:meth:`generate` started, not waited for. Each actor runs its calls in the order
-        they were made, so weights loaded after this call never reach these sequences."""
+        """:meth:`generate` started, not waited for. Weights pushed after this call never
+        reach these sequences: the push names :meth:`calls_made` (:class:`LoadOrder`)."""
         spans = split_evenly(len(prompt_token_ids), len(self.engines))
-        refs = [
-            engine.generate.remote(prompt_token_ids[a:b], sampling, prompt_offset=a, **kwargs)
-            for engine, (a, b) in zip(self.engines, spans, strict=True)
-            if b > a
-        ]
+        refs = []
+        for i, (engine, (a, b)) in enumerate(zip(self.engines, spans, strict=True)):
+            if b > a:
+                refs.append(
+                    engine.generate.remote(
+                        prompt_token_ids[a:b], sampling, prompt_offset=a, **kwargs
+                    )
+                )
+                self._calls[i] += 1
         return PendingRollout(refs, self.call_timeout_s, f"{self.name} generate")
+
+    def calls_made(self) -> list[int]:
+        """The ``generate`` calls made so far to each engine, in :attr:`engines` order: what a
+        weight push must follow (:class:`LoadOrder`)."""
+        return list(self._calls)
 
     def put_to_all(self, method: str, payload: Any, version: int) -> None:
         """One ``ray.put`` of ``payload``; every replica's ``method(ref, version)`` reads it."""
@@ -324,3 +378,4 @@ class ReplicaGroup:
         for e in self.engines:
             kill_engine(e)
         self.engines = []
+        self._calls = []

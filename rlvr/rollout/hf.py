@@ -42,6 +42,7 @@ from rlvr.models.causal_lm import cache_kwarg, left_padded_positions, precision
 from rlvr.rollout._common import (
     MARKUP_TOKENS,
     InProcessEngine,
+    LoadOrder,
     PendingRollout,
     ReplicaGroup,
     strip_tokens,
@@ -213,6 +214,7 @@ class HFEngine:
         }
         self._strip = _control_tokens(self.tokenizer)
         self._version = 0
+        self._order = LoadOrder()  # weight loads behind the rollouts submitted before them
         self._tool_loop: Any = None  # a ToolLoop, built on the first call with tools
 
     # RolloutEngine -------------------------------------------------------------------------
@@ -234,6 +236,19 @@ class HFEngine:
         first turn is that text instead of a sample, masked out like tool output since the
         model did not choose it, so a call happens even with an untrained model.
         """
+        self._order.call_started()
+        try:
+            return self._generate(prompt_token_ids, sampling, prompt_offset, first_turns)
+        finally:
+            self._order.call_finished()  # (a weight load held for this call lands now)
+
+    def _generate(
+        self,
+        prompt_token_ids: list[list[int]],
+        sampling: SamplingConfig,
+        prompt_offset: int,
+        first_turns: list[str] | None,
+    ) -> list[Completion]:
         validate_request(prompt_token_ids, sampling)
         tools = self.config.tools
         if first_turns is not None and not (tools and tools.enabled):
@@ -254,22 +269,34 @@ class HFEngine:
                 out += self._generate_chunk(chunk, sampling, prompt_offset + start)
         return out
 
-    def load_weights(self, state: Mapping[str, Any], version: int) -> None:
-        """Load a state dict (HF parameter names; torch tensors or numpy arrays)."""
+    def load_weights(
+        self, state: Mapping[str, Any], version: int, after_calls: int | None = None
+    ) -> None:
+        """Load a state dict (HF parameter names; torch tensors or numpy arrays).
+
+        ``after_calls``: the ``generate`` calls the driver had made to this engine before the
+        push; a load that arrives sooner waits for them to end (:class:`LoadOrder`)."""
         own = self.model.state_dict()
         unknown = [k for k in state if k not in own]
         if unknown:
             raise KeyError(f"weights for unknown parameters {unknown[:5]} (a different model?)")
-        with torch.no_grad():
-            for name, value in state.items():
-                t = value if isinstance(value, torch.Tensor) else torch.from_numpy(value)
-                own[name].copy_(t.to(own[name].dtype))
-        self._version = int(version)
 
-    def load_packed(self, payload: Mapping[str, Any], version: int) -> None:
+        def apply() -> None:
+            with torch.no_grad():
+                for name, value in state.items():
+                    t = value if isinstance(value, torch.Tensor) else torch.from_numpy(value)
+                    own[name].copy_(t.to(own[name].dtype))
+            self._version = int(version)
+
+        self._order.load(after_calls, apply)
+
+    def load_packed(
+        self, payload: Mapping[str, Any], version: int, after_calls: int | None = None
+    ) -> None:
         """The object-store path of :class:`~rlvr.rollout.weight_sync.WeightSender`:
-        ``payload = {"layout", "data"}`` (Ray resolves the ObjectRef the sender passed)."""
-        self.load_weights(dict(unpack_payload(payload)), version)
+        ``payload = {"layout", "data"}`` (Ray resolves the ObjectRef the sender passed; a
+        held load keeps the payload, and so the object, until it lands)."""
+        self.load_weights(dict(unpack_payload(payload)), version, after_calls)
 
     def gpu_uuid(self) -> str | None:
         """This engine's GPU (None on CPU): how a WeightSender chooses its path."""

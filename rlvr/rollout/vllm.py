@@ -41,6 +41,7 @@ from rlvr.config import JobSpec
 from rlvr.models.causal_lm import precision
 from rlvr.rollout._common import (
     MARKUP_TOKENS,
+    LoadOrder,
     PendingRollout,
     ReplicaGroup,
     strip_tokens,
@@ -333,6 +334,7 @@ class VllmEngine:
         tokenizer = self._llm.get_tokenizer()
         self._strip = frozenset(getattr(tokenizer, "all_special_tokens", ())) - MARKUP_TOKENS
         self._version = 0
+        self._order = LoadOrder()  # weight loads behind the rollouts submitted before them
         self._group: Any = None  # NCCL weight-sync group, formed on request
         self._tool_loop: Any = None  # a ToolLoop, built on the first call with tools
 
@@ -346,12 +348,18 @@ class VllmEngine:
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt; ``prompt_index`` counts
         from ``prompt_offset`` (the slice's start when a VllmRollout spreads prompts)."""
-        validate_request(prompt_token_ids, sampling)
-        if not prompt_token_ids:
-            return []
-        if self.config.tools and self.config.tools.enabled:
-            return self._generate_with_tools(prompt_token_ids, sampling, ignore_eos, prompt_offset)
-        return self._sample(prompt_token_ids, sampling, ignore_eos, prompt_offset)
+        self._order.call_started()
+        try:
+            validate_request(prompt_token_ids, sampling)
+            if not prompt_token_ids:
+                return []
+            if self.config.tools and self.config.tools.enabled:
+                return self._generate_with_tools(
+                    prompt_token_ids, sampling, ignore_eos, prompt_offset
+                )
+            return self._sample(prompt_token_ids, sampling, ignore_eos, prompt_offset)
+        finally:
+            self._order.call_finished()  # (a weight load held for this call lands now)
 
     def _sample(
         self,
@@ -413,23 +421,35 @@ class VllmEngine:
             c.prompt_index += offset
         return out
 
-    def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
-        """Load a state dict (HF names, tensors on any device)."""
+    def load_weights(
+        self, state: Mapping[str, torch.Tensor], version: int, after_calls: int | None = None
+    ) -> None:
+        """Load a state dict (HF names, tensors on any device).
+
+        ``after_calls`` (here and in the receivers below): the ``generate`` calls the driver
+        had made to this engine before the push; a load that arrives sooner waits for them
+        to end (:class:`~rlvr.rollout._common.LoadOrder`)."""
         device = self._device()
-        self._load([(n, t.to(device)) for n, t in state.items()], version)
+        self._load([(n, t.to(device)) for n, t in state.items()], version, after_calls)
 
     def weights_version(self) -> int:
         return self._version
 
     # weight_sync receivers ----------------------------------------------------------------
-    def load_packed(self, payload: Mapping[str, Any], version: int) -> None:
+    def load_packed(
+        self, payload: Mapping[str, Any], version: int, after_calls: int | None = None
+    ) -> None:
         """Object-store path: ``payload = {"layout": WeightLayout dict, "data": uint8 array}``
         (Ray resolves the ObjectRef argument; the array is a zero-copy view of the store)."""
         device = self._device()
-        self._load([(n, t.to(device)) for n, t in unpack_payload(payload)], version)
+        self._load([(n, t.to(device)) for n, t in unpack_payload(payload)], version, after_calls)
 
     def load_ipc(
-        self, handles: Mapping[str, tuple], layout: Mapping[str, Any], version: int
+        self,
+        handles: Mapping[str, tuple],
+        layout: Mapping[str, Any],
+        version: int,
+        after_calls: int | None = None,
     ) -> None:
         """CUDA IPC path: open the sender's GPU buffer (``handles``: GPU UUID → the args of
         ``torch.multiprocessing.reductions.rebuild_cuda_tensor``) and load from it."""
@@ -444,7 +464,9 @@ class VllmEngine:
         args = list(handles[gpu])
         args[6] = torch.cuda.current_device()  # the device index as this process sees it
         buffer = rebuild_cuda_tensor(*args)
-        self._load(unpack_weights(buffer, WeightLayout.from_dict(layout)), version)
+        if self._order.holds(after_calls):  # the sender frees its buffer when this returns
+            buffer = buffer.clone()
+        self._load(unpack_weights(buffer, WeightLayout.from_dict(layout)), version, after_calls)
         del buffer
 
     def init_weight_group(self, host: str, port: int, rank: int, world_size: int) -> None:
@@ -455,14 +477,16 @@ class VllmEngine:
             host, port, rank, world_size, torch.cuda.current_device()
         )
 
-    def load_broadcast(self, layout: Mapping[str, Any], version: int) -> None:
+    def load_broadcast(
+        self, layout: Mapping[str, Any], version: int, after_calls: int | None = None
+    ) -> None:
         """NCCL path: receive the packed buffer from rank 0 and load it."""
         if self._group is None:
             raise RuntimeError("init_weight_group must be called before load_broadcast")
         lay = WeightLayout.from_dict(layout)
         buffer = torch.empty(lay.nbytes, dtype=torch.uint8, device=self._device())
         self._group.broadcast(buffer, src=0, stream=torch.cuda.current_stream())
-        self._load(unpack_weights(buffer, lay), version)
+        self._load(unpack_weights(buffer, lay), version, after_calls)  # (the buffer is ours)
 
     # introspection ------------------------------------------------------------------------
     def gpu_uuid(self) -> str | None:
@@ -490,13 +514,18 @@ class VllmEngine:
             else torch.device("cpu")
         )
 
-    def _load(self, weights: list[tuple[str, torch.Tensor]], version: int) -> None:
-        self._llm.collective_rpc(_load_on_worker, args=(weights,))
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()  # the sender may free or overwrite its buffer after this
-        if not self._llm.reset_prefix_cache():
-            raise RuntimeError("vLLM refused to reset its prefix cache after a weight update")
-        self._version = int(version)
+    def _load(
+        self, weights: list[tuple[str, torch.Tensor]], version: int, after_calls: int | None
+    ) -> None:
+        def apply() -> None:
+            self._llm.collective_rpc(_load_on_worker, args=(weights,))
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the sender may free or overwrite its buffer after this
+            if not self._llm.reset_prefix_cache():
+                raise RuntimeError("vLLM refused to reset its prefix cache after a weight update")
+            self._version = int(version)
+
+        self._order.load(after_calls, apply)
 
 
 # -- the driver side ---------------------------------------------------------------------------

@@ -245,22 +245,36 @@ class WeightSender:
         self,
         weights: Weights,
         version: int,
+        after_calls: list[int] | None = None,
     ) -> dict[str, float]:
         """Send ``weights`` (HF names) to every engine; returns timings in seconds and bytes.
 
-        Blocks until every engine has loaded them (and reset its prefix cache).
+        Blocks until every engine has loaded them (and reset its prefix cache), or holds
+        them: ``after_calls[i]`` is the number of ``generate`` calls the driver had made to
+        engine ``i`` before this push (``ReplicaGroup.calls_made``); an engine that has not
+        yet started them all loads the weights when they have ended
+        (:class:`rlvr.rollout._common.LoadOrder`). None: load at once.
         """
+        if after_calls is not None and len(after_calls) != len(self.engines):
+            raise ValueError(
+                f"after_calls has {len(after_calls)} counts for {len(self.engines)} engines"
+            )
+        after: list[int | None] = (
+            list(after_calls) if after_calls is not None else [None] * len(self.engines)
+        )
         t0 = time.perf_counter()
         if self.method == "object_store":
-            stats = self._push_object_store(weights, version)
+            stats = self._push_object_store(weights, version, after)
         elif self.method == "cuda_ipc":
-            stats = self._push_ipc(weights, version)
+            stats = self._push_ipc(weights, version, after)
         else:
-            stats = self._push_nccl(weights, version)
+            stats = self._push_nccl(weights, version, after)
         stats["total_s"] = time.perf_counter() - t0
         return stats
 
-    def _push_object_store(self, weights: Weights, version: int) -> dict[str, float]:
+    def _push_object_store(
+        self, weights: Weights, version: int, after: list[int | None]
+    ) -> dict[str, float]:
         t0 = time.perf_counter()
         weights = list(weights.items() if isinstance(weights, Mapping) else weights)
         layout, _ = plan_layout(weights, self.dtype)
@@ -273,14 +287,19 @@ class WeightSender:
         ref = put({"layout": layout.to_dict(), "data": buffer.numpy()})  # (no Ray: LocalRef)
         t2 = time.perf_counter()
         wait_all(
-            [e.load_packed.remote(ref, version) for e in self.engines],
+            [
+                e.load_packed.remote(ref, version, n)
+                for e, n in zip(self.engines, after, strict=True)
+            ],
             self.timeout_s,
             "object-store weight sync",
         )
         t3 = time.perf_counter()
         return {"pack_s": t1 - t0, "put_s": t2 - t1, "load_s": t3 - t2, "bytes": layout.nbytes}
 
-    def _push_ipc(self, weights: Weights, version: int) -> dict[str, float]:
+    def _push_ipc(
+        self, weights: Weights, version: int, after: list[int | None]
+    ) -> dict[str, float]:
         from torch.multiprocessing.reductions import reduce_tensor
 
         t0 = time.perf_counter()
@@ -289,8 +308,8 @@ class WeightSender:
         t1 = time.perf_counter()
         wait_all(
             [
-                e.load_ipc.remote({self._gpu: ipc_args}, layout.to_dict(), version)
-                for e in self.engines
+                e.load_ipc.remote({self._gpu: ipc_args}, layout.to_dict(), version, n)
+                for e, n in zip(self.engines, after, strict=True)
             ],
             self.timeout_s,
             "CUDA IPC weight sync",
@@ -301,13 +320,18 @@ class WeightSender:
         torch.cuda.ipc_collect()
         return {"pack_s": t1 - t0, "load_s": t2 - t1, "bytes": layout.nbytes}
 
-    def _push_nccl(self, weights: Weights, version: int) -> dict[str, float]:
+    def _push_nccl(
+        self, weights: Weights, version: int, after: list[int | None]
+    ) -> dict[str, float]:
         if self._group is None:
             self._group = self._form_group()
         t0 = time.perf_counter()
         buffer, layout = pack_weights(weights, device="cuda", dtype=self.dtype)
         t1 = time.perf_counter()
-        refs = [e.load_broadcast.remote(layout.to_dict(), version) for e in self.engines]
+        refs = [
+            e.load_broadcast.remote(layout.to_dict(), version, n)
+            for e, n in zip(self.engines, after, strict=True)
+        ]
         self._group.broadcast(buffer, src=0, stream=torch.cuda.current_stream())
         torch.cuda.synchronize()
         wait_all(refs, self.timeout_s, "NCCL weight sync")

@@ -247,6 +247,7 @@ def _push_weights(
     version: int,
     trainable_only: bool,
     timeout_s: float,
+    after_calls: list[int] | None = None,
 ) -> dict[str, Any] | None:
     """Runs where learner 0 lives (sharded: on every learner, which all gather and learner 0
     sends): send its weights straight to the engines through a
@@ -271,7 +272,7 @@ def _push_weights(
     with torch.no_grad():
         if not learner.sharded:
             weights = learner.policy_model().hf_state_dict(trainable_only)
-        stats = learner._sender.push(weights, version)
+        stats = learner._sender.push(weights, version, after_calls)
     return {**stats, "method": learner._sender.method}
 
 
@@ -382,11 +383,15 @@ class Learner:
         version: int = 0,
         trainable_only: bool = True,
         timeout_s: float = 1800.0,
+        after_calls: list[int] | None = None,
     ) -> dict[str, Any]:
         """Send the policy's weights from learner 0 to the rollout ``engines`` (actor handles)
         by ``method`` (the plan's; one the devices do not allow falls back to the object
         store). With learner actors the weights go actor to actor and this process holds
         none; with ``num_learners == 0`` the learner, and so the sender, is this process.
+        ``after_calls``: the generate calls made to each engine before this push
+        (``ReplicaGroup.calls_made()``): an engine loads the weights only after those, even
+        when the push (from another process) reaches it first.
         Returns the sync's stats: ``bytes``, ``method`` and timings in seconds."""
         return self._on_first(
             _push_weights,
@@ -395,6 +400,7 @@ class Learner:
             version=int(version),
             trainable_only=trainable_only,
             timeout_s=timeout_s,
+            after_calls=after_calls,
         )
 
     def save(self, path: str | Path) -> None:

@@ -627,6 +627,9 @@ class _Trainer:
                 self.plan.sync,
                 version=self.policy_version,
                 timeout_s=self.rollout.replicas.call_timeout_s,
+                # behind the rollouts already submitted, also when the push (from a learner
+                # actor) reaches an engine before them (rlvr.rollout._common.LoadOrder)
+                after_calls=self.rollout.replicas.calls_made(),
             )
             self.engine_version = self.policy_version
         sync_s = time.perf_counter() - t0

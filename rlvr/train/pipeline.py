@@ -9,9 +9,11 @@ step ``s - k``, on the weights the engines hold then (version ``s - k - 1``), an
     batch = queue.take(step=1)        # step 1's completions, scored, with their version
     ...learn step 1, push version 1...
 
-Why it is exact: every Ray actor runs its calls in the order they were made, so a weight
-push made after ``start`` never reaches the sequences started before it (no update lands
-mid-sequence), and each step's prompts and sampling seed are functions of (seed, step). A
+Why it is exact: a weight push made after ``start`` never reaches the sequences started
+before it (no update lands mid-sequence): the push names the calls made to each engine
+before it and an engine holds it until they end (:class:`rlvr.rollout._common.LoadOrder`;
+Ray alone orders an actor's calls per caller, and a learner actor's push is another
+caller's), and each step's prompts and sampling seed are functions of (seed, step). A
 checkpoint at step ``c`` waits for the rollouts of ``c+1 … c+k`` and stores them
 (:meth:`RolloutQueue.state_dict`); a resumed run takes those instead of sampling them again
 on newer weights, so it continues exactly as an uninterrupted run would.

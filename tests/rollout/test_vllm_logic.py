@@ -333,6 +333,21 @@ def test_engine_generates_completions_and_loads_weights_in_process(fake_vllm):
     assert engine.param_sum("shift") == 5.0
 
 
+def test_engine_holds_a_load_that_arrives_before_the_calls_made_ahead_of_it(fake_vllm):
+    engine = VllmEngine(VllmEngineConfig(model="/m"))
+    buffer, layout = pack_weights({"shift": torch.tensor([5.0])}, device="cpu")
+    payload = {"layout": layout.to_dict(), "data": buffer.numpy()}
+    engine.load_packed(payload, version=2, after_calls=1)  # one call was made before it
+    assert engine.weights_version() == 0
+    with pytest.raises(KeyError):  # not loaded yet
+        engine.param_sum("shift")
+    first = engine.generate([[10]], SamplingConfig(max_new_tokens=2))
+    assert first[0].token_ids == [10, 11] and first[0].weights_version == 0  # old weights
+    assert engine.weights_version() == 2 and engine.param_sum("shift") == 5.0
+    again = engine.generate([[10]], SamplingConfig(max_new_tokens=2))
+    assert again[0].token_ids == [15, 16] and again[0].weights_version == 2
+
+
 def test_rollout_spreads_prompts_over_replica_actors_and_syncs_weights_through_the_store(
     ray_cluster, fake_vllm_dir
 ):

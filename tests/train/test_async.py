@@ -74,10 +74,26 @@ def test_one_step_off_policy_rollouts_lag_the_learner_by_one_version(async_run):
     _check_staleness(run_dir, 1)
 
 
-def test_rollouts_never_lag_more_than_max_staleness(ray_cluster, random_model_dir, tmp_path):
+def test_rollouts_never_lag_more_than_max_staleness(
+    ray_cluster, random_model_dir, tmp_path, monkeypatch
+):
+    from rlvr.train.learner import Learner
+
+    pushes: list[list[int] | None] = []
+    push_weights = Learner.push_weights
+
+    def spy(self, *args, **kwargs):
+        pushes.append(kwargs.get("after_calls"))
+        return push_weights(self, *args, **kwargs)
+
+    monkeypatch.setattr(Learner, "push_weights", spy)
     summary = run(_spec(random_model_dir, max_staleness=2), tmp_path, actor_cpus=0)
     assert summary.status == "succeeded" and summary.step == 4
     _check_staleness(tmp_path, 2)
+    # Every push names the rollouts already submitted to the engine (steps up to s + 2 when
+    # step s's weights go out): an engine holds the weights until those have been sampled,
+    # even if the push, from a learner actor, reaches it first (LoadOrder).
+    assert pushes == [[3], [4], [4], [4]]
 
 
 def test_a_checkpoint_stores_the_rollouts_started_for_later_steps(async_run):

@@ -1,0 +1,129 @@
+"""Weight loads stay behind the rollouts submitted before them (``LoadOrder``), also when
+the push comes from another process than the one that submitted the rollouts, as a learner
+actor's does: Ray orders an actor's calls per caller only."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from rlvr.rollout._common import LoadOrder
+from rlvr.rollout.base import SamplingConfig
+from rlvr.rollout.hf import HFEngine, HFEngineConfig, HFRollout
+
+GREEDY = SamplingConfig(n=1, max_new_tokens=6, temperature=0.0)
+
+
+def _prompts(engine: HFEngine, n: int = 2) -> list[list[int]]:
+    texts = [f"<|im_start|>user\nWhat is {i} + {i * 3}?<|im_end|>\n" for i in range(n)]
+    return [engine.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _other_weights(engine: HFEngine) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {k: v + torch.randn(v.shape, generator=g) for k, v in engine.model.state_dict().items()}
+
+
+def test_a_load_is_held_until_the_calls_before_it_end_and_loads_keep_their_order():
+    order = LoadOrder()
+    landed: list[str] = []
+    assert order.load(None, lambda: landed.append("now"))  # nothing to wait for
+    assert not order.load(2, lambda: landed.append("v1"))  # two calls were made before it
+    assert not order.load(None, lambda: landed.append("v2"))  # behind v1, whatever it says
+    order.call_started()
+    order.call_finished()
+    assert landed == ["now"]  # one of the two calls has run
+    order.call_started()
+    assert landed == ["now"]  # never during a call
+    order.call_finished()
+    assert landed == ["now", "v1", "v2"]
+    assert order.load(2, lambda: landed.append("v3"))  # its calls have run: at once
+    assert landed[-1] == "v3"
+
+
+def test_an_engine_samples_with_the_old_weights_when_their_push_comes_first(random_model_dir):
+    engine = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    reference = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    prompts = _prompts(engine)
+    old = reference.generate(prompts, GREEDY)
+    new_weights = _other_weights(engine)
+
+    # The push says one generate call was made before it; that call has not started yet.
+    engine.load_weights(new_weights, version=3, after_calls=1)
+    assert engine.weights_version() == 0
+    first = engine.generate(prompts, GREEDY)
+    assert [c.token_ids for c in first] == [c.token_ids for c in old]
+    assert {c.weights_version for c in first} == {0}
+    assert engine.weights_version() == 3  # landed when that call ended
+
+    reference.load_weights(new_weights, version=3)
+    second = engine.generate(prompts, GREEDY)
+    assert [c.token_ids for c in second] == [
+        c.token_ids for c in reference.generate(prompts, GREEDY)
+    ]
+    assert [c.token_ids for c in second] != [c.token_ids for c in first]
+    assert {c.weights_version for c in second} == {3}
+
+
+def test_the_replica_group_counts_the_calls_made_to_each_engine(ray_cluster, random_model_dir):
+    rollout = HFRollout(
+        HFEngineConfig(model=str(random_model_dir)), replicas=2, num_cpus=0, call_timeout_s=120
+    )
+    try:
+        prompts = _prompts(HFEngine(HFEngineConfig(model=str(random_model_dir))), 3)
+        assert rollout.replicas.calls_made() == [0, 0]
+        rollout.generate(prompts, GREEDY)
+        rollout.generate(prompts[:1], GREEDY)  # one prompt: only the first replica is called
+        assert rollout.replicas.calls_made() == [2, 1]
+    finally:
+        rollout.shutdown()
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["after_calls", "no_order"])
+def test_a_push_from_another_actor_that_overtakes_a_rollout_lands_after_it(
+    ray_cluster, random_model_dir, held
+):
+    """The driver's generate waits for a slow argument (as a rollout waits behind earlier
+    work), so another actor's push reaches the engine first. With ``after_calls`` the
+    rollout still samples the old weights; without it (the control) it samples the new."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Pusher:  # stands in for a learner actor: a second caller of the engine
+        def push(self, engine, weights, version, after_calls):
+            return ray.get(engine.load_weights.remote(weights, version, after_calls), timeout=120)
+
+    @ray.remote(num_cpus=0)
+    def slowly(value):
+        time.sleep(3)
+        return value
+
+    rollout = HFRollout(
+        HFEngineConfig(model=str(random_model_dir)), replicas=1, num_cpus=0, call_timeout_s=120
+    )
+    try:
+        local = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+        prompts = _prompts(local)
+        old = local.generate(prompts, GREEDY)
+        weights = ray.put({k: v.numpy() for k, v in _other_weights(local).items()})
+        pusher = Pusher.remote()
+        (engine,) = rollout.replicas.engines
+        ray.get(pusher.__ray_ready__.remote(), timeout=60)
+
+        pending = engine.generate.remote(slowly.remote(prompts), GREEDY)
+        t0 = time.perf_counter()
+        ray.get(pusher.push.remote(engine, weights, 4, 1 if held else None), timeout=120)
+        assert time.perf_counter() - t0 < 2.5  # the push did come first
+        completions = ray.get(pending, timeout=120)
+
+        if held:
+            assert [c.token_ids for c in completions] == [c.token_ids for c in old]
+            assert {c.weights_version for c in completions} == {0}
+        else:
+            assert [c.token_ids for c in completions] != [c.token_ids for c in old]
+            assert {c.weights_version for c in completions} == {4}
+        assert ray.get(engine.weights_version.remote(), timeout=60) == 4
+    finally:
+        rollout.shutdown()
