@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import torch
 
 from rlvr.rollout._common import LoadOrder
@@ -67,27 +66,29 @@ def test_an_engine_samples_with_the_old_weights_when_their_push_comes_first(rand
     assert {c.weights_version for c in second} == {3}
 
 
-def test_the_replica_group_counts_the_calls_made_to_each_engine(ray_cluster, random_model_dir):
-    rollout = HFRollout(
-        HFEngineConfig(model=str(random_model_dir)), replicas=2, num_cpus=0, call_timeout_s=120
-    )
+def test_the_replica_group_counts_the_calls_made_to_each_engine(random_model_dir):
+    from rlvr.rollout._common import InProcessEngine, ReplicaGroup
+
+    group = ReplicaGroup("HF", call_timeout_s=60)
+    config = HFEngineConfig(model=str(random_model_dir))
+    group.start(lambda i: InProcessEngine(HFEngine(config)), replicas=2, timeout_s=60)
     try:
-        prompts = _prompts(HFEngine(HFEngineConfig(model=str(random_model_dir))), 3)
-        assert rollout.replicas.calls_made() == [0, 0]
-        rollout.generate(prompts, GREEDY)
-        rollout.generate(prompts[:1], GREEDY)  # one prompt: only the first replica is called
-        assert rollout.replicas.calls_made() == [2, 1]
+        prompts = _prompts(HFEngine(config), 3)
+        assert group.calls_made() == [0, 0]
+        group.generate(prompts, GREEDY)
+        group.generate(prompts[:1], GREEDY)  # one prompt: only the first engine is called
+        assert group.calls_made() == [2, 1]
     finally:
-        rollout.shutdown()
+        group.shutdown()
 
 
-@pytest.mark.parametrize("held", [True, False], ids=["after_calls", "no_order"])
 def test_a_push_from_another_actor_that_overtakes_a_rollout_lands_after_it(
-    ray_cluster, random_model_dir, held
+    ray_cluster, random_model_dir
 ):
     """The driver's generate waits for a slow argument (as a rollout waits behind earlier
     work), so another actor's push reaches the engine first. With ``after_calls`` the
-    rollout still samples the old weights; without it (the control) it samples the new."""
+    rollout still samples the old weights; without it (the control, second round) it
+    samples the new ones."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -106,24 +107,29 @@ def test_a_push_from_another_actor_that_overtakes_a_rollout_lands_after_it(
     try:
         local = HFEngine(HFEngineConfig(model=str(random_model_dir)))
         prompts = _prompts(local)
-        old = local.generate(prompts, GREEDY)
-        weights = ray.put({k: v.numpy() for k, v in _other_weights(local).items()})
         pusher = Pusher.remote()
         (engine,) = rollout.replicas.engines
         ray.get(pusher.__ray_ready__.remote(), timeout=60)
-
-        pending = engine.generate.remote(slowly.remote(prompts), GREEDY)
-        t0 = time.perf_counter()
-        ray.get(pusher.push.remote(engine, weights, 4, 1 if held else None), timeout=120)
-        assert time.perf_counter() - t0 < 2.5  # the push did come first
-        completions = ray.get(pending, timeout=120)
-
-        if held:
-            assert [c.token_ids for c in completions] == [c.token_ids for c in old]
-            assert {c.weights_version for c in completions} == {0}
-        else:
-            assert [c.token_ids for c in completions] != [c.token_ids for c in old]
-            assert {c.weights_version for c in completions} == {4}
-        assert ray.get(engine.weights_version.remote(), timeout=60) == 4
+        for calls, (version, held) in enumerate([(4, True), (5, False)], start=1):
+            before = local.generate(prompts, GREEDY)  # the weights the engine holds now
+            new_weights = _other_weights(local)
+            pending = engine.generate.remote(slowly.remote(prompts), GREEDY)  # call `calls`
+            weights = ray.put({k: v.numpy() for k, v in new_weights.items()})
+            push = pusher.push.remote(engine, weights, version, calls if held else None)
+            ray.get(push, timeout=120)
+            ready, _ = ray.wait([pending], timeout=0)
+            assert not ready  # the push was answered while the rollout waited: it came first
+            completions = ray.get(pending, timeout=120)
+            local.load_weights(new_weights, version)
+            if held:
+                assert [c.token_ids for c in completions] == [c.token_ids for c in before]
+                assert {c.weights_version for c in completions} == {0}  # the initial weights
+            else:
+                assert [c.token_ids for c in completions] != [c.token_ids for c in before]
+                assert [c.token_ids for c in completions] == [
+                    c.token_ids for c in local.generate(prompts, GREEDY)
+                ]
+                assert {c.weights_version for c in completions} == {version}
+            assert ray.get(engine.weights_version.remote(), timeout=60) == version
     finally:
         rollout.shutdown()
