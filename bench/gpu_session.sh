@@ -56,6 +56,19 @@ gpu_env() {
 
 last_chunk() { ls -d .gpu/p* 2>/dev/null | sed 's|.gpu/p||' | sort -n | tail -1; }
 
+# The first command of a call that carries the last chunk: stage it (installs the bundle),
+# set the environment, record the GPU.
+stage_last_and_env() {
+  local n
+  n=$(last_chunk)
+  if [ -n "$n" ] && [ -d ".gpu/p$n" ]; then
+    bash ".gpu/p$n/stage.sh" | tee "$OUT/stage.log" | tail -3
+    grep -q READY "$OUT/stage.log" || { echo "staging incomplete: carry every chunk first"; exit 3; }
+  fi
+  gpu_env
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+}
+
 case "$cmd" in
   bundle)
     # shellcheck disable=SC2086
@@ -67,13 +80,7 @@ case "$cmd" in
     bash ".gpu/p$k/stage.sh"
     ;;
   tests)
-    n=$(last_chunk)
-    if [ -n "$n" ] && [ -d ".gpu/p$n" ]; then
-      bash ".gpu/p$n/stage.sh" | tee "$OUT/stage.log" | tail -3
-      grep -q READY "$OUT/stage.log" || { echo "staging incomplete: carry every chunk first"; exit 3; }
-    fi
-    gpu_env
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+    stage_last_and_env
     python3 -c "import torch, transformers, peft, vllm, ray; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)" | tee -a "$OUT/gpu.txt"
     # Modules whose test-only deps (playwright, schemathesis, docker...) are absent there
     # fail to collect; that must not stop the GPU tests. The training tests get their own
@@ -95,13 +102,7 @@ case "$cmd" in
     # call may take; each part gets what is left of it, and writes its files as it goes.
     deadline=$(( $(date +%s) + ${DEADLINE:-540} ))
     left() { echo $(( deadline - $(date +%s) )); }
-    n=$(last_chunk)
-    if [ -n "$n" ] && [ -d ".gpu/p$n" ]; then
-      bash ".gpu/p$n/stage.sh" | tee "$OUT/stage.log" | tail -3
-      grep -q READY "$OUT/stage.log" || { echo "staging incomplete: carry every chunk first"; exit 3; }
-    fi
-    gpu_env
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+    stage_last_and_env
     # the 25M tiny model, built and warm-started on the GPU once (cached in RLVR_HOME)
     timeout "$(left)" python3 -c "from rlvr.models import resolve_model; print(resolve_model('tiny:arithmetic?size=gpu'))" 2>&1 | tail -3
     timeout "$(left)" python3 bench/async.py --gpu --seeds 0 --staleness 0 1 --steps ${STEPS:-30} \

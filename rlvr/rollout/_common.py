@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from typing import Any
 
 from rlvr.rollout.base import Completion, SamplingConfig
@@ -135,21 +136,24 @@ class LoadOrder:
     engine that has started fewer calls holds the load and applies it when the last of them
     ends. An engine runs one call at a time, so no load ever lands mid-sequence.
 
-    The engine calls :meth:`call_started` and :meth:`call_finished` around every
-    ``generate`` and :meth:`load` with each load, as a closure.
+    The engine runs every ``generate`` inside :meth:`call` and passes each load to
+    :meth:`load` as a closure.
     """
 
     def __init__(self) -> None:
         self.calls_started = 0
         self._held: list[tuple[int, Callable[[], None]]] = []  # (after_calls, apply), in order
 
-    def call_started(self) -> None:
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """One ``generate`` call; the loads held for it land when it ends, even on error."""
         self.calls_started += 1
-
-    def call_finished(self) -> None:
-        while self._held and self.calls_started >= self._held[0][0]:
-            _, apply = self._held.pop(0)
-            apply()
+        try:
+            yield
+        finally:
+            while self._held and self.calls_started >= self._held[0][0]:
+                _, apply = self._held.pop(0)
+                apply()
 
     def holds(self, after_calls: int | None) -> bool:
         """Whether a load that must follow ``after_calls`` calls would be held now (a load

@@ -236,38 +236,28 @@ class HFEngine:
         first turn is that text instead of a sample, masked out like tool output since the
         model did not choose it, so a call happens even with an untrained model.
         """
-        self._order.call_started()
-        try:
-            return self._generate(prompt_token_ids, sampling, prompt_offset, first_turns)
-        finally:
-            self._order.call_finished()  # (a weight load held for this call lands now)
-
-    def _generate(
-        self,
-        prompt_token_ids: list[list[int]],
-        sampling: SamplingConfig,
-        prompt_offset: int,
-        first_turns: list[str] | None,
-    ) -> list[Completion]:
-        validate_request(prompt_token_ids, sampling)
-        tools = self.config.tools
-        if first_turns is not None and not (tools and tools.enabled):
-            raise ValueError("first_turns needs tools enabled (HFEngineConfig.tools)")
-        if first_turns is not None and len(first_turns) != len(prompt_token_ids):
-            raise ValueError(f"{len(prompt_token_ids)} prompts but {len(first_turns)} first_turns")
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed + prompt_offset * sampling.n)
-        # Chunks of whole prompts, at most max_batch_rows sequences each.
-        per_chunk = max(1, self.config.max_batch_rows // sampling.n)
-        out: list[Completion] = []
-        for start in range(0, len(prompt_token_ids), per_chunk):
-            chunk = prompt_token_ids[start : start + per_chunk]
-            if tools and tools.enabled:
-                forced = None if first_turns is None else first_turns[start : start + per_chunk]
-                out += self._generate_with_tools(chunk, sampling, prompt_offset + start, forced)
-            else:
-                out += self._generate_chunk(chunk, sampling, prompt_offset + start)
-        return out
+        with self._order.call():  # a weight load held for this call lands when it ends
+            validate_request(prompt_token_ids, sampling)
+            tools = self.config.tools
+            if first_turns is not None and not (tools and tools.enabled):
+                raise ValueError("first_turns needs tools enabled (HFEngineConfig.tools)")
+            if first_turns is not None and len(first_turns) != len(prompt_token_ids):
+                raise ValueError(
+                    f"{len(prompt_token_ids)} prompts but {len(first_turns)} first_turns"
+                )
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed + prompt_offset * sampling.n)
+            # Chunks of whole prompts, at most max_batch_rows sequences each.
+            per_chunk = max(1, self.config.max_batch_rows // sampling.n)
+            out: list[Completion] = []
+            for start in range(0, len(prompt_token_ids), per_chunk):
+                chunk = prompt_token_ids[start : start + per_chunk]
+                if tools and tools.enabled:
+                    forced = None if first_turns is None else first_turns[start : start + per_chunk]
+                    out += self._generate_with_tools(chunk, sampling, prompt_offset + start, forced)
+                else:
+                    out += self._generate_chunk(chunk, sampling, prompt_offset + start)
+            return out
 
     def load_weights(
         self, state: Mapping[str, Any], version: int, after_calls: int | None = None

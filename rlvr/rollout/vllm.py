@@ -348,8 +348,7 @@ class VllmEngine:
     ) -> list[Completion]:
         """``sampling.n`` completions per prompt, ordered by prompt; ``prompt_index`` counts
         from ``prompt_offset`` (the slice's start when a VllmRollout spreads prompts)."""
-        self._order.call_started()
-        try:
+        with self._order.call():  # a weight load held for this call lands when it ends
             validate_request(prompt_token_ids, sampling)
             if not prompt_token_ids:
                 return []
@@ -358,8 +357,6 @@ class VllmEngine:
                     prompt_token_ids, sampling, ignore_eos, prompt_offset
                 )
             return self._sample(prompt_token_ids, sampling, ignore_eos, prompt_offset)
-        finally:
-            self._order.call_finished()  # (a weight load held for this call lands now)
 
     def _sample(
         self,

@@ -31,12 +31,11 @@ def test_a_load_is_held_until_the_calls_before_it_end_and_loads_keep_their_order
     assert order.load(None, lambda: landed.append("now"))  # nothing to wait for
     assert not order.load(2, lambda: landed.append("v1"))  # two calls were made before it
     assert not order.load(None, lambda: landed.append("v2"))  # behind v1, whatever it says
-    order.call_started()
-    order.call_finished()
+    with order.call():
+        pass
     assert landed == ["now"]  # one of the two calls has run
-    order.call_started()
-    assert landed == ["now"]  # never during a call
-    order.call_finished()
+    with order.call():
+        assert landed == ["now"]  # never during a call
     assert landed == ["now", "v1", "v2"]
     assert order.load(2, lambda: landed.append("v3"))  # its calls have run: at once
     assert landed[-1] == "v3"
