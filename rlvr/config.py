@@ -163,6 +163,10 @@ class OverlongSpec(_Strict):
     buffer_tokens: int = Field(0, ge=0, le=131072)  # penalty: the soft zone before the limit
 
 
+# algorithm.tis_cap of an asynchronous run (max_staleness > 0) that does not set it.
+ASYNC_TIS_CAP = 2.0
+
+
 class AlgorithmSpec(_Strict):
     """GRPO-family policy gradient. Formulas: docs/design.md, "Loss semantics"."""
 
@@ -209,6 +213,16 @@ class AlgorithmSpec(_Strict):
             raise ValueError(problem)
         return self
 
+    @model_validator(mode="after")
+    def _async_runs_corrected(self) -> AlgorithmSpec:
+        # An asynchronous run learns from completions sampled by older weights; without the
+        # truncated-IS weight nothing corrects for it, and the demo at max_staleness 1 fell
+        # from 60% to 26% eval accuracy by step 10 (docs/training.md, "Async RL"). Unset, it
+        # is on; an explicit null keeps it off.
+        if self.max_staleness > 0 and "tis_cap" not in self.model_fields_set:
+            self.tis_cap = ASYNC_TIS_CAP  # (marks the field set: this runs once)
+        return self
+
 
 class RolloutSpec(_Strict):
     engine: Literal["auto", "hf", "vllm"] = "auto"  # auto: vllm when CUDA and vLLM exist, else hf
@@ -220,6 +234,10 @@ class RolloutSpec(_Strict):
     # GPUs per vLLM engine (tensor parallel); an engine's GPUs are always on one node.
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     stop: list[str] = []
+    # An asynchronous run's weight push lands at an engine's next decoding step, also in the
+    # middle of sequences, instead of after the rollouts submitted before it (HF engine).
+    # docs/training.md, "Weight updates mid-sequence".
+    mid_sequence_weight_updates: bool = False
 
 
 class PlacementSpec(_Strict):
@@ -454,6 +472,17 @@ class JobSpec(_Strict):
                 f"algorithm.mini_batches={a.mini_batches} exceeds the batch "
                 f"({a.prompts_per_step * a.group_size} sequences); lower it"
             )
+        if self.rollout.mid_sequence_weight_updates:
+            if a.max_staleness == 0:
+                raise ValueError(
+                    "rollout.mid_sequence_weight_updates needs algorithm.max_staleness >= 1: a "
+                    "synchronous run's engines are idle when new weights arrive"
+                )
+            if self.rollout.engine == "vllm":
+                raise ValueError(
+                    "rollout.mid_sequence_weight_updates: the vllm engine takes weights "
+                    "between calls only; use engine hf, or turn it off"
+                )
         m = self.tools.markers
         if len(self.tools.enabled) > 1 and "{name}" not in m.call_open:
             raise ValueError(

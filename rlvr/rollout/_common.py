@@ -6,6 +6,7 @@ engine in the driver's own process behind the same calls (:class:`LocalRef` its 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -136,38 +137,74 @@ class LoadOrder:
     engine that has started fewer calls holds the load and applies it when the last of them
     ends. An engine runs one call at a time, so no load ever lands mid-sequence.
 
+    ``mid_sequence=True`` (``rollout.mid_sequence_weight_updates``) trades that order for
+    fresher samples: the load reaches the engine on a thread of its own, beside a running
+    call, and lands at that call's next decoding step (:meth:`at_step`), or at once when no
+    call runs; ``after_calls`` is then ignored. Loads and call starts take one lock, so a
+    load never lands inside a forward pass.
+
     The engine runs every ``generate`` inside :meth:`call` and passes each load to
     :meth:`load` as a closure.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mid_sequence: bool = False) -> None:
+        self.mid_sequence = mid_sequence
         self.calls_started = 0
         self._held: list[tuple[int, Callable[[], None]]] = []  # (after_calls, apply), in order
+        self._lock = threading.Lock()
+        self._running = False  # (mid-sequence) a call is running
+        self._next_step: list[Callable[[], None]] = []  # (mid-sequence) loads for at_step
 
     @contextmanager
     def call(self) -> Iterator[None]:
         """One ``generate`` call; the loads held for it land when it ends, even on error."""
-        self.calls_started += 1
+        with self._lock:
+            self.calls_started += 1
+            self._running = True
         try:
             yield
         finally:
-            while self._held and self.calls_started >= self._held[0][0]:
-                _, apply = self._held.pop(0)
-                apply()
+            with self._lock:
+                self._running = False
+                self._land(self._next_step)
+                while self._held and self.calls_started >= self._held[0][0]:
+                    _, apply = self._held.pop(0)
+                    apply()
+
+    def at_step(self) -> int:
+        """Between two decoding steps of a running call (mid-sequence only): land the loads
+        that arrived since the last step. Returns how many landed."""
+        if not self._next_step:  # (read without the lock: a load that misses this step
+            return 0  # lands at the next)
+        with self._lock:
+            return self._land(self._next_step)
 
     def holds(self, after_calls: int | None) -> bool:
-        """Whether a load that must follow ``after_calls`` calls would be held now (a load
-        from the sender's own buffer must then copy it: the sender frees it on return)."""
+        """Whether a load that must follow ``after_calls`` calls would wait now (a load
+        from the sender's own buffer must then copy it: the sender may reuse it)."""
+        if self.mid_sequence:
+            return self._running
         return bool(self._held) or (after_calls is not None and self.calls_started < after_calls)
 
     def load(self, after_calls: int | None, apply: Callable[[], None]) -> bool:
-        """Apply now, or hold until ``after_calls`` calls have ended (None: now). Returns
-        whether it was applied now."""
-        if not self.holds(after_calls):
-            apply()
-            return True
-        self._held.append((after_calls or 0, apply))
-        return False
+        """Apply now, or hold until ``after_calls`` calls have ended (None: now); mid-sequence,
+        until the running call's next step. Returns whether it was applied now."""
+        with self._lock:
+            if not self.holds(after_calls):
+                apply()
+                return True
+            if self.mid_sequence:
+                self._next_step.append(apply)
+            else:
+                self._held.append((after_calls or 0, apply))
+            return False
+
+    @staticmethod
+    def _land(loads: list[Callable[[], None]]) -> int:
+        n = len(loads)
+        while loads:
+            loads.pop(0)()
+        return n
 
 
 class PendingRollout:
@@ -207,6 +244,10 @@ class PendingRollout:
         return [c for part in parts for c in part]
 
 
+# The engine methods that load weights (the receiving ends of rlvr.rollout.weight_sync).
+WEIGHT_LOAD_METHODS = frozenset({"load_weights", "load_packed"})
+
+
 class InProcessEngine:
     """An engine object in this process, driven exactly like its Ray actor.
 
@@ -228,7 +269,7 @@ class InProcessEngine:
     thread when the learner draws random numbers: LoRA dropout).
     """
 
-    def __init__(self, engine: Any, on_thread: bool = False) -> None:
+    def __init__(self, engine: Any, on_thread: bool = False, loads_beside: bool = False) -> None:
         self._engine = engine
         # An engine that works beside the learner: calls run on the engine's own thread,
         # one at a time in the order made (as an actor's), and return futures.
@@ -237,11 +278,16 @@ class InProcessEngine:
             if on_thread
             else None
         )
+        # Weight loads mid-sequence: a load runs on the caller's thread, beside the running
+        # call (the engine's LoadOrder lands it at that call's next step), as an actor's
+        # "weights" concurrency group does (rlvr.rollout.hf).
+        self._loads_beside = loads_beside
 
     def __getattr__(self, name: str) -> _InProcessMethod:
         if name.startswith("_"):  # (pickle and copy probe dunders before __init__ ran)
             raise AttributeError(name)
-        return _InProcessMethod(getattr(self._engine, name), self._thread)
+        beside = self._loads_beside and name in WEIGHT_LOAD_METHODS
+        return _InProcessMethod(getattr(self._engine, name), None if beside else self._thread)
 
     def kill(self) -> None:
         """What ``ray.kill`` is to an actor: close the engine (after its running call)."""

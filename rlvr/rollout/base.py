@@ -37,8 +37,12 @@ class Completion:
     text: str  # decoded generated text, special tokens skipped except <think>/<answer> markup
     logprobs: list[float]  # logprob of each generated token under the sampling distribution
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
-    # The engine's weights version when it sampled this (0 = the weights it started with).
+    # The engine's weights version when it sampled this (0 = the weights it started with);
+    # with weight updates mid-sequence, the version of its first token.
     weights_version: int = 0
+    # With weight updates mid-sequence (rollout.mid_sequence_weight_updates): the version of
+    # its last token, where newer weights landed while it was sampled; None: no change.
+    last_weights_version: int | None = None
     # Tool use (docs/tools.md): which of token_ids the model sampled (False: a tool's output,
     # context that is masked out of the loss, with logprob 0.0). None: every token is the
     # model's (no tools).

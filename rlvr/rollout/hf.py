@@ -108,6 +108,9 @@ class HFEngineConfig:
         tools: the job's tool use (docs/tools.md); None or nothing enabled: one turn.
         share_prefill: with ``n > 1`` samples per prompt, each prompt is prefilled once and
             its KV cache repeated for its ``n`` rows (generate would prefill every row).
+        mid_sequence_loads: a weight load that arrives during a call lands at its next
+            decoding step (``rollout.mid_sequence_weight_updates``; :class:`LoadOrder`); the
+            tokens before it keep the KV cache and logprobs of the weights that sampled them.
     """
 
     model: str
@@ -117,6 +120,7 @@ class HFEngineConfig:
     max_batch_rows: int = 256
     tools: ToolsConfig | None = None
     share_prefill: bool = True
+    mid_sequence_loads: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -134,11 +138,16 @@ class _SampledLogprobs:
     the last step's.
     """
 
-    def __init__(self, temperature: float, top_p: float):
+    def __init__(
+        self, temperature: float, top_p: float, between_steps: Callable[[int], None] | None = None
+    ):
         self.temperature = temperature
         self.top_p = top_p
         self._prev: torch.Tensor | None = None
         self.steps: list[torch.Tensor] = []
+        # called at each step with the index of the next token (weight loads mid-sequence:
+        # this step's token was sampled from the scores already computed)
+        self.between_steps = between_steps
 
     def _warp(self, scores: torch.Tensor) -> torch.Tensor:
         if self.temperature > 0 and self.temperature != 1.0:
@@ -158,6 +167,8 @@ class _SampledLogprobs:
             self.steps.append(self._prev.gather(-1, input_ids[:, -1:]).squeeze(-1))
         scores = self._warp(scores.float())
         self._prev = torch.log_softmax(scores, dim=-1)
+        if self.between_steps is not None:
+            self.between_steps(len(self.steps) + 1)
         return scores
 
     def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
@@ -214,7 +225,8 @@ class HFEngine:
         }
         self._strip = _control_tokens(self.tokenizer)
         self._version = 0
-        self._order = LoadOrder()  # weight loads behind the rollouts submitted before them
+        # weight loads behind the rollouts submitted before them (or mid-sequence)
+        self._order = LoadOrder(mid_sequence=config.mid_sequence_loads)
         self._tool_loop: Any = None  # a ToolLoop, built on the first call with tools
 
     # RolloutEngine -------------------------------------------------------------------------
@@ -270,6 +282,11 @@ class HFEngine:
         unknown = [k for k in state if k not in own]
         if unknown:
             raise KeyError(f"weights for unknown parameters {unknown[:5]} (a different model?)")
+        if self._order.mid_sequence:  # it may land later: the sender reuses its buffer
+            state = {
+                k: (v if isinstance(v, torch.Tensor) else torch.from_numpy(v)).clone()
+                for k, v in state.items()
+            }
 
         def apply() -> None:
             with torch.no_grad():
@@ -369,7 +386,18 @@ class HFEngine:
             mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         greedy = sampling.temperature == 0
-        recorder = _SampledLogprobs(sampling.temperature, sampling.top_p)
+        first_version = self._version  # (loads land only between steps while a call runs)
+        landed: list[tuple[int, int]] = []  # (first token sampled after a load, its version)
+
+        def between_steps(next_token: int) -> None:
+            if self._order.at_step():
+                landed.append((next_token, self._version))
+
+        recorder = _SampledLogprobs(
+            sampling.temperature,
+            sampling.top_p,
+            between_steps if self._order.mid_sequence else None,
+        )
         rows = 1 if greedy else sampling.n  # sequences per prompt
         cache = self._shared_prefill(ids, mask, rows) if rows > 1 else None
         gen_config = GenerationConfig(
@@ -397,6 +425,7 @@ class HFEngine:
         completions = []
         for row in range(new.shape[0]):
             tokens, finish = self._cut(new[row].tolist(), sampling.stop)
+            last = [v for at, v in landed if at < len(tokens)]
             completions.append(
                 Completion(
                     prompt_index=offset + row // sampling.n,
@@ -404,7 +433,8 @@ class HFEngine:
                     text=self._decode(tokens),
                     logprobs=logprobs[row, : len(tokens)].tolist(),
                     finish_reason=finish,
-                    weights_version=self._version,
+                    weights_version=first_version,
+                    last_weights_version=last[-1] if last else None,
                 )
             )
         return completions
@@ -500,7 +530,11 @@ class HFRollout:
         if in_process:  # no Ray needed (nor imported)
 
             def in_driver(i: int) -> InProcessEngine:
-                return InProcessEngine(HFEngine(config), on_thread=engine_thread)
+                return InProcessEngine(
+                    HFEngine(config),
+                    on_thread=engine_thread,
+                    loads_beside=config.mid_sequence_loads,
+                )
 
             self.infos = self.replicas.start(in_driver, 1, start_timeout_s)
             return
@@ -508,7 +542,7 @@ class HFRollout:
 
         if not ray.is_initialized():
             raise RuntimeError("HFRollout needs a Ray cluster: call ray.init() first")
-        actor = ray.remote(HFEngine)
+        actor = _engine_with_loads_beside() if config.mid_sequence_loads else ray.remote(HFEngine)
 
         def new_actor(i: int) -> Any:
             options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
@@ -539,3 +573,22 @@ class HFRollout:
     def shutdown(self) -> None:
         """Kill the engine actors."""
         self.replicas.shutdown()
+
+
+def _engine_with_loads_beside() -> Any:
+    """The HF engine actor for weight loads mid-sequence: its loads run in a concurrency
+    group of their own ("weights", one thread), beside a running ``generate`` (the default
+    group, one thread: rollouts still run one at a time, in order); the engine's
+    :class:`LoadOrder` lands each at that call's next decoding step."""
+    import ray
+
+    class _HFEngineLoadsBeside(HFEngine):
+        @ray.method(concurrency_group="weights")
+        def load_weights(self, *args: Any, **kwargs: Any) -> None:
+            super().load_weights(*args, **kwargs)
+
+        @ray.method(concurrency_group="weights")
+        def load_packed(self, *args: Any, **kwargs: Any) -> None:
+            super().load_packed(*args, **kwargs)
+
+    return ray.remote(concurrency_groups={"weights": 1})(_HFEngineLoadsBeside)

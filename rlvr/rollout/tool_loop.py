@@ -56,7 +56,8 @@ class _Seq:
     logprobs: list[float] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     finish: str = "length"
-    version: int = 0
+    version: int | None = None  # the weights of its first turn
+    last_version: int | None = None  # of its last token, where newer weights landed since
     calls: int = 0
     errors: int = 0
     time_s: float = 0.0
@@ -136,7 +137,11 @@ class ToolLoop:
             s.text.append(stripped)
             s.forged += forged
             s.turns += 1
-            s.version = turn.weights_version
+            if s.version is None:
+                s.version = turn.weights_version
+            newest = turn.last_weights_version or turn.weights_version
+            if newest != s.version:
+                s.last_version = newest
             cut = len(tokens) < len(turn.token_ids)
             s.finish = "length" if cut else turn.finish_reason
             ended_by_eos = bool(tokens) and tokens[-1] in self.eos_ids
@@ -226,7 +231,8 @@ class ToolLoop:
             text="".join(s.text),
             logprobs=s.logprobs,
             finish_reason=s.finish,
-            weights_version=s.version,
+            weights_version=s.version or 0,
+            last_weights_version=s.last_version,
             model_mask=s.mask,
             tool_calls=s.calls,
             tool_errors=s.errors,

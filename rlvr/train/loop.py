@@ -641,6 +641,10 @@ class _Trainer:
         metrics = _rollout_metrics(completions, rewards, self.tokenizer)
         if self.spec.tools.enabled:
             metrics.update(_tool_metrics(completions))
+        # completions that took newer weights midway (0 unless rollout.mid_sequence_weight_updates)
+        metrics["async/mid_sequence_frac"] = float(
+            np.mean([c.last_weights_version is not None for c in completions])
+        )
         metrics.update({k: float(learned[k]) for k in LEARNER_METRICS})
         metrics.update(
             {

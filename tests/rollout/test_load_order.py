@@ -1,14 +1,20 @@
 """Weight loads stay behind the rollouts submitted before them (``LoadOrder``), also when
 the push comes from another process than the one that submitted the rollouts, as a learner
-actor's does: Ray orders an actor's calls per caller only."""
+actor's does: Ray orders an actor's calls per caller only. And the opposite choice,
+weight updates mid-sequence (``rollout.mid_sequence_weight_updates``): a push that reaches
+an engine during a rollout lands at its next decoding step; the tokens before it were
+sampled by the old weights, those after by the new, and each completion says which
+versions it saw."""
 
 from __future__ import annotations
 
+import threading
 import time
 
+import pytest
 import torch
 
-from rlvr.rollout._common import LoadOrder
+from rlvr.rollout._common import InProcessEngine, LoadOrder
 from rlvr.rollout.base import SamplingConfig
 from rlvr.rollout.hf import HFEngine, HFEngineConfig, HFRollout
 
@@ -132,3 +138,156 @@ def test_a_push_from_another_actor_that_overtakes_a_rollout_lands_after_it(
             assert ray.get(engine.weights_version.remote(), timeout=60) == version
     finally:
         rollout.shutdown()
+
+
+# -- weight updates mid-sequence -------------------------------------------------------------
+SAMPLED = SamplingConfig(n=2, max_new_tokens=8, temperature=1.0, seed=7)
+
+
+def test_mid_sequence_a_load_lands_at_the_running_calls_next_step_and_ignores_after_calls():
+    order = LoadOrder(mid_sequence=True)
+    landed: list[str] = []
+    assert order.load(5, lambda: landed.append("idle"))  # no call runs: at once, whatever
+    with order.call():  # after_calls says
+        assert order.holds(None)
+        assert not order.load(None, lambda: landed.append("v1"))
+        assert landed == ["idle"]  # not inside the step that is running
+        assert order.at_step() == 1 and landed == ["idle", "v1"]
+        assert order.at_step() == 0
+        assert not order.load(None, lambda: landed.append("v2"))
+    assert landed == ["idle", "v1", "v2"]  # the call's end lands what its last step missed
+    assert not order.holds(None)
+
+
+@pytest.fixture
+def pause_at_first_step(monkeypatch):
+    """Pauses an engine thread's first decoding step until the test has pushed: the load
+    then arrives, deterministically, while the rollout runs."""
+    from rlvr.rollout.hf import _SampledLogprobs
+
+    reached, resume = threading.Event(), threading.Event()
+    step = _SampledLogprobs.__call__
+
+    def paused(self: _SampledLogprobs, input_ids, scores):
+        # (only the engine's thread: the test's own reference rollouts run on this one)
+        if threading.current_thread() is not threading.main_thread() and not reached.is_set():
+            reached.set()
+            assert resume.wait(30)
+        return step(self, input_ids, scores)
+
+    monkeypatch.setattr(_SampledLogprobs, "__call__", paused)
+    return reached, resume
+
+
+def test_an_engine_takes_a_push_mid_rollout_and_tags_the_versions(
+    random_model_dir, pause_at_first_step
+):
+    reached, resume = pause_at_first_step
+    config = HFEngineConfig(model=str(random_model_dir), mid_sequence_loads=True)
+    hf = HFEngine(config)
+    engine = InProcessEngine(hf, on_thread=True, loads_beside=True)
+    reference = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    prompts = _prompts(reference, 3)
+    old = reference.generate(prompts, SAMPLED)
+    new_weights = _other_weights(reference)
+
+    rollout = engine.generate.remote(prompts, SAMPLED)
+    assert reached.wait(30)  # the first token is sampled; the rollout is running
+    # The load runs on this thread, beside the rollout, and returns at once (held for the
+    # next step): it does not queue behind the rollout on the engine's thread.
+    engine.load_weights.remote(new_weights, 1).get(10)
+    assert hf.weights_version() == 0  # held for the step
+    resume.set()
+    mixed = rollout.get(60)
+
+    assert hf.weights_version() == 1
+    for m, o in zip(mixed, old, strict=True):
+        assert m.weights_version == 0  # its first token's
+        assert m.token_ids[0] == o.token_ids[0]  # sampled before the load
+        assert m.logprobs[0] == pytest.approx(o.logprobs[0], abs=1e-5)
+        if len(m.token_ids) > 1:
+            assert m.last_weights_version == 1
+    # the tokens after the load were sampled by other weights than the old rollout's
+    assert any(m.token_ids[1:] != o.token_ids[1:] for m, o in zip(mixed, old, strict=True))
+
+
+def test_without_the_flag_a_push_during_a_rollout_lands_after_it(
+    random_model_dir, pause_at_first_step
+):
+    reached, resume = pause_at_first_step
+    engine = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    in_process = InProcessEngine(engine, on_thread=True)
+    prompts = _prompts(engine, 3)
+    new_weights = _other_weights(engine)
+    rollout = in_process.generate.remote(prompts, SAMPLED)
+    assert reached.wait(30)
+    push = in_process.load_weights.remote(new_weights, 1)  # queued behind the rollout
+    resume.set()
+    whole = rollout.get(60)
+    push.get(10)
+    assert {(c.weights_version, c.last_weights_version) for c in whole} == {(0, None)}
+    assert engine.weights_version() == 1
+
+
+@pytest.mark.slow
+def test_an_engine_actor_takes_a_push_beside_a_running_rollout(ray_cluster, random_model_dir):
+    """The actor's loads run in a concurrency group of their own: a push returns while a
+    long rollout is still running (without it the push would queue behind the rollout)."""
+    import ray
+
+    config = HFEngineConfig(model=str(random_model_dir), mid_sequence_loads=True)
+    rollout = HFRollout(config, replicas=1, num_cpus=0)
+    try:
+        [actor] = rollout.replicas.engines
+        reference = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+        new_weights = _other_weights(reference)
+        long = SamplingConfig(n=8, max_new_tokens=64, temperature=1.0, seed=3)
+        prompts = _prompts(reference, 24) * 2
+        ray.get(actor.generate.remote(prompts[:1], SAMPLED), timeout=60)  # warm
+        pending = actor.generate.remote(prompts, long)
+        ray.get(actor.load_weights.remote(new_weights, 1), timeout=60)
+        ready, _ = ray.wait([pending], timeout=0)
+        assert not ready  # the push did not wait for the rollout
+        done = ray.get(pending, timeout=120)
+        assert ray.get(actor.weights_version.remote(), timeout=60) == 1
+        versions = {(c.weights_version, c.last_weights_version) for c in done}
+        # it landed mid-rollout (or, had it beaten the call's start, before its first token)
+        assert versions <= {(0, 1), (0, None), (1, None)} and versions != {(0, None)}
+    finally:
+        rollout.shutdown()
+
+
+def _spec(**rollout) -> dict:
+    return {
+        "name": "x",
+        "model": {"path": "tiny:arithmetic"},
+        "data": {"train": "builtin:arithmetic"},
+        "algorithm": {"max_staleness": 1},
+        "rollout": rollout,
+    }
+
+
+def test_the_flag_needs_an_async_run_and_the_hf_engine_and_says_so():
+    from pydantic import ValidationError
+
+    from rlvr.config import JobSpec
+
+    spec = _spec(mid_sequence_weight_updates=True)
+    assert JobSpec.model_validate(spec).rollout.mid_sequence_weight_updates
+    spec["algorithm"]["max_staleness"] = 0
+    with pytest.raises(ValidationError, match=r"needs algorithm.max_staleness >= 1"):
+        JobSpec.model_validate(spec)
+    with pytest.raises(ValidationError, match=r"mid_sequence_weight_updates: the vllm engine"):
+        JobSpec.model_validate(_spec(mid_sequence_weight_updates=True, engine="vllm"))
+
+
+def test_a_gpu_cluster_whose_engine_is_vllm_refuses_the_flag_in_the_plan():
+    from rlvr.config import JobSpec, SpecError
+    from rlvr.plan.placement import cluster_from_args, make_plan
+    from rlvr.rollout import create_rollout
+
+    spec = JobSpec.model_validate(_spec(mid_sequence_weight_updates=True))  # engine: auto
+    plan = make_plan(spec, cluster_from_args(2, 80))
+    assert [p["loc"] for p in plan.problems] == [["rollout", "mid_sequence_weight_updates"]]
+    with pytest.raises(SpecError, match="rollout.engine: hf"):  # (a caller without a plan)
+        create_rollout(spec, "/nonexistent", engine="vllm")

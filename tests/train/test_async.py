@@ -38,8 +38,7 @@ def _spec(model_dir, **algorithm) -> JobSpec:
                 "prompts_per_step": 2,
                 "lr": 1e-3,
                 "max_steps": 4,
-                "tis_cap": 2.0,
-                **algorithm,
+                **algorithm,  # (tis_cap unset: an async run's default, 2.0, is tested)
             },
             "rollout": {"max_new_tokens": 12, "temperature": 1.0},
             "checkpoint": {"every": 2, "keep": 3},
@@ -66,6 +65,8 @@ def _check_staleness(run_dir, k: int) -> None:
         assert 0.0 <= r["async/learner_busy_frac"] <= 1.0
         assert r["async/rollout_wait_s"] >= 0.0 and r["async/learner_wait_s"] >= 0.0
     assert records[-1]["mismatch/kl"] > 0  # the learner saw an older policy's tokens
+    # ... with the truncated-IS weight an async run has unless its spec opts out
+    assert json.loads((run_dir / "spec.json").read_text())["algorithm"]["tis_cap"] == 2.0
 
 
 def test_one_step_off_policy_rollouts_lag_the_learner_by_one_version(async_run):
@@ -141,6 +142,18 @@ def test_max_staleness_is_bounded_and_named_in_the_error():
         )  # fmt: skip
 
 
+def test_an_async_run_corrects_for_staleness_unless_the_spec_opts_out():
+    from rlvr.config import ASYNC_TIS_CAP, AlgorithmSpec
+
+    assert AlgorithmSpec(max_staleness=1).tis_cap == ASYNC_TIS_CAP == 2.0
+    assert AlgorithmSpec(max_staleness=2, tis_cap=3.0).tis_cap == 3.0
+    assert AlgorithmSpec(max_staleness=1, tis_cap=None).tis_cap is None  # explicit: off
+    assert AlgorithmSpec().tis_cap is None  # a synchronous run samples the learner's weights
+    # the saved spec (and a resume that reads it back) keeps the value the run used
+    saved = AlgorithmSpec(max_staleness=1).model_dump()
+    assert AlgorithmSpec.model_validate(saved).tis_cap == 2.0
+
+
 def test_an_async_runs_evals_stand_between_steps(
     ray_cluster, random_model_dir, tmp_path, rollouts_at_eval_start
 ):
@@ -153,3 +166,16 @@ def test_an_async_runs_evals_stand_between_steps(
     assert rollouts_at_eval_start == [[], [2], [3], []]
     for rec in read_jsonl(tmp_path / "metrics.jsonl"):
         assert "eval/accuracy" in rec and "time/eval_wait_s" in rec, rec["step"]
+
+
+def test_an_async_run_with_weight_updates_mid_sequence_reports_them(
+    ray_cluster, random_model_dir, tmp_path
+):
+    spec = _spec(random_model_dir, max_staleness=1)
+    spec.rollout.mid_sequence_weight_updates = True
+    summary = run(spec, tmp_path, actor_cpus=0)
+    assert summary.status == "succeeded" and summary.step == 4
+    records = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["step"] > 0]
+    for r in records:
+        assert 0.0 <= r["async/mid_sequence_frac"] <= 1.0
+        assert r["async/staleness_mean"] <= 1  # first tokens' versions: never more than k

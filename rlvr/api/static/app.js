@@ -185,7 +185,7 @@ const CHARTS = [
   { id: "chart-loss", title: "loss", lines: ["loss", "pg_loss"] },
   { id: "chart-gradient", title: "gradient norm, skipped steps", lines: ["grad_norm", "learner/skipped_steps"] },
   { id: "chart-ratio", title: "importance ratio, clipping", lines: ["ratio_mean", "clip_frac", "tis_weight_mean"] },
-  { id: "chart-async", title: "pipeline: share of time busy, staleness", lines: ["async/rollout_busy_frac", "async/learner_busy_frac", "async/staleness_mean"] },
+  { id: "chart-async", title: "pipeline: share of time busy, staleness", lines: ["async/rollout_busy_frac", "async/learner_busy_frac", "async/staleness_mean", "async/mid_sequence_frac"] },
   { id: "chart-waits", title: "pipeline: waits (s)", lines: ["async/rollout_wait_s", "async/learner_wait_s"] },
   // Written only when the job sets the option: the chart shows up once they arrive.
   { id: "chart-refill", title: "dynamic sampling: refill rounds, groups kept", lines: ["batch/refill_rounds", "batch/groups_kept_frac"] },
