@@ -24,12 +24,16 @@ its torch threads set per ``--trl-threads`` (the best is the one compared).
 
     .venv/bin/python bench/async.py [--seeds 0 1 2] [--staleness 0 1 2] [--trl-threads 1 2]
                                     [--steps 40] [--engine-actor] [--baseline REV] [--gpu]
+                                    [--uncorrected] [--mid-sequence]
                                     [--out bench/results/async.json]
 
 ``--gpu`` runs the task sized for one GPU instead (``GPU_SPEC``: the 25M tiny model, 32
 prompts x 8, rollouts from a vLLM engine sharing the GPU with the learner actor; no TRL arm).
 ``--engine-actor`` adds k=0 with its engine in a Ray actor (``placement.mode: split``), the
 layout every CPU run had before a synchronous one put its engine in the driver.
+``--uncorrected`` adds every ``k > 0`` arm once more with ``tis_cap: null`` (an async run
+that does not set it gets 2.0): what the correction is worth. ``--mid-sequence`` adds them
+with ``rollout.mid_sequence_weight_updates`` (pushes land at the engine's next step).
 ``--baseline REV`` adds every rlvr arm once more from a git worktree of revision ``REV``
 (before/after of a change, in one session, seed by seed).
 
@@ -91,14 +95,16 @@ GPU_SPEC = {
 GPU = False  # set by --gpu
 
 
-def _spec_dict(steps: int, seed: int, staleness: int, placement: str = "auto") -> dict:
+def _spec_dict(
+    steps: int, seed: int, staleness: int, placement: str = "auto", tis_cap: float | None = 2.0
+) -> dict:
     import copy
 
     import yaml
 
     spec = copy.deepcopy(GPU_SPEC) if GPU else yaml.safe_load(SPEC.read_text())
     a = spec["algorithm"]
-    a.update(max_steps=steps, seed=seed, max_staleness=staleness, tis_cap=2.0)
+    a.update(max_steps=steps, seed=seed, max_staleness=staleness, tis_cap=tis_cap)
     spec["checkpoint"] = {"every": steps}
     if not GPU:  # CPU: split = engine actor, auto/colocate = driver
         spec["placement"] = {"mode": placement}
@@ -136,14 +142,23 @@ def _watch(proc: subprocess.Popen) -> tuple[float, float]:
 
 
 def rlvr_run(
-    steps: int, seed: int, staleness: int, placement: str = "auto", code: Baseline | None = None
+    steps: int,
+    seed: int,
+    staleness: int,
+    placement: str = "auto",
+    code: Baseline | None = None,
+    tis_cap: float | None = 2.0,
+    mid_sequence: bool = False,
 ) -> dict:
     """One ``rlvr train`` of the demo spec; ``code``: run another revision's checkout."""
     import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "spec.yaml"
-        spec_file.write_text(yaml.safe_dump(_spec_dict(steps, seed, staleness, placement)))
+        spec = _spec_dict(steps, seed, staleness, placement, tis_cap)
+        if mid_sequence:  # (only then: an older revision's spec has no such field)
+            spec["rollout"]["mid_sequence_weight_updates"] = True
+        spec_file.write_text(yaml.safe_dump(spec))
         run_dir = Path(tmp) / "run"
         env = dict(os.environ)
         if code is not None:  # that checkout's packages first (the reward workers inherit it)
@@ -172,6 +187,8 @@ def rlvr_run(
     return {
         "arm": f"rlvr k={staleness}"
         + (", engine actor" if placement == "split" else "")
+        + (", tis_cap null" if tis_cap is None else "")
+        + (", mid-sequence" if mid_sequence else "")
         + (f" @{code.rev}" if code is not None else ""),
         "seed": seed,
         "loop_s": loop_s,
@@ -194,6 +211,7 @@ def rlvr_run(
                 ("sync_s", "time/sync_s"),
                 ("rollout_wait_s", "async/rollout_wait_s"),
                 ("learner_wait_s", "async/learner_wait_s"),
+                ("mid_sequence_frac", "async/mid_sequence_frac"),
             ]
         },  # fmt: skip
     }
@@ -419,6 +437,16 @@ def main() -> None:
         "beside this checkout's: a before/after of a change in one session",
     )
     ap.add_argument(
+        "--uncorrected",
+        action="store_true",
+        help="also every k > 0 arm with tis_cap: null (no correction for the staleness)",
+    )
+    ap.add_argument(
+        "--mid-sequence",
+        action="store_true",
+        help="also every k > 0 arm with rollout.mid_sequence_weight_updates",
+    )
+    ap.add_argument(
         "--gpu",
         action="store_true",
         help="the task sized for one GPU with a vLLM engine (GPU_SPEC; no TRL arm)",
@@ -446,6 +474,12 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
             if baseline is not None:
                 rows.append(rlvr_run(args.steps, seed, k, code=baseline))
+                print(json.dumps(rows[-1]), flush=True)
+            if args.uncorrected and k > 0:
+                rows.append(rlvr_run(args.steps, seed, k, tis_cap=None))
+                print(json.dumps(rows[-1]), flush=True)
+            if args.mid_sequence and k > 0:
+                rows.append(rlvr_run(args.steps, seed, k, mid_sequence=True))
                 print(json.dumps(rows[-1]), flush=True)
         if args.engine_actor:
             rows.append(rlvr_run(args.steps, seed, 0, placement="split"))
