@@ -286,8 +286,11 @@ class InProcessEngine:
     def __getattr__(self, name: str) -> _InProcessMethod:
         if name.startswith("_"):  # (pickle and copy probe dunders before __init__ ran)
             raise AttributeError(name)
-        beside = self._loads_beside and name in WEIGHT_LOAD_METHODS
-        return _InProcessMethod(getattr(self._engine, name), None if beside else self._thread)
+        if self._loads_beside and name in WEIGHT_LOAD_METHODS:
+            # Not in fork_rng: restoring the global RNG when the load returns would rewind
+            # the draws the running rollout made meanwhile (a load draws nothing).
+            return _InProcessMethod(getattr(self._engine, name), None, own_rng=False)
+        return _InProcessMethod(getattr(self._engine, name), self._thread)
 
     def kill(self) -> None:
         """What ``ray.kill`` is to an actor: close the engine (after its running call)."""
@@ -299,9 +302,12 @@ class InProcessEngine:
 
 
 class _InProcessMethod:
-    def __init__(self, fn: Callable[..., Any], thread: ThreadPoolExecutor | None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], thread: ThreadPoolExecutor | None, own_rng: bool = True
+    ) -> None:
         self._fn = fn
         self._thread = thread
+        self._own_rng = own_rng
 
     def remote(self, *args: Any, **kwargs: Any) -> LocalRef:
         if self._thread is None:
@@ -320,6 +326,8 @@ class _InProcessMethod:
 
         args = tuple(resolve(a) for a in args)
         kwargs = {k: resolve(v) for k, v in kwargs.items()}
+        if not self._own_rng:
+            return self._fn(*args, **kwargs)
         with torch.random.fork_rng(devices=[]):
             return self._fn(*args, **kwargs)
 

@@ -211,6 +211,29 @@ def test_an_engine_takes_a_push_mid_rollout_and_tags_the_versions(
     assert any(m.token_ids[1:] != o.token_ids[1:] for m, o in zip(mixed, old, strict=True))
 
 
+def test_a_load_beside_a_rollout_leaves_the_rng_the_rollout_draws_from(
+    random_model_dir, monkeypatch
+):
+    """A load runs on the pushing thread while the engine's thread samples from torch's
+    global RNG: restoring that RNG when the load returns (as an engine call's fork_rng
+    does) would rewind the rollout's draws. A load draws nothing and forks nothing."""
+    config = HFEngineConfig(model=str(random_model_dir), mid_sequence_loads=True)
+    hf = HFEngine(config)
+    engine = InProcessEngine(hf, on_thread=True, loads_beside=True)
+    forks: list[str] = []
+    fork_rng = torch.random.fork_rng
+
+    def spy(*args, **kwargs):
+        forks.append(threading.current_thread().name)
+        return fork_rng(*args, **kwargs)
+
+    monkeypatch.setattr(torch.random, "fork_rng", spy)
+    engine.load_weights.remote(_other_weights(hf), 1).get(10)
+    assert forks == [] and hf.weights_version() == 1
+    engine.generate.remote(_prompts(hf, 1), SAMPLED).get(60)
+    assert len(forks) == 1 and forks[0].startswith("rlvr-engine")  # a rollout still forks
+
+
 def test_without_the_flag_a_push_during_a_rollout_lands_after_it(
     random_model_dir, pause_at_first_step
 ):
