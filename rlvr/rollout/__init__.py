@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 
-from rlvr.config import JobSpec, SpecError
+from rlvr.config import JobSpec
 from rlvr.rollout.base import Completion, RolloutEngine, SamplingConfig
 
 __all__ = [
@@ -93,11 +93,6 @@ def create_rollout(
     replicas = spec.rollout.replicas
     if in_process and engine != "hf":
         raise ValueError(f"only the hf engine runs in the driver's process, not {engine}")
-    if engine == "vllm" and spec.rollout.mid_sequence_weight_updates:
-        raise SpecError(
-            "rollout.mid_sequence_weight_updates: this cluster's engine is vllm, which takes "
-            "weights between calls only; set rollout.engine: hf, or turn it off"
-        )
     if engine == "vllm":
         import ray
 

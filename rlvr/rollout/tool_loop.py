@@ -139,7 +139,11 @@ class ToolLoop:
             s.turns += 1
             if s.version is None:
                 s.version = turn.weights_version
-            newest = turn.last_weights_version or turn.weights_version
+            newest = (
+                turn.weights_version
+                if turn.last_weights_version is None
+                else turn.last_weights_version
+            )
             if newest != s.version:
                 s.last_version = newest
             cut = len(tokens) < len(turn.token_ids)

@@ -305,12 +305,12 @@ def test_the_flag_needs_an_async_run_and_the_hf_engine_and_says_so():
 
 
 def test_a_gpu_cluster_whose_engine_is_vllm_refuses_the_flag_in_the_plan():
-    from rlvr.config import JobSpec, SpecError
+    """The training loop stops on a plan problem before any engine starts (an eval of the
+    same spec pushes no weights, so the flag does not concern it)."""
+    from rlvr.config import JobSpec
     from rlvr.plan.placement import cluster_from_args, make_plan
-    from rlvr.rollout import create_rollout
 
     spec = JobSpec.model_validate(_spec(mid_sequence_weight_updates=True))  # engine: auto
     plan = make_plan(spec, cluster_from_args(2, 80))
     assert [p["loc"] for p in plan.problems] == [["rollout", "mid_sequence_weight_updates"]]
-    with pytest.raises(SpecError, match="rollout.engine: hf"):  # (a caller without a plan)
-        create_rollout(spec, "/nonexistent", engine="vllm")
+    assert "rollout.engine: hf" in plan.problems[0]["msg"]
