@@ -235,7 +235,7 @@ class RolloutSpec(_Strict):
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     stop: list[str] = []
     # An asynchronous run's weight push lands at an engine's next decoding step, also in the
-    # middle of sequences, instead of after the rollouts submitted before it (HF engine).
+    # middle of sequences, instead of after the rollouts submitted before it (HF and vLLM).
     # docs/training.md, "Weight updates mid-sequence".
     mid_sequence_weight_updates: bool = False
 
@@ -472,17 +472,11 @@ class JobSpec(_Strict):
                 f"algorithm.mini_batches={a.mini_batches} exceeds the batch "
                 f"({a.prompts_per_step * a.group_size} sequences); lower it"
             )
-        if self.rollout.mid_sequence_weight_updates:
-            if a.max_staleness == 0:
-                raise ValueError(
-                    "rollout.mid_sequence_weight_updates needs algorithm.max_staleness >= 1: a "
-                    "synchronous run's engines are idle when new weights arrive"
-                )
-            if self.rollout.engine == "vllm":
-                raise ValueError(
-                    "rollout.mid_sequence_weight_updates: the vllm engine takes weights "
-                    "between calls only; use engine hf, or turn it off"
-                )
+        if self.rollout.mid_sequence_weight_updates and a.max_staleness == 0:
+            raise ValueError(
+                "rollout.mid_sequence_weight_updates needs algorithm.max_staleness >= 1: a "
+                "synchronous run's engines are idle when new weights arrive"
+            )
         m = self.tools.markers
         if len(self.tools.enabled) > 1 and "{name}" not in m.call_open:
             raise ValueError(

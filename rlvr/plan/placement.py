@@ -299,10 +299,6 @@ def make_plan(
     if engine == "auto":
         engine = "vllm" if gpus else "hf"
     in_driver = False
-    if engine == "vllm" and r.mid_sequence_weight_updates:
-        problems.append(_problem(("rollout", "mid_sequence_weight_updates"),
-            "this cluster's engine is vllm, which takes weights between calls only: set "
-            "rollout.engine: hf, or turn mid_sequence_weight_updates off"))  # fmt: skip
     if mode == "cpu":
         if r.engine == "vllm":
             problems.append(_problem(("rollout", "engine"), "vllm needs GPUs and this cluster "

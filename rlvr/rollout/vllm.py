@@ -10,7 +10,9 @@ Two layers, both small:
   every sampled token (``SamplingParams(logprobs=0)``, ``logprobs_mode="processed_logprobs"``
   so the logprobs are those of the distribution actually sampled: after temperature and
   top-p), and resets the prefix cache after every weight update (cached KV blocks were
-  computed by the old weights).
+  computed by the old weights). With ``mid_sequence_loads`` it drives vLLM's scheduler step
+  by step instead of ``LLM.generate``, so a weight push lands between two decoding steps of
+  a running call (``rollout.mid_sequence_weight_updates``).
 - :class:`VllmRollout` is the driver-side :class:`~rlvr.rollout.base.RolloutEngine`: it places
   ``replicas`` engine actors with a placement group (``num_gpus`` each: a fraction when the
   learner shares the card, 1 when each replica has its own), spreads the prompts of a
@@ -29,9 +31,10 @@ This module imports without vLLM (it is imported inside the actor); Ray and torc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -60,6 +63,12 @@ from rlvr.tools.runner import ToolsConfig
 # Set in every engine actor before vLLM is imported (see the module docstring).
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
+# vLLM's ``stream_interval`` for an engine that takes loads mid-sequence: a request driven
+# step by step with DELTA outputs then reports its first token (which weights computed it)
+# and its end, and nothing in between (every step's output would cost host time per
+# sequence). ``LLM.generate`` (FINAL_ONLY) and the tool loop's requests are unaffected.
+_STREAM_FIRST_AND_LAST = 1 << 30
+
 
 @dataclass
 class VllmEngineConfig:
@@ -80,6 +89,9 @@ class VllmEngineConfig:
         seed: engine seed (sampling is reproducible per request only with SamplingConfig.seed).
         extra: any other ``vllm.LLM`` keyword arguments.
         tools: the job's tool use (docs/tools.md); None or nothing enabled: one turn.
+        mid_sequence_loads: a weight load that arrives during a call lands at its next
+            decoding step (``rollout.mid_sequence_weight_updates``; :class:`VllmEngine`);
+            not a ``vllm.LLM`` argument.
     """
 
     model: str
@@ -93,6 +105,7 @@ class VllmEngineConfig:
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     tools: ToolsConfig | None = None
+    mid_sequence_loads: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -126,6 +139,8 @@ class VllmEngineConfig:
         for name in ("kv_cache_memory_bytes", "max_model_len", "max_num_seqs"):
             if getattr(self, name) is not None:
                 kw[name] = getattr(self, name)
+        if self.mid_sequence_loads:
+            kw["stream_interval"] = _STREAM_FIRST_AND_LAST
         kw.update(self.extra)
         return kw
 
@@ -141,6 +156,7 @@ class VllmEngineConfig:
             max_model_len=max_len,
             seed=spec.algorithm.seed,
             tools=ToolsConfig.from_spec(spec.tools) if spec.tools.enabled else None,
+            mid_sequence_loads=spec.rollout.mid_sequence_weight_updates,
         )
         kw.update(overrides)
         return cls(**kw)
@@ -211,6 +227,16 @@ def sampled_logprobs(token_ids: Sequence[int], logprobs: Any) -> list[float]:
     return out
 
 
+def _check_finished(prompt_index: int, finish_reason: str | None) -> str:
+    """``finish_reason`` of a sample vLLM finished normally; else RuntimeError."""
+    if finish_reason not in ("stop", "length"):
+        raise RuntimeError(
+            f"vLLM finished prompt {prompt_index} with {finish_reason!r} "
+            "(aborted or errored request)"
+        )
+    return finish_reason
+
+
 def completions_from_outputs(
     outputs: Sequence[Any],
     prompt_offset: int,
@@ -221,11 +247,7 @@ def completions_from_outputs(
     completions: list[Completion] = []
     for i, out in enumerate(outputs):
         for c in sorted(out.outputs, key=lambda c: c.index):
-            if c.finish_reason not in ("stop", "length"):
-                raise RuntimeError(
-                    f"vLLM finished prompt {prompt_offset + i} with {c.finish_reason!r} "
-                    "(aborted or errored request)"
-                )
+            finish = _check_finished(prompt_offset + i, c.finish_reason)
             token_ids = list(c.token_ids)
             completions.append(
                 Completion(
@@ -233,11 +255,91 @@ def completions_from_outputs(
                     token_ids=token_ids,
                     text=strip_tokens(c.text, strip),
                     logprobs=sampled_logprobs(token_ids, c.logprobs),
-                    finish_reason=c.finish_reason,
+                    finish_reason=finish,
                     weights_version=weights_version,
                 )
             )
     return completions
+
+
+@dataclass
+class _Streamed:
+    """One sample of a request driven step by step (:meth:`VllmEngine._sample_steps`), put
+    together from vLLM's DELTA outputs, with the weights versions that computed its first
+    and its last tokens.
+
+    ``LLM.generate`` asks for the final output only; a step-driven request asks for deltas
+    (``RequestOutputKind.DELTA``) because the first one tells which step sampled the first
+    token. With ``stream_interval`` :data:`_STREAM_FIRST_AND_LAST` a sample sends two: its
+    first token(s), then the rest at its end.
+    """
+
+    index: int  # among its prompt's n samples
+    seen_version: int  # the version of the step that first reported it
+    first_version: int | None = None  # its first token's
+    last_version: int | None = None  # its last token's
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    def add(self, delta: Any, version: int) -> None:
+        """Append one DELTA ``CompletionOutput``, whose tokens ``version`` computed."""
+        new = list(delta.token_ids)
+        if new:  # (vLLM slices a delta's logprobs by its token count: none without tokens)
+            self.logprobs += sampled_logprobs(new, delta.logprobs)
+            self.token_ids += new
+            if self.first_version is None:
+                self.first_version = version
+            self.last_version = version
+        self.text += delta.text
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+
+    def completion(self, prompt_index: int, strip: frozenset[str] | set[str]) -> Completion:
+        first = self.seen_version if self.first_version is None else self.first_version
+        last = first if self.last_version is None else self.last_version
+        return Completion(
+            prompt_index=prompt_index,
+            token_ids=self.token_ids,
+            text=strip_tokens(self.text, strip),
+            logprobs=self.logprobs,
+            finish_reason=_check_finished(prompt_index, self.finish_reason),
+            weights_version=first,
+            last_weights_version=None if last == first else last,
+        )
+
+
+class _Stepper:
+    """``llm_engine.step()`` for an engine that takes weight loads mid-sequence: the loads
+    that arrived meanwhile land after each step (:meth:`LoadOrder.at_step`, on this, the
+    stepping thread, so ``collective_rpc`` never runs beside a step), and each step says
+    which weights version computed the tokens it returns.
+
+    Without async scheduling a step computes and returns its own tokens: the version
+    current when it is called. With it (vLLM's default) a step launches the next batch
+    and then returns the tokens of the batch the call before launched, computed by the
+    version current at that call: a load waits for the batch in flight (``VllmEngine
+    ._load``) and the next call's batch is the first on the new weights.
+    """
+
+    def __init__(self, llm_engine: Any, order: LoadOrder, version: Callable[[], int]) -> None:
+        self.engine = llm_engine
+        self._order = order
+        self._version = version
+        config = getattr(llm_engine, "vllm_config", None)
+        scheduler = getattr(config, "scheduler_config", None)
+        self._lagged = bool(getattr(scheduler, "async_scheduling", False))
+        self._previous = version()  # the version at the last call
+
+    def step(self) -> tuple[list[Any], int]:
+        """One ``step()``'s outputs and the version of the tokens in them."""
+        now = self._version()
+        computed_by = self._previous if self._lagged else now
+        self._previous = now
+        outputs = self.engine.step()
+        self._order.at_step()
+        return outputs, computed_by
 
 
 class VllmSteps:
@@ -254,6 +356,8 @@ class VllmSteps:
             With ``turn.seed``, continuation ``k`` of sequence ``key`` gets seed
             ``turn.seed + (seed_base + key) * 1_000_003 + k``: reproducible whatever order
             the tools return in, and whatever the spreading over replicas.
+        stepper: (weight loads mid-sequence) steps the engine and lands loads between
+            steps; a continuation's versions are then those of its first and last tokens.
     """
 
     def __init__(
@@ -264,9 +368,12 @@ class VllmSteps:
         strip: frozenset[str],
         version: int,
         seed_base: int = 0,
+        stepper: _Stepper | None = None,
     ) -> None:
         self.engine, self.turn, self.ignore_eos = llm_engine, turn, ignore_eos
         self.strip, self.version, self.seed_base = strip, version, seed_base
+        self._stepper = stepper
+        self._first: dict[str, int] = {}  # request id -> its first token's version
         self._requests: dict[str, int] = {}  # request id -> key
         self._count: dict[int, int] = {}  # continuations per key so far
         self._uid = f"{os.getpid()}-{time.monotonic_ns()}"
@@ -287,11 +394,22 @@ class VllmSteps:
         )
 
     def step(self) -> list[tuple[int, Completion]]:
+        if self._stepper is None:
+            outputs, version = self.engine.step(), self.version
+        else:
+            outputs, version = self._stepper.step()
         done = []
-        for out in self.engine.step():
-            if out.finished and out.request_id in self._requests:
+        for out in outputs:
+            if out.request_id not in self._requests:
+                continue
+            # (a request is reported from its first token on: every step, or at its end)
+            first = self._first.setdefault(out.request_id, version)
+            if out.finished:
                 key = self._requests.pop(out.request_id)
-                [turn] = completions_from_outputs([out], 0, self.strip, self.version)
+                del self._first[out.request_id]
+                [turn] = completions_from_outputs([out], 0, self.strip, first)
+                if version != first:
+                    turn.last_weights_version = version
                 done.append((key, turn))
         return done
 
@@ -320,6 +438,21 @@ class VllmEngine:
     ``load_weights``, ``weights_version``) plus the receiving ends of
     :mod:`rlvr.rollout.weight_sync` (``load_packed``, ``load_ipc``, ``init_weight_group`` +
     ``load_broadcast``).
+
+    Weight loads mid-sequence (``config.mid_sequence_loads``): ``LLM.generate`` runs a call
+    to its end, so a call instead adds its requests to vLLM's scheduler and steps it itself
+    (``LLMEngine.add_request`` / ``step``, as the tool loop's :class:`VllmSteps`); a load
+    that arrives meanwhile (in the actor's "weights" concurrency group,
+    :func:`_engine_with_loads_beside`) is held by the :class:`LoadOrder` and lands between
+    two steps, on the stepping thread. The completions are those ``generate`` gives (same
+    requests, seeds and outputs), tagged with the versions of their first and last tokens.
+
+    The prefix cache is reset after every load, but vLLM refuses while requests hold KV
+    blocks: a load that lands mid-call resets it at the call's end instead. Until then a
+    request that starts after the load may reuse prompt KV blocks the previous weights
+    computed (its group's prompt, mostly) — the staleness mid-sequence updates already
+    accept for a running sequence's own earlier tokens, whose KV is kept too. Its logprobs
+    are still those of the distribution it was sampled from.
     """
 
     def __init__(self, config: VllmEngineConfig) -> None:
@@ -334,7 +467,10 @@ class VllmEngine:
         tokenizer = self._llm.get_tokenizer()
         self._strip = frozenset(getattr(tokenizer, "all_special_tokens", ())) - MARKUP_TOKENS
         self._version = 0
-        self._order = LoadOrder()  # weight loads behind the rollouts submitted before them
+        # weight loads behind the rollouts submitted before them (or mid-sequence)
+        self._order = LoadOrder(mid_sequence=config.mid_sequence_loads)
+        self._stepping = False  # (mid-sequence) a call is stepping the engine itself
+        self._prefix_stale = False  # (mid-sequence) a load landed mid-call: reset at its end
         self._group: Any = None  # NCCL weight-sync group, formed on request
         self._tool_loop: Any = None  # a ToolLoop, built on the first call with tools
 
@@ -352,11 +488,30 @@ class VllmEngine:
             validate_request(prompt_token_ids, sampling)
             if not prompt_token_ids:
                 return []
-            if self.config.tools and self.config.tools.enabled:
-                return self._generate_with_tools(
-                    prompt_token_ids, sampling, ignore_eos, prompt_offset
-                )
-            return self._sample(prompt_token_ids, sampling, ignore_eos, prompt_offset)
+            with self._prefix_reset_at_end():
+                if self.config.tools and self.config.tools.enabled:
+                    return self._generate_with_tools(
+                        prompt_token_ids, sampling, ignore_eos, prompt_offset
+                    )
+                return self._sample(prompt_token_ids, sampling, ignore_eos, prompt_offset)
+
+    @contextlib.contextmanager
+    def _prefix_reset_at_end(self) -> Iterator[None]:
+        """(Mid-sequence) The steps of one call: a load that lands between them marks the
+        prefix cache stale, and it is reset here, once the call's requests have ended
+        (vLLM's ``reset_prefix_cache`` refuses while requests hold KV blocks). Loads that
+        land later (at the call's end, or between calls) reset it at once."""
+        if not self._order.mid_sequence:
+            yield
+            return
+        self._stepping = True
+        try:
+            yield
+        finally:
+            self._stepping = False
+            if self._prefix_stale:
+                self._prefix_stale = False
+                self._reset_prefix_cache()
 
     def _sample(
         self,
@@ -368,6 +523,8 @@ class VllmEngine:
         from vllm import SamplingParams
 
         kws = sampling_params_kwargs(sampling, len(prompt_token_ids), prompt_offset, ignore_eos)
+        if self._order.mid_sequence:
+            return self._sample_steps(prompt_token_ids, kws, sampling.n, prompt_offset)
         params = [SamplingParams(**kw) for kw in kws]
         outputs = self._llm.generate(
             [{"prompt_token_ids": list(p)} for p in prompt_token_ids],
@@ -375,6 +532,59 @@ class VllmEngine:
             use_tqdm=False,
         )
         return completions_from_outputs(outputs, prompt_offset, self._strip, self._version)
+
+    def _sample_steps(
+        self, prompt_token_ids: list[list[int]], kws: list[dict[str, Any]], n: int, offset: int
+    ) -> list[Completion]:
+        """:meth:`_sample` on vLLM's own scheduler, one ``step()`` at a time, weight loads
+        landing between steps: the requests ``LLM.generate`` would add (same sampling
+        parameters, so the same seeds and ``n`` samples), stepped until all have ended (as
+        ``LLM.generate`` does), in prompt order. Each completion's ``weights_version`` is
+        that of the step that computed its first token; ``last_weights_version`` that of
+        its last token's where a load landed in between (else None)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self._llm.llm_engine
+        uid = f"{os.getpid()}-{time.monotonic_ns()}"
+        # request id -> its samples by index (vLLM fans a request out into n samples)
+        samples: dict[str, dict[int, _Streamed]] = {
+            f"mid-{uid}-{i}": {} for i in range(len(prompt_token_ids))
+        }
+        stepper = self._stepper()
+        try:
+            for i, (request_id, prompt) in enumerate(zip(samples, prompt_token_ids, strict=True)):
+                kw = kws[i] if len(kws) > 1 else kws[0]
+                params = SamplingParams(**kw, output_kind=RequestOutputKind.DELTA)
+                engine.add_request(request_id, {"prompt_token_ids": list(prompt)}, params)
+            while engine.has_unfinished_requests():
+                outputs, version = stepper.step()
+                for out in outputs:
+                    by_index = samples.get(out.request_id)
+                    if by_index is None:  # (not this call's: none should run beside it)
+                        continue
+                    for delta in out.outputs:
+                        if delta.index not in by_index:
+                            by_index[delta.index] = _Streamed(delta.index, version)
+                        by_index[delta.index].add(delta, version)
+        except BaseException:
+            # Leave no request behind in the engine: the next call and the prefix-cache
+            # reset need it empty (the error that stopped the loop is the one to raise).
+            with contextlib.suppress(Exception):
+                engine.abort_request(list(samples))
+            raise
+        completions: list[Completion] = []
+        for i, by_index in enumerate(samples.values()):
+            if len(by_index) != n:
+                raise RuntimeError(
+                    f"vLLM returned {len(by_index)} of {n} samples for prompt {offset + i}"
+                )
+            for sample in sorted(by_index.values(), key=lambda s: s.index):
+                completions.append(sample.completion(offset + i, self._strip))
+        return completions
+
+    def _stepper(self) -> _Stepper:
+        return _Stepper(self._llm.llm_engine, self._order, lambda: self._version)
 
     def _generate_with_tools(
         self,
@@ -411,7 +621,13 @@ class VllmEngine:
         for c in first:
             c.prompt_index -= offset
         steps = VllmSteps(
-            self._llm.llm_engine, turn, ignore_eos, self._strip, self._version, offset * turn.n
+            self._llm.llm_engine,
+            turn,
+            ignore_eos,
+            self._strip,
+            self._version,
+            offset * turn.n,
+            stepper=self._stepper() if self._order.mid_sequence else None,
         )
         out = loop.run_streaming(prompts, first, steps, sampling.max_new_tokens)
         for c in out:
@@ -461,13 +677,17 @@ class VllmEngine:
         args = list(handles[gpu])
         args[6] = torch.cuda.current_device()  # the device index as this process sees it
         buffer = rebuild_cuda_tensor(*args)
-        if self._order.holds(after_calls):  # the sender frees its buffer when this returns
+        # The sender frees its buffer when this returns: copy it if the load may land
+        # later. Mid-sequence always: whether a call is running is only known under the
+        # LoadOrder's lock, and one may start between a check here and the load.
+        if self._order.mid_sequence or self._order.holds(after_calls):
             buffer = buffer.clone()
         self._load(unpack_weights(buffer, WeightLayout.from_dict(layout)), version, after_calls)
         del buffer
 
     def init_weight_group(self, host: str, port: int, rank: int, world_size: int) -> None:
-        """Join the sender's NCCL group (rank 0 = the sender)."""
+        """Join the sender's NCCL group (rank 0 = the sender; it waits for every rank, so
+        with mid-sequence loads this too runs beside a rollout)."""
         from vllm.distributed.weight_transfer.nccl_common import stateless_init_process_group
 
         self._group = stateless_init_process_group(
@@ -482,6 +702,9 @@ class VllmEngine:
             raise RuntimeError("init_weight_group must be called before load_broadcast")
         lay = WeightLayout.from_dict(layout)
         buffer = torch.empty(lay.nbytes, dtype=torch.uint8, device=self._device())
+        # (Mid-sequence this runs on the weights thread beside a rollout: the sender
+        # broadcasts at once, so it ends without waiting on the rollout; the load then
+        # lands at the rollout's next step.)
         self._group.broadcast(buffer, src=0, stream=torch.cuda.current_stream())
         self._load(unpack_weights(buffer, lay), version, after_calls)  # (the buffer is ours)
 
@@ -514,15 +737,32 @@ class VllmEngine:
     def _load(
         self, weights: list[tuple[str, torch.Tensor]], version: int, after_calls: int | None
     ) -> None:
+        """Apply ``weights`` now or when the :class:`LoadOrder` lands them: between calls,
+        or (mid-sequence) between two steps of a running call, on the stepping thread."""
+        if torch.cuda.is_available():
+            # ``weights`` were made on this thread's stream (a copy to the GPU, a clone of
+            # the sender's IPC buffer, an NCCL receive): finish them before returning (the
+            # sender reuses its buffer) and before another thread's stream reads them.
+            torch.cuda.current_stream().synchronize()
+
         def apply() -> None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # a batch still in flight reads the old weights
             self._llm.collective_rpc(_load_on_worker, args=(weights,))
             if torch.cuda.is_available():
                 torch.cuda.synchronize()  # the sender may free or overwrite its buffer after this
-            if not self._llm.reset_prefix_cache():
-                raise RuntimeError("vLLM refused to reset its prefix cache after a weight update")
+            if self._stepping:  # requests hold KV blocks: reset when the call's have ended
+                self._prefix_stale = True
+            else:
+                self._reset_prefix_cache()
             self._version = int(version)
 
         self._order.load(after_calls, apply)
+
+    def _reset_prefix_cache(self) -> None:
+        """Drop the cached KV blocks (computed by the old weights)."""
+        if not self._llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset its prefix cache after a weight update")
 
 
 # -- the driver side ---------------------------------------------------------------------------
@@ -583,7 +823,7 @@ class VllmRollout:
                     "rollout.replicas or the GPU share"
                 ) from e
 
-        actor = ray.remote(VllmEngine)
+        actor = _engine_with_loads_beside() if config.mid_sequence_loads else ray.remote(VllmEngine)
 
         def new_actor(i: int) -> Any:
             options: dict[str, Any] = {
@@ -644,3 +884,42 @@ class VllmRollout:
         if self._pg is not None:
             self._remove_pg(self._pg)
             self._pg = None
+
+
+# The engine's side of a weight push (rlvr.rollout.weight_sync): the receivers, joining the
+# sender's NCCL group and telling it this engine's GPU (a sender formed at the first push
+# asks; it waits for every engine to join its group).
+_PUSH_METHODS = (
+    "gpu_uuid",
+    "init_weight_group",
+    "load_weights",
+    "load_packed",
+    "load_ipc",
+    "load_broadcast",
+)
+
+
+def _engine_with_loads_beside() -> Any:
+    """The vLLM engine actor for weight loads mid-sequence: the engine's side of a push
+    runs in a concurrency group of its own ("weights", one thread), beside a running
+    ``generate`` (the default group, one thread: rollouts still run one at a time, in
+    order). The engine's :class:`LoadOrder` lands a load that arrives during a call at its
+    next step, on the stepping thread; the weights thread itself calls into the LLM engine
+    (``collective_rpc``, the prefix cache) only while no call runs (the order's lock keeps
+    a call from starting meanwhile)."""
+    import ray
+
+    def beside(name: str) -> Callable[..., Any]:
+        receive = getattr(VllmEngine, name)
+
+        # (Not functools.wraps: Ray unwraps a method to read its options.)
+        def method(self: VllmEngine, *args: Any, **kwargs: Any) -> Any:
+            return receive(self, *args, **kwargs)
+
+        method.__name__ = method.__qualname__ = name
+        method.__doc__ = receive.__doc__
+        return ray.method(concurrency_group="weights")(method)
+
+    methods = {name: beside(name) for name in _PUSH_METHODS}
+    cls = type("VllmEngineLoadsBeside", (VllmEngine,), methods)
+    return ray.remote(concurrency_groups={"weights": 1})(cls)

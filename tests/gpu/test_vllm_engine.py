@@ -9,6 +9,7 @@ fp32 on the same GPU.
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import pytest
 import torch
@@ -193,4 +194,89 @@ def test_nccl_broadcast_sync_to_an_engine_on_another_gpu(ray_cluster, model_dirs
         assert got == pytest.approx(want, rel=1e-3)
     finally:
         ray.kill(holder)
+        own.shutdown()
+
+
+def test_pushes_land_mid_rollout_with_mid_sequence_loads(ray_cluster, model_dirs):
+    """``rollout.mid_sequence_weight_updates`` on vLLM: a push made while a long rollout runs
+    returns at once (the engine actor's "weights" concurrency group) and lands between two
+    of the rollout's decoding steps: its completions start on the old weights and end on
+    the new. Twice: the driver's object-store push (``VllmRollout.load_weights``), then CUDA
+    IPC from a learner actor on the same GPU. The prefix cache, whose reset waits for the
+    rollout's end, no longer serves the prompts' KV blocks of the old weights after it."""
+    from collections import Counter
+
+    import ray
+
+    from bench._gpu_models import HfWeightHolder, random_prompts
+    from rlvr.rollout.base import SamplingConfig
+    from rlvr.rollout.vllm import VllmEngineConfig, VllmRollout
+
+    config = VllmEngineConfig(
+        model=model_dirs[0],
+        enforce_eager=True,
+        gpu_memory_utilization=0.1,
+        kv_cache_memory_bytes=256 << 20,
+        max_model_len=512,
+        mid_sequence_loads=True,
+    )
+    # 0.3 GPU beside the module's two replicas (0.3 each) and a 0.1 learner below
+    own = VllmRollout(
+        config, replicas=1, num_gpus=0.3, num_cpus=0, start_timeout_s=600, call_timeout_s=300
+    )
+    holder = None
+    try:
+        [engine] = own.replicas.engines
+        prompts = random_prompts(8, 40, VOCAB, seed=9)  # 40 tokens: two full KV blocks cached
+        long = SamplingConfig(n=4, max_new_tokens=384, temperature=1.0, seed=5)
+        greedy = SamplingConfig(n=1, max_new_tokens=16, temperature=0.0)
+        ray.get(engine.generate.remote(prompts, greedy), timeout=300)  # warm; caches A's KV
+
+        def rollout_with_push(push, first: int, last: int) -> None:
+            pending = engine.generate.remote(prompts, long, ignore_eos=True)
+            t0 = time.perf_counter()
+            push()
+            push_s = time.perf_counter() - t0
+            ready, _ = ray.wait([pending], timeout=0)
+            assert not ready, "the push waited for the rollout to end"
+            t1 = time.perf_counter()
+            completions = ray.get(pending, timeout=300)
+            rest_s = time.perf_counter() - t1
+            tags = Counter((c.weights_version, c.last_weights_version) for c in completions)
+            print(f"push {push_s * 1e3:.0f} ms, rollout ran {rest_s:.2f} s more; versions {tags}")
+            assert all(len(c.token_ids) == len(c.logprobs) == 384 for c in completions)
+            assert set(tags) <= {(first, last), (first, None), (last, None)}
+            # every sequence is in the first batch, so all of them see the load midway
+            assert tags[(first, last)] >= 0.9 * len(completions)
+            assert ray.get(engine.weights_version.remote(), timeout=60) == last
+
+        # 1) object store, from the driver
+        learner_b = _hf(model_dirs[1])
+        state = {k: v.to(torch.bfloat16).cpu() for k, v in learner_b.state_dict().items()}
+        rollout_with_push(lambda: own.load_weights(state, version=1), 0, 1)
+        for name in ("model.norm.weight", "model.embed_tokens.weight"):
+            want = float(state[name].float().sum())
+            got = ray.get(engine.param_sum.remote(name), timeout=60)
+            assert got == pytest.approx(want, rel=1e-3, abs=1e-2), name
+        after = ray.get(engine.generate.remote(prompts, greedy), timeout=120)
+        mismatch = _mean_abs_diff(after, prompts, learner_b, 0.0)
+        print(f"vs learner B after the mid-rollout push: mean |Δ logprob| {mismatch:.4f}")
+        assert mismatch < 0.03  # stale KV blocks of A would make it ~1 (the test above)
+
+        # 2) CUDA IPC from a learner actor on the same GPU (B with another norm), whose
+        # sender is formed at this first push, beside the rollout too
+        holder = ray.remote(num_gpus=0.1, num_cpus=0)(HfWeightHolder).remote(model_dirs[1], 1.5)
+        ray.get(holder.param_sum.remote("model.norm.weight"), timeout=300)  # it is up
+
+        def ipc_push() -> None:
+            stats = ray.get(holder.push.remote(own.replicas.engines, "auto", 2), timeout=300)
+            assert stats["method"] == "cuda_ipc"
+
+        rollout_with_push(ipc_push, 1, 2)
+        want = ray.get(holder.param_sum.remote("model.norm.weight"), timeout=60)
+        got = ray.get(engine.param_sum.remote("model.norm.weight"), timeout=60)
+        assert got == pytest.approx(want, rel=1e-3, abs=1e-2)
+    finally:
+        if holder is not None:
+            ray.kill(holder)
         own.shutdown()

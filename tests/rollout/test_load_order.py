@@ -290,27 +290,27 @@ def _spec(**rollout) -> dict:
     }
 
 
-def test_the_flag_needs_an_async_run_and_the_hf_engine_and_says_so():
+def test_the_flag_needs_an_async_run_and_says_so():
     from pydantic import ValidationError
 
     from rlvr.config import JobSpec
 
     spec = _spec(mid_sequence_weight_updates=True)
     assert JobSpec.model_validate(spec).rollout.mid_sequence_weight_updates
+    for engine in ("hf", "vllm"):  # both engines take loads mid-sequence
+        assert JobSpec.model_validate(_spec(mid_sequence_weight_updates=True, engine=engine))
     spec["algorithm"]["max_staleness"] = 0
     with pytest.raises(ValidationError, match=r"needs algorithm.max_staleness >= 1"):
         JobSpec.model_validate(spec)
-    with pytest.raises(ValidationError, match=r"mid_sequence_weight_updates: the vllm engine"):
-        JobSpec.model_validate(_spec(mid_sequence_weight_updates=True, engine="vllm"))
 
 
-def test_a_gpu_cluster_whose_engine_is_vllm_refuses_the_flag_in_the_plan():
-    """The training loop stops on a plan problem before any engine starts (an eval of the
-    same spec pushes no weights, so the flag does not concern it)."""
+def test_a_gpu_cluster_whose_engine_is_vllm_plans_the_flag_without_a_problem():
+    """The plan chooses vLLM for a GPU cluster; its engines take loads mid-sequence too
+    (rlvr.rollout.vllm), so the flag is no problem of the plan."""
     from rlvr.config import JobSpec
     from rlvr.plan.placement import cluster_from_args, make_plan
 
     spec = JobSpec.model_validate(_spec(mid_sequence_weight_updates=True))  # engine: auto
     plan = make_plan(spec, cluster_from_args(2, 80))
-    assert [p["loc"] for p in plan.problems] == [["rollout", "mid_sequence_weight_updates"]]
-    assert "rollout.engine: hf" in plan.problems[0]["msg"]
+    assert plan.engine == "vllm"
+    assert plan.problems == []
