@@ -21,6 +21,8 @@
 # Or, in one call after staging (the async bench on GPU_SPEC, then the training tests):
 #   run  carry=[".gpu/pN"]  command="DEADLINE=540 bash bench/gpu_session.sh async"  timeout_s=560
 #        # -> $OUT/async_gpu.{json,log}, tests_training.log
+#   (PRE_TESTS="tests/gpu/test_vllm_engine.py" runs those GPU tests first -> tests_pre.log;
+#    BENCH_ARGS="--staleness 0 1 --mid-sequence" STEPS=20 adds k=1 with mid-sequence updates)
 # Optional, if device time is left:
 #   run  command="bash bench/gpu_session.sh step-lora"  timeout_s=600   # -> $OUT/step_lora.json
 #
@@ -105,8 +107,19 @@ case "$cmd" in
     stage_last_and_env
     # the 25M tiny model, built and warm-started on the GPU once (cached in RLVR_HOME)
     timeout "$(left)" python3 -c "from rlvr.models import resolve_model; print(resolve_model('tiny:arithmetic?size=gpu'))" 2>&1 | tail -3
-    timeout "$(left)" python3 bench/async.py --gpu --seeds 0 --staleness 0 1 --steps ${STEPS:-30} \
-      --out "$OUT/async_gpu.json" 2>&1 | tee "$OUT/async_gpu.log" | grep -v -E "^\(|WARNING|INFO" | tail -30
+    # PRE_TESTS: GPU test files to run first (e.g. tests/gpu/test_vllm_engine.py)
+    if [ -n "${PRE_TESTS:-}" ]; then
+      # shellcheck disable=SC2086
+      pre=$(( $(left) - 60 )); [ "$pre" -gt "${PRE_TIMEOUT:-240}" ] && pre=${PRE_TIMEOUT:-240}
+      timeout "$pre" python3 -m pytest -m gpu $PRE_TESTS -q -s -p no:cacheprovider \
+        -o addopts="-ra" 2>&1 | tee "$OUT/tests_pre.log" | grep -v -E "^\(|WARNING|INFO" | tail -30
+    fi
+    # BENCH_ARGS: the arms (default k = 0 and 1; add --mid-sequence for k = 1 with mid-sequence
+    # weight updates)
+    # shellcheck disable=SC2086
+    timeout "$(left)" python3 bench/async.py --gpu --seeds 0 ${BENCH_ARGS:---staleness 0 1} \
+      --steps ${STEPS:-30} --out "$OUT/async_gpu.json" 2>&1 | tee "$OUT/async_gpu.log" \
+      | grep -v -E "^\(|WARNING|INFO" | tail -30
     echo "left for the training tests: $(left) s"
     if [ "$(left)" -gt 120 ]; then
       timeout "$(( $(left) - 10 ))" python3 -m pytest -m gpu tests/train/test_shared_prompts.py \
