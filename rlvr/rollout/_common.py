@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -246,6 +246,30 @@ class PendingRollout:
 
 # The engine methods that load weights (the receiving ends of rlvr.rollout.weight_sync).
 WEIGHT_LOAD_METHODS = frozenset({"load_weights", "load_packed"})
+
+
+def actor_with_loads_beside(engine_cls: type, methods: Iterable[str]) -> Any:
+    """The Ray actor class of an engine that takes weight loads mid-sequence: its
+    ``methods`` (the engine's side of a push) run in a concurrency group of their own
+    ("weights", one thread), beside a running ``generate`` (the default group, one thread:
+    rollouts still run one at a time, in order); the engine's :class:`LoadOrder` lands each
+    load at that call's next decoding step, on the generating thread."""
+    import ray
+
+    def beside(name: str) -> Callable[..., Any]:
+        receive = getattr(engine_cls, name)
+
+        # (Not functools.wraps: Ray unwraps a method to read its options, and would lose
+        # the concurrency group.)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return receive(self, *args, **kwargs)
+
+        method.__name__ = method.__qualname__ = name
+        method.__doc__ = receive.__doc__
+        return ray.method(concurrency_group="weights")(method)
+
+    cls = type(f"{engine_cls.__name__}LoadsBeside", (engine_cls,), {n: beside(n) for n in methods})
+    return ray.remote(concurrency_groups={"weights": 1})(cls)
 
 
 class InProcessEngine:

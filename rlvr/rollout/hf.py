@@ -41,10 +41,12 @@ import torch
 from rlvr.models.causal_lm import cache_kwarg, left_padded_positions, precision
 from rlvr.rollout._common import (
     MARKUP_TOKENS,
+    WEIGHT_LOAD_METHODS,
     InProcessEngine,
     LoadOrder,
     PendingRollout,
     ReplicaGroup,
+    actor_with_loads_beside,
     strip_tokens,
     validate_request,
 )
@@ -542,7 +544,11 @@ class HFRollout:
 
         if not ray.is_initialized():
             raise RuntimeError("HFRollout needs a Ray cluster: call ray.init() first")
-        actor = _engine_with_loads_beside() if config.mid_sequence_loads else ray.remote(HFEngine)
+        actor = (
+            actor_with_loads_beside(HFEngine, WEIGHT_LOAD_METHODS)
+            if config.mid_sequence_loads
+            else ray.remote(HFEngine)
+        )
 
         def new_actor(i: int) -> Any:
             options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
@@ -573,22 +579,3 @@ class HFRollout:
     def shutdown(self) -> None:
         """Kill the engine actors."""
         self.replicas.shutdown()
-
-
-def _engine_with_loads_beside() -> Any:
-    """The HF engine actor for weight loads mid-sequence: its loads run in a concurrency
-    group of their own ("weights", one thread), beside a running ``generate`` (the default
-    group, one thread: rollouts still run one at a time, in order); the engine's
-    :class:`LoadOrder` lands each at that call's next decoding step."""
-    import ray
-
-    class _HFEngineLoadsBeside(HFEngine):
-        @ray.method(concurrency_group="weights")
-        def load_weights(self, *args: Any, **kwargs: Any) -> None:
-            super().load_weights(*args, **kwargs)
-
-        @ray.method(concurrency_group="weights")
-        def load_packed(self, *args: Any, **kwargs: Any) -> None:
-            super().load_packed(*args, **kwargs)
-
-    return ray.remote(concurrency_groups={"weights": 1})(_HFEngineLoadsBeside)

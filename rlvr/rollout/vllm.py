@@ -47,6 +47,7 @@ from rlvr.rollout._common import (
     LoadOrder,
     PendingRollout,
     ReplicaGroup,
+    actor_with_loads_beside,
     strip_tokens,
     validate_request,
 )
@@ -62,6 +63,19 @@ from rlvr.tools.runner import ToolsConfig
 
 # Set in every engine actor before vLLM is imported (see the module docstring).
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+# The engine's side of a weight push (rlvr.rollout.weight_sync): the receivers, joining the
+# sender's NCCL group and telling it this engine's GPU (a sender formed at the first push
+# asks; it waits for every engine to join its group). With mid-sequence loads they all run
+# beside a rollout (actor_with_loads_beside), so neither a push nor joining waits for one.
+_PUSH_METHODS = (
+    "gpu_uuid",
+    "init_weight_group",
+    "load_weights",
+    "load_packed",
+    "load_ipc",
+    "load_broadcast",
+)
 
 # vLLM's ``stream_interval`` for an engine that takes loads mid-sequence: a request driven
 # step by step with DELTA outputs then reports its first token (which weights computed it)
@@ -443,7 +457,7 @@ class VllmEngine:
     to its end, so a call instead adds its requests to vLLM's scheduler and steps it itself
     (``LLMEngine.add_request`` / ``step``, as the tool loop's :class:`VllmSteps`); a load
     that arrives meanwhile (in the actor's "weights" concurrency group,
-    :func:`_engine_with_loads_beside`) is held by the :class:`LoadOrder` and lands between
+    :func:`~rlvr.rollout._common.actor_with_loads_beside`) is held by the :class:`LoadOrder` and lands between
     two steps, on the stepping thread. The completions are those ``generate`` gives (same
     requests, seeds and outputs), tagged with the versions of their first and last tokens.
 
@@ -823,7 +837,11 @@ class VllmRollout:
                     "rollout.replicas or the GPU share"
                 ) from e
 
-        actor = _engine_with_loads_beside() if config.mid_sequence_loads else ray.remote(VllmEngine)
+        actor = (
+            actor_with_loads_beside(VllmEngine, _PUSH_METHODS)
+            if config.mid_sequence_loads
+            else ray.remote(VllmEngine)
+        )
 
         def new_actor(i: int) -> Any:
             options: dict[str, Any] = {
@@ -884,42 +902,3 @@ class VllmRollout:
         if self._pg is not None:
             self._remove_pg(self._pg)
             self._pg = None
-
-
-# The engine's side of a weight push (rlvr.rollout.weight_sync): the receivers, joining the
-# sender's NCCL group and telling it this engine's GPU (a sender formed at the first push
-# asks; it waits for every engine to join its group).
-_PUSH_METHODS = (
-    "gpu_uuid",
-    "init_weight_group",
-    "load_weights",
-    "load_packed",
-    "load_ipc",
-    "load_broadcast",
-)
-
-
-def _engine_with_loads_beside() -> Any:
-    """The vLLM engine actor for weight loads mid-sequence: the engine's side of a push
-    runs in a concurrency group of its own ("weights", one thread), beside a running
-    ``generate`` (the default group, one thread: rollouts still run one at a time, in
-    order). The engine's :class:`LoadOrder` lands a load that arrives during a call at its
-    next step, on the stepping thread; the weights thread itself calls into the LLM engine
-    (``collective_rpc``, the prefix cache) only while no call runs (the order's lock keeps
-    a call from starting meanwhile)."""
-    import ray
-
-    def beside(name: str) -> Callable[..., Any]:
-        receive = getattr(VllmEngine, name)
-
-        # (Not functools.wraps: Ray unwraps a method to read its options.)
-        def method(self: VllmEngine, *args: Any, **kwargs: Any) -> Any:
-            return receive(self, *args, **kwargs)
-
-        method.__name__ = method.__qualname__ = name
-        method.__doc__ = receive.__doc__
-        return ray.method(concurrency_group="weights")(method)
-
-    methods = {name: beside(name) for name in _PUSH_METHODS}
-    cls = type("VllmEngineLoadsBeside", (VllmEngine,), methods)
-    return ray.remote(concurrency_groups={"weights": 1})(cls)
