@@ -191,6 +191,10 @@ class AlgorithmSpec(_Strict):
     kl_estimator: KlEstimator = "k3"
     overlong: OverlongSpec = Field(default_factory=OverlongSpec)
     mini_batches: int = Field(1, ge=1, le=1024)  # optimizer steps per rollout batch and epoch
+    # Rows with advantage 0 stay out of the learner's forward and backward where that changes
+    # no gradient (rlvr.train.update.rows_with_gradient); false: every row is computed, and
+    # the learner's token statistics (entropy, mismatch/kl, ...) cover the whole batch.
+    skip_zero_advantage_rows: bool = True
     max_grad_norm: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(16, ge=1, le=65536)  # sequences per forward/backward
     # Size micro-batches by padded tokens instead (sequences sorted by length, each micro-batch

@@ -94,7 +94,9 @@ def compute_advantages(
     index, k = _group_index(g)
     count = torch.zeros(k, dtype=r.dtype).index_add_(0, index, torch.ones_like(r))
     mean = torch.zeros(k, dtype=r.dtype).index_add_(0, index, r) / count
-    centered = r - mean[index]
+    # an all-equal group's float mean can miss its rewards in the last bit (8 x 1.1 / 8): its
+    # centred rewards are 0 exactly, which the learner's rows_with_gradient relies on
+    centered = torch.where(groups_with_signal(r, g), r - mean[index], torch.zeros_like(r))
     if estimator == "reinforce_pp_baseline":
         return _whiten(centered, eps).float()
     if estimator == "dr_grpo":

@@ -23,7 +23,7 @@ import torch
 
 from rlvr.models.causal_lm import PolicyModel, learner_device
 from rlvr.rollout.hf import cpu_threads
-from rlvr.train.update import UpdateConfig, gradient_step
+from rlvr.train.update import UpdateConfig, gradient_step, rows_with_gradient
 
 MODULE_ID = "policy"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -84,6 +84,7 @@ class LearnerConfig(UpdateConfig):
             kl_mode=a.kl_mode,
             kl_estimator=a.kl_estimator,
             mini_batches=a.mini_batches,
+            skip_zero_advantage_rows=a.skip_zero_advantage_rows,
             temperature=spec.rollout.temperature or 1.0,
             gen_budget=spec.rollout.max_new_tokens,
             num_learners=a.num_learners,
@@ -342,17 +343,28 @@ class Learner:
             raise ValueError(
                 f"a batch of {b} sequences cannot be split across {self.num_shards} learners"
             )
-        filler = 0
-        if self.sharded:  # equal rows per learner: every FSDP pass is a collective
-            from rlvr.train.fsdp import pad_rows
-
-            batch, filler = pad_rows(batch, self.num_shards)
         timesteps = {
             "step": int(step),
             "num_shards": self.num_shards,
             "total_tokens": float(batch["response_mask"].sum()),
             "total_seqs": float(b),
         }
+        # rows with no gradient stay out of forward and backward; the loss is still
+        # normalised by the whole batch (timesteps above), so the step is unchanged
+        rows = rows_with_gradient(batch["advantages"].tolist(), self.config)
+        skipped = 0
+        if rows is not None and len(rows) < b:
+            if len(rows) < self.num_shards:  # every learner needs a row: add zero-gradient ones
+                rows = sorted(
+                    rows + [i for i in range(b) if i not in rows][: self.num_shards - len(rows)]
+                )
+            skipped = b - len(rows)
+            batch = {k: v[rows] for k, v in batch.items()}
+        filler = 0
+        if self.sharded:  # equal rows per learner: every FSDP pass is a collective
+            from rlvr.train.fsdp import pad_rows
+
+            batch, filler = pad_rows(batch, self.num_shards)
         if self._driver is not None:
             metrics = self._driver.update(batch, timesteps)
         else:
@@ -366,6 +378,7 @@ class Learner:
             from rlvr.train.fsdp import discount_filler
 
             discount_filler(metrics, filler * self.config.epochs_per_step)
+        metrics["learner/skipped_rows"] = float(skipped)
         return metrics
 
     def state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:

@@ -20,6 +20,15 @@ def test_grpo_normalises_by_group_std_and_zeroes_uniform_groups():
     assert adv.tolist() == pytest.approx([s, -s, s, -s, 0, 0, 0, 0], abs=1e-5)
 
 
+@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "rloo"])
+def test_a_group_of_equal_rewards_gets_exactly_zero_advantage(estimator):
+    # 3 x 0.7 / 3 is not 0.7 in floats: without care the centred rewards are ~1e-16 and
+    # grpo's division by (std + eps) makes them ~1e-10 (the learner skips exact zeros only)
+    adv = compute_advantages([0.7, 0.7, 0.7, 1.0, 0.0, 0.0], [0, 0, 0, 1, 1, 1], estimator)
+    assert adv[:3].tolist() == [0.0, 0.0, 0.0]
+    assert all(a != 0.0 for a in adv[3:].tolist())
+
+
 def test_dr_grpo_only_centres():
     adv = compute_advantages(REWARDS, GROUPS, "dr_grpo")
     assert adv.tolist() == pytest.approx([0.5, -0.5, 0.5, -0.5, 0, 0, 0, 0])

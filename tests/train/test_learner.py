@@ -241,3 +241,47 @@ def test_the_learner_in_the_driver_steps_exactly_as_an_rllib_learner_actor(
     resumed = Learner(_config(random_model_dir, num_learners=0))
     resumed.load_optimizer(tmp_path / "n1")
     assert resumed._driver is not None and resumed._driver.optimizer.state_dict()["state"]
+
+
+def test_rows_with_zero_advantage_stay_out_of_the_step_and_change_no_gradient(
+    random_model_dir, rollout
+):
+    prompts, comps = rollout
+    # prompts 1 and 3: groups whose rewards were all equal (advantage 0 on each of their rows)
+    adv = np.array(
+        [
+            0.0 if c.prompt_index in (1, 3) else (1.0 if i % 2 else -1.0)
+            for i, c in enumerate(comps)
+        ],
+        dtype=np.float32,
+    )
+    batch = make_train_batch(prompts, comps, adv, 0)
+    results = {}
+    for skip in (False, True):
+        learner = Learner(_config(random_model_dir, skip_zero_advantage_rows=skip))
+        try:
+            results[skip] = learner.update(batch, step=1)
+        finally:
+            learner.shutdown()
+    every_row, with_gradient = results[False], results[True]
+    assert every_row["learner/skipped_rows"] == 0
+    assert with_gradient["learner/skipped_rows"] == int((adv == 0).sum()) == 8
+    # the same loss and gradient: still normalised by the whole batch's tokens
+    assert with_gradient["grad_norm"] == pytest.approx(every_row["grad_norm"], rel=1e-5)
+    assert with_gradient["loss"] == pytest.approx(every_row["loss"], rel=1e-5)
+    assert with_gradient["learner/tokens"] < every_row["learner/tokens"]
+
+
+def test_every_row_is_computed_where_a_zero_advantage_row_has_a_gradient():
+    from rlvr.train.update import UpdateConfig, rows_with_gradient
+
+    adv = [0.0, 1.0, 0.0, -1.0]
+    assert rows_with_gradient(adv, UpdateConfig()) == [1, 3]
+    for hp in (
+        UpdateConfig(kl_coef=0.1),  # the KL term's gradient
+        UpdateConfig(entropy_coef=0.01),  # the entropy bonus's
+        UpdateConfig(kl_mode="reward"),  # token advantages, not these
+        UpdateConfig(mini_batches=2),  # the split into mini-batches depends on every row
+        UpdateConfig(skip_zero_advantage_rows=False),
+    ):
+        assert rows_with_gradient(adv, hp) is None, hp
