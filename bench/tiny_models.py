@@ -84,6 +84,7 @@ def _measure(task: str, heldout: int, seed: int) -> dict:
                 do_sample=True,
                 temperature=temperature,
                 top_p=1.0,
+                top_k=0,  # transformers' default top_k=50 would truncate what RL samples from
                 max_new_tokens=64,
                 num_return_sequences=8,
             )

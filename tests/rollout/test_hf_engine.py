@@ -51,6 +51,36 @@ def test_logprobs_are_those_of_the_tempered_sampling_distribution(engine):
         assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
 
 
+def test_sampling_draws_from_the_whole_vocabulary_not_a_default_top_k(engine):
+    # transformers adds top_k=50 to every sampling call unless told otherwise: the engine
+    # would then sample a truncated distribution while recording the full one's logprobs
+    prompt = _prompts(engine, 1)[0]
+    with torch.no_grad():
+        probs = engine.model(input_ids=torch.tensor([prompt])).logits[0, -1].float().softmax(-1)
+    assert probs.numel() > 60
+    top50 = set(probs.topk(50).indices.tolist())
+    beyond = 1.0 - float(probs[list(top50)].sum())  # the random model's mass outside them
+    assert beyond > 0.1
+    out = engine.generate(
+        [prompt], SamplingConfig(n=400, max_new_tokens=1, temperature=1.0, seed=0)
+    )
+    outside = sum(c.token_ids[0] not in top50 for c in out)
+    assert outside > 0.5 * 400 * beyond, (outside, beyond)
+
+
+def test_a_token_is_drawn_with_its_probability_and_never_a_masked_one():
+    from rlvr.rollout.hf import _draw
+
+    p = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.0, 0.05])
+    logp = p.log().expand(40_000, -1)  # log 0 = -inf: what top-p leaves of a token
+    torch.manual_seed(0)
+    freq = torch.bincount(_draw(logp), minlength=6).float() / 40_000
+    assert freq[1] == 0 and freq[4] == 0
+    assert torch.allclose(freq, p, atol=0.01), freq
+    # a uniform number past the CDF's last step (rounding) takes the last token with mass
+    assert _draw(torch.tensor([[0.0, -float("inf")]])).tolist() == [0]
+
+
 def test_top_p_logprobs_are_renormalised_over_the_kept_tokens(engine):
     prompts = _prompts(engine, 1)
     out = engine.generate(
@@ -83,9 +113,10 @@ def test_greedy_gives_identical_samples_with_exact_logprobs(engine):
 def test_stop_string_ends_the_completion_and_is_kept(engine):
     prompts = _prompts(engine, 2)
     out = engine.generate(prompts, SamplingConfig(n=4, max_new_tokens=40, temperature=1.5, seed=3))
-    # pick a character that appears in some sampled completion, then stop on it
-    text = next(c.text for c in out if len(c.text) > 3)
-    stop = text[2]
+    # pick a character that appears in some sampled completion, then stop on it (not one of
+    # a special token's: stop strings match the raw text, where "<think>" holds an "h")
+    in_specials = set("".join(engine.tokenizer.get_added_vocab()))
+    stop = next(ch for c in out for ch in c.text[2:] if ch not in in_specials and not ch.isspace())
     cut = engine.generate(
         prompts, SamplingConfig(n=4, max_new_tokens=40, temperature=1.5, stop=[stop], seed=3)
     )

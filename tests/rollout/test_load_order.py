@@ -163,19 +163,19 @@ def test_mid_sequence_a_load_lands_at_the_running_calls_next_step_and_ignores_af
 def pause_at_first_step(monkeypatch):
     """Pauses an engine thread's first decoding step until the test has pushed: the load
     then arrives, deterministically, while the rollout runs."""
-    from rlvr.rollout.hf import _SampledLogprobs
+    from rlvr.rollout.hf import HFEngine
 
     reached, resume = threading.Event(), threading.Event()
-    step = _SampledLogprobs.__call__
+    step = HFEngine._after_token
 
-    def paused(self: _SampledLogprobs, input_ids, scores):
+    def paused(self: HFEngine, next_token, landed):
         # (only the engine's thread: the test's own reference rollouts run on this one)
         if threading.current_thread() is not threading.main_thread() and not reached.is_set():
             reached.set()
             assert resume.wait(30)
-        return step(self, input_ids, scores)
+        return step(self, next_token, landed)
 
-    monkeypatch.setattr(_SampledLogprobs, "__call__", paused)
+    monkeypatch.setattr(HFEngine, "_after_token", paused)
     return reached, resume
 
 
