@@ -24,7 +24,7 @@ its torch threads set per ``--trl-threads`` (the best is the one compared).
 
     .venv/bin/python bench/async.py [--seeds 0 1 2] [--staleness 0 1 2] [--trl-threads 1 2]
                                     [--steps 40] [--engine-actor] [--baseline REV] [--gpu]
-                                    [--uncorrected] [--mid-sequence]
+                                    [--uncorrected] [--mid-sequence] [--every-row]
                                     [--out bench/results/async.json]
 
 ``--gpu`` runs the task sized for one GPU instead (``GPU_SPEC``: the 25M tiny model, 32
@@ -34,6 +34,8 @@ layout every CPU run had before a synchronous one put its engine in the driver.
 ``--uncorrected`` adds every ``k > 0`` arm once more with ``tis_cap: null`` (an async run
 that does not set it gets 2.0): what the correction is worth. ``--mid-sequence`` adds them
 with ``rollout.mid_sequence_weight_updates`` (pushes land at the engine's next step).
+``--every-row`` adds every arm once more with ``algorithm.skip_zero_advantage_rows: false``
+(the learner computes the rows whose gradient is 0 too: the same gradient, slower).
 ``--baseline REV`` adds every rlvr arm once more from a git worktree of revision ``REV``
 (before/after of a change, in one session, seed by seed).
 
@@ -149,6 +151,7 @@ def rlvr_run(
     code: Baseline | None = None,
     tis_cap: float | None = 2.0,
     mid_sequence: bool = False,
+    every_row: bool = False,
 ) -> dict:
     """One ``rlvr train`` of the demo spec; ``code``: run another revision's checkout."""
     import yaml
@@ -158,6 +161,8 @@ def rlvr_run(
         spec = _spec_dict(steps, seed, staleness, placement, tis_cap)
         if mid_sequence:  # (only then: an older revision's spec has no such field)
             spec["rollout"]["mid_sequence_weight_updates"] = True
+        if every_row:
+            spec["algorithm"]["skip_zero_advantage_rows"] = False
         spec_file.write_text(yaml.safe_dump(spec))
         run_dir = Path(tmp) / "run"
         env = dict(os.environ)
@@ -189,6 +194,7 @@ def rlvr_run(
         + (", engine actor" if placement == "split" else "")
         + (", tis_cap null" if tis_cap is None else "")
         + (", mid-sequence" if mid_sequence else "")
+        + (", every row" if every_row else "")
         + (f" @{code.rev}" if code is not None else ""),
         "seed": seed,
         "loop_s": loop_s,
@@ -447,6 +453,11 @@ def main() -> None:
         help="also every k > 0 arm with rollout.mid_sequence_weight_updates",
     )
     ap.add_argument(
+        "--every-row",
+        action="store_true",
+        help="also every arm with algorithm.skip_zero_advantage_rows: false",
+    )
+    ap.add_argument(
         "--gpu",
         action="store_true",
         help="the task sized for one GPU with a vLLM engine (GPU_SPEC; no TRL arm)",
@@ -480,6 +491,9 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
             if args.mid_sequence and k > 0:
                 rows.append(rlvr_run(args.steps, seed, k, mid_sequence=True))
+                print(json.dumps(rows[-1]), flush=True)
+            if args.every_row:
+                rows.append(rlvr_run(args.steps, seed, k, every_row=True))
                 print(json.dumps(rows[-1]), flush=True)
         if args.engine_actor:
             rows.append(rlvr_run(args.steps, seed, 0, placement="split"))
