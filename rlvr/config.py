@@ -26,8 +26,22 @@ class SpecError(ValueError):
     fix; ``rlvr train`` exits 2 with it, as for a spec that fails validation."""
 
 
+def no_nul(value: Any) -> Any:
+    """A text (or list of texts) with no NUL character: none means anything in a spec, and
+    a path holding one makes the OS calls that check it raise (a server error, not a 422)."""
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        raise ValueError("must not contain a NUL character (\\x00)")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
 
 
 class LoraSpec(_Strict):

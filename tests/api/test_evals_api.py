@@ -37,6 +37,8 @@ def eval_model(settings, random_model_dir):
         ({"model": "rand", "data": ["builtin:arithmetic"], "bogus": 1}, "bogus", "Extra inputs"),
         ({"job_id": "no-such-job", "data": ["builtin:arithmetic"]}, "job_id", "no job"),
         ({"model": "rand"}, "data", "at least one eval set"),
+        ({"model": "/r\u0000and", "data": ["builtin:arithmetic"]}, "model", "NUL"),
+        ({"model": "rand", "data": ["a\u0000.jsonl"]}, "data", "NUL"),
     ],
 )
 def test_bad_eval_requests_are_422_naming_the_field(http, eval_model, body, field, words):

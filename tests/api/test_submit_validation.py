@@ -112,6 +112,15 @@ BAD_SPECS = [
     ),
     ("bad builtin parameter", {"data": {"train": "builtin:arithmetic?n=-5"}}, "data.train", "'n'"),
     ("unknown builtin", {"data": {"eval": "builtin:chess"}}, "data.eval", "unknown built-in"),
+    # found by the OpenAPI fuzzer: a NUL made the path checks raise (a 500)
+    ("NUL in the model", {"model": {"path": "XN|>\u0000T"}}, "model.path", "NUL"),
+    ("NUL in a data path", {"data": {"train": "/tmp/a\u0000.jsonl"}}, "data.train", "NUL"),
+    (
+        "NUL in a list",
+        {"model": {"lora": {"target_modules": ["q\u0000"]}}},
+        "model.lora.target_modules",
+        "NUL",
+    ),
 ]
 
 

@@ -13,10 +13,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlvr.api.deps import JobDep, SettingsDep, StoreDep, UserDep
-from rlvr.config import MAX_EVAL_SAMPLES, MAX_EVAL_SETS, JobSpec
+from rlvr.config import MAX_EVAL_SAMPLES, MAX_EVAL_SETS, JobSpec, no_nul
 from rlvr.jobs.evals import EvalRecord, EvalRunner, EvalStore
 
 router = APIRouter(tags=["evals"])
@@ -46,6 +46,11 @@ class EvalRequest(BaseModel):
     k: list[int] = Field(default_factory=lambda: [1, 8], min_length=1, max_length=8)
     temperature: float = Field(1.0, gt=0, le=10)
     max_new_tokens: int | None = Field(None, ge=1, le=32768)
+
+    @field_validator("model", "job_id", "data")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
 
     @model_validator(mode="after")
     def _one_target(self) -> EvalRequest:
