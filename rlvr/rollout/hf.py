@@ -149,14 +149,20 @@ def _warp(scores: torch.Tensor, temperature: float, top_p: float) -> torch.Tenso
     return scores
 
 
-def _draw(logprobs: torch.Tensor) -> torch.Tensor:
-    """One token per row, drawn from ``exp(logprobs)`` by inverting its CDF with one uniform
-    number per row from torch's RNG (seeded per call): an exact sample, and ten times
-    cheaper on CPU than ``torch.multinomial`` or an exponential race, which draw a number
-    per vocabulary entry. The CDF is summed in float64; a uniform number that rounding puts
-    past the last step of the CDF takes the last token with mass."""
+def _cache_can(cache: Any, method: str) -> bool:
+    """Whether a model's KV cache can repeat or drop batch rows (transformers' DynamicCache
+    can; a cache that cannot gets a prefill per row, and ended rows stay in the batch)."""
+    return hasattr(cache, method)
+
+
+def _draw(logprobs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One token per row, drawn from ``exp(logprobs)`` by inverting its CDF at the row's
+    ``uniform`` number in [0, 1): an exact sample, and ten times cheaper on CPU than
+    ``torch.multinomial`` or an exponential race, which draw a number per vocabulary entry.
+    The CDF is summed in float64; a number that rounding puts past the last step of the CDF
+    takes the last token with mass."""
     cdf = logprobs.double().exp().cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+    u = uniform.to(cdf).reshape(-1, 1) * cdf[:, -1:]
     picked = torch.searchsorted(cdf, u, right=True).squeeze(-1)
     past = picked >= cdf.shape[-1]
     if bool(past.any()):
@@ -410,7 +416,8 @@ class HFEngine:
         holds a stop string, so the rest do not pay for it: the demo's completions average
         ~20 of their 64 tokens, and ``generate`` (which computes finished rows to the end)
         took twice as long where completions ended far apart. A token is drawn by
-        :func:`_draw`.
+        :func:`_draw` from one uniform number per row and step, so a row's samples do not
+        depend on when the other rows end.
         """
         key = cache_kwarg(self.model)
         pos = left_padded_positions(mask)
@@ -425,6 +432,9 @@ class HFEngine:
         # a stop string is looked for in the text of a row's last few tokens (every token is
         # at least one character); _cut then finds it exactly
         window = max((len(s) for s in sampling.stop), default=0) + 2
+        done: set[int] = (
+            set()
+        )  # rows that ended but stay in the batch (a cache that cannot drop rows)
         step_ids, step_pos = ids[:, -1:], pos[:, -1:]
         for step in range(sampling.max_new_tokens):
             out = self.model(
@@ -438,12 +448,20 @@ class HFEngine:
             logp = torch.log_softmax(
                 _warp(out.logits[:, -1].float(), sampling.temperature, sampling.top_p), dim=-1
             )
-            picked = logp.argmax(-1) if sampling.temperature == 0 else _draw(logp)
+            if sampling.temperature == 0:
+                picked = logp.argmax(-1)
+            else:  # a number for every row of the call, ended or not: a row's draws do not
+                # depend on when the others end (torch's RNG, seeded per call)
+                uniform = torch.rand(total, dtype=torch.float64, device=logp.device)
+                picked = _draw(logp, uniform[torch.tensor(live, device=logp.device)])
             picked_lp = logp.gather(-1, picked[:, None]).squeeze(-1)
             ended = torch.isin(picked, eos).tolist()
             for i, (row, t, lp) in enumerate(
                 zip(live, picked.tolist(), picked_lp.tolist(), strict=True)
             ):
+                if row in done:
+                    ended[i] = True
+                    continue
                 tokens[row].append(t)
                 logprobs[row].append(lp)
                 if sampling.stop and not ended[i]:
@@ -452,7 +470,9 @@ class HFEngine:
             self._after_token(step + 1, landed)
             if all(ended) or step + 1 == sampling.max_new_tokens:
                 break
-            if any(ended):
+            if any(ended) and not _cache_can(cache, "batch_select_indices"):
+                done.update(row for row, e in zip(live, ended, strict=True) if e)
+            elif any(ended):
                 keep = [i for i, e in enumerate(ended) if not e]
                 index = torch.tensor(keep, device=picked.device)
                 cache.batch_select_indices(index)
@@ -487,6 +507,11 @@ class HFEngine:
         )
         cache = getattr(out, cache_kwarg(self.model))
         if shared and rows > 1:
+            if not _cache_can(cache, "batch_repeat_interleave") or (
+                cache.get_seq_length() != ids.shape[1] - 1  # e.g. a sliding window's
+            ):
+                per_row = (t.repeat_interleave(rows, 0) for t in (ids, mask, pos))
+                return self._prefill(*per_row, 1)  # once per row after all
             cache.batch_repeat_interleave(rows)
         return cache
 

@@ -74,11 +74,11 @@ def test_a_token_is_drawn_with_its_probability_and_never_a_masked_one():
     p = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.0, 0.05])
     logp = p.log().expand(40_000, -1)  # log 0 = -inf: what top-p leaves of a token
     torch.manual_seed(0)
-    freq = torch.bincount(_draw(logp), minlength=6).float() / 40_000
+    freq = torch.bincount(_draw(logp, torch.rand(40_000)), minlength=6).float() / 40_000
     assert freq[1] == 0 and freq[4] == 0
     assert torch.allclose(freq, p, atol=0.01), freq
     # a uniform number past the CDF's last step (rounding) takes the last token with mass
-    assert _draw(torch.tensor([[0.0, -float("inf")]])).tolist() == [0]
+    assert _draw(torch.tensor([[0.0, -float("inf")]]), torch.tensor([1.0])).tolist() == [0]
 
 
 def test_top_p_logprobs_are_renormalised_over_the_kept_tokens(engine):
@@ -299,6 +299,21 @@ def test_shared_prefill_samples_what_a_prefill_per_row_samples(random_model_dir)
     assert [c.token_ids for c in a] == [c.token_ids for c in b]
     for x, y in zip(a, b, strict=True):
         assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-5)
+
+
+def test_a_cache_that_cannot_repeat_or_drop_rows_samples_the_same(random_model_dir, monkeypatch):
+    # (transformers' DynamicCache can; a cache that cannot gets a prefill per row and keeps
+    # its ended rows in the batch)
+    engine = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    prompts = _prompts(engine, 3)
+    sampling = SamplingConfig(n=4, max_new_tokens=64, temperature=1.0, seed=5)
+    usual = engine.generate(prompts, sampling)
+    assert len({len(c.token_ids) for c in usual}) > 1  # rows ended at different steps
+    monkeypatch.setattr("rlvr.rollout.hf._cache_can", lambda cache, method: False)
+    fallback = engine.generate(prompts, sampling)
+    for a, b in zip(usual, fallback, strict=True):
+        assert a.token_ids == b.token_ids
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
 
 
 def test_each_prompt_is_prefilled_once_for_its_n_samples(random_model_dir, forward_shapes):
