@@ -510,8 +510,13 @@ class HFEngine:
             if not _cache_can(cache, "batch_repeat_interleave") or (
                 cache.get_seq_length() != ids.shape[1] - 1  # e.g. a sliding window's
             ):
-                per_row = (t.repeat_interleave(rows, 0) for t in (ids, mask, pos))
-                return self._prefill(*per_row, 1)  # once per row after all
+                # once per row after all
+                return self._prefill(
+                    ids.repeat_interleave(rows, 0),
+                    mask.repeat_interleave(rows, 0),
+                    pos.repeat_interleave(rows, 0),
+                    1,
+                )
             cache.batch_repeat_interleave(rows)
         return cache
 
