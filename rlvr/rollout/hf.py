@@ -17,9 +17,8 @@ Two layers, mirroring :mod:`rlvr.rollout.vllm`:
     rollout.load_weights(learner_state_dict, version=1)
 
 Why our own decoding loop and not ``model.generate``: a row that has ended leaves the
-batch and its KV cache at once, where ``generate`` computes every row to the longest (the
-demo's completions average ~20 of 64 tokens: half the rollout time went to finished rows);
-the sampled token's logprob is read from the one step's log-softmax that sampled it (no
+batch and its KV cache at once, where ``generate`` computes every row to the longest; the
+sampled token's logprob is read from the one step's log-softmax that sampled it (no
 ``[steps, rows, vocab]`` scores kept alive); no warper we did not ask for is added
 (``generate`` adds its default ``top_k=50``); a weight load can land between two steps.
 
@@ -413,9 +412,9 @@ class HFEngine:
         from (after temperature and top-p). Rows are prompt-major.
 
         A row leaves the batch, and its KV cache, as soon as it has sampled EOS or its text
-        holds a stop string, so the rest do not pay for it: the demo's completions average
-        ~20 of their 64 tokens, and ``generate`` (which computes finished rows to the end)
-        took twice as long where completions ended far apart. A token is drawn by
+        holds a stop string, so the rest do not pay for it (``generate`` computes finished
+        rows to the end: the more completions' lengths differ, the more that costs; the
+        demo's rollout is in docs/benchmarks.md). A token is drawn by
         :func:`_draw` from one uniform number per row and step, so a row's samples do not
         depend on when the other rows end.
         """
