@@ -353,11 +353,8 @@ class Learner:
         # normalised by the whole batch (timesteps above), so the step is unchanged
         rows = rows_with_gradient(batch["advantages"].tolist(), self.config)
         skipped = 0
-        if rows is not None and len(rows) < b:
-            if len(rows) < self.num_shards:  # every learner needs a row: add zero-gradient ones
-                rows = sorted(
-                    rows + [i for i in range(b) if i not in rows][: self.num_shards - len(rows)]
-                )
+        # (every learner needs a row: with fewer rows than learners, all of them are computed)
+        if rows is not None and self.num_shards <= len(rows) < b:
             skipped = b - len(rows)
             batch = {k: v[rows] for k, v in batch.items()}
         filler = 0

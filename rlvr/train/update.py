@@ -81,7 +81,7 @@ class StepStats:
     grad_norm: float = 0.0  # before clipping, mean over epochs
     lr: float = 0.0
     skipped_steps: float = 0.0  # optimizer steps skipped for a non-finite gradient
-    skipped_rows: float = 0.0  # rows left out of forward and backward (rows_with_gradient)
+    skipped_rows: float = 0.0  # rows Learner.update left out (rows_with_gradient); not summed here
     learners: float = 1.0
 
     def metrics(self) -> dict[str, float]:
