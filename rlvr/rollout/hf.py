@@ -206,13 +206,6 @@ class HFEngine:
         self.eos_ids = sorted(eos_ids)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
-        # A clean generation config: a model directory's own defaults (top_k=50,
-        # repetition_penalty...) would add warpers after ours and change the distribution.
-        self._gen_defaults = {
-            "eos_token_id": self.eos_ids,
-            "pad_token_id": self.pad_id,
-            "bos_token_id": None,
-        }
         self._strip = _control_tokens(self.tokenizer)
         self._version = 0
         # weight loads behind the rollouts submitted before them (or mid-sequence)
