@@ -218,7 +218,8 @@ class Plan:
     def engines_work_beside_learner(self) -> bool:
         """Whether the engines can generate while the learner learns: actors always, an
         engine in the driver on its own thread. Then an eval runs on the engines during the
-        next step's learning instead of between steps (docs/design.md, "Evals")."""
+        next step's learning instead of between steps (docs/design.md, "Evals beside the
+        next step")."""
         return not self.engines_in_driver or self.engine_thread
 
     def to_dict(self) -> dict[str, Any]:

@@ -162,13 +162,17 @@ def _think_stats(texts: list[str], tokenizer: Any) -> tuple[float, float]:
     """(mean think-block length in tokens, fraction with a think block and an answer after it)."""
     from verifiers import split_think
 
-    lengths, ok = [], 0
+    thinks, ok = [], 0
     for t in texts:
         think, answer = split_think(t)
         if think is not None:
-            lengths.append(len(tokenizer(think, add_special_tokens=False)["input_ids"]))
+            thinks.append(think)
             ok += bool(answer.strip())
-    return (float(np.mean(lengths)) if lengths else 0.0), ok / max(len(texts), 1)
+    if not thinks:
+        return 0.0, ok / max(len(texts), 1)
+    # one call for the batch: half the time of one call per text (the learner's thread)
+    ids = tokenizer(thinks, add_special_tokens=False)["input_ids"]
+    return float(np.mean([len(x) for x in ids])), ok / max(len(texts), 1)
 
 
 def _rollout_metrics(
@@ -434,12 +438,11 @@ class _Trainer:
                 self.reservation.release()
             raise
         # Evals are scored (and their metrics computed) on a thread of their own. Where the
-        # engines work beside the learner and would idle while it learns (a synchronous
-        # run), the loop learns the next step while an eval runs (train()). An asynchronous
-        # run's engines are busy with later rollouts then: an eval there only delays them
-        # (measured: docs/benchmarks.md, "Evals beside the next step").
+        # engines work beside the learner, the loop learns the next step (whose rollout is
+        # on the engines ahead of the eval) while an eval runs (train(); docs/design.md,
+        # "Evals beside the next step").
         self._evaluator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-eval")
-        self.evals_overlap = self.plan.engines_work_beside_learner and a.max_staleness == 0
+        self.evals_overlap = self.plan.engines_work_beside_learner
         self.eval_in_flight: PendingEval | None = None  # started, its metrics not yet read
         # The weights the engines and the learner hold (a step that learned nothing keeps them).
         self.policy_version = self.engine_version = self.start_step
@@ -493,11 +496,13 @@ class _Trainer:
             seed=_sampling_seed(a.seed, step, rnd),
         )
 
-    def start_rollouts(self, step: int) -> None:
-        """Start the rollouts of ``step … step + max_staleness`` not started yet, on the
-        weights the engines hold now (the prompts and seed of each are its step's own)."""
+    def start_rollouts(self, step: int, through: int | None = None) -> None:
+        """Start the rollouts of ``step … step + max_staleness`` (or ``… through``) not
+        started yet, on the weights the engines hold now (the prompts and seed of each are
+        its step's own)."""
         a = self.spec.algorithm
-        for s in range(step, min(step + a.max_staleness, a.max_steps) + 1):
+        last = step + a.max_staleness if through is None else through
+        for s in range(step, min(last, a.max_steps) + 1):
             if s in self.queue:
                 continue
             if self.curriculum is not None:
@@ -800,7 +805,7 @@ def train(
         max_steps = spec.algorithm.max_steps
         if spec.eval.at_start and step == 0 and trainer.eval_set is not None:
             if trainer.evals_overlap and max_steps > 0:
-                trainer.start_rollouts(1)  # the first step's rollout first, then the eval
+                trainer.start_rollouts(1, through=1)  # the first step's rollout, then the eval
                 held = _Row(0, {}, [], trainer.start_eval())
             else:
                 write(_Row(0, trainer.evaluate(), []))
@@ -820,7 +825,9 @@ def train(
             checkpoint_due = step % spec.checkpoint.every == 0 or last
             if trainer.eval_set is not None and (step % spec.eval.every == 0 or last):
                 if trainer.evals_overlap and not checkpoint_due:
-                    trainer.start_rollouts(step + 1)  # the next step's rollout before the eval
+                    # the next step's rollout before the eval (already started where
+                    # asynchronous), the later ones after it
+                    trainer.start_rollouts(step + 1, through=step + 1)
                     held = _Row(step, metrics, rows, trainer.start_eval())
                     continue
                 metrics.update(trainer.evaluate())

@@ -154,18 +154,36 @@ def test_an_async_run_corrects_for_staleness_unless_the_spec_opts_out():
     assert AlgorithmSpec.model_validate(saved).tis_cap == 2.0
 
 
-def test_an_async_runs_evals_stand_between_steps(
-    ray_cluster, random_model_dir, tmp_path, rollouts_at_eval_start
+def test_an_async_runs_eval_runs_beside_the_next_step_and_changes_no_number(
+    ray_cluster, random_model_dir, tmp_path, monkeypatch, rollouts_at_eval_start
 ):
-    """Its engines are busy with later rollouts while the learner learns: an eval beside the
-    next step would only delay them (docs/benchmarks.md), so each eval is waited for, with
-    the rollouts already started for later steps in flight and no new one queued first."""
-    spec = _spec(random_model_dir, max_staleness=1, max_steps=3)
-    spec.eval.every, spec.eval.at_start = 1, True
-    run(spec, tmp_path, actor_cpus=0)
-    assert rollouts_at_eval_start == [[], [2], [3], []]
-    for rec in read_jsonl(tmp_path / "metrics.jsonl"):
-        assert "eval/accuracy" in rec and "time/eval_wait_s" in rec, rec["step"]
+    """The next step's rollout is already on the engines (started a step earlier), so an
+    eval queues behind it and the learner learns that step meanwhile; the later rollouts
+    are submitted after the eval, on the same weights as with the eval between steps: every
+    number matches a run whose evals stand between the steps."""
+    from rlvr.plan import Plan
+
+    spec = _spec(random_model_dir, max_staleness=1, max_steps=4)
+    spec.eval.every, spec.eval.at_start, spec.checkpoint.every = 1, True, 3
+    queued = rollouts_at_eval_start
+    run(spec, tmp_path / "beside", actor_cpus=0)
+    beside, queued[:] = list(queued), []
+    monkeypatch.setattr(Plan, "engines_work_beside_learner", property(lambda self: False))
+    run(spec, tmp_path / "between", actor_cpus=0)
+    # step 0: behind step 1's rollout only (step 2's is submitted after the eval); steps 1-2:
+    # behind the next step's, started a step earlier; 3 (a checkpoint) and 4 (the last): waited
+    assert beside == [[1], [2], [3], [4], []]
+    assert queued == [[], [2], [3], [4], []]
+    a = read_jsonl(tmp_path / "beside" / "metrics.jsonl")
+    b = read_jsonl(tmp_path / "between" / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        assert "eval/accuracy" in x and "time/eval_wait_s" in x, x["step"]
+        for key in ("eval/accuracy", "eval/reward_mean", "reward/mean", "loss", "grad_norm",
+                    "async/staleness_mean"):  # fmt: skip
+            if key in y:
+                assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-9), (x["step"], key)
+    assert [s for s, _ in list_checkpoints(tmp_path / "beside")] == [3, 4]
 
 
 def test_an_async_run_with_weight_updates_mid_sequence_reports_them(

@@ -326,3 +326,19 @@ def test_the_loop_reports_to_the_trackers_the_spec_turns_on(first_run):
     rewards = {e.step: e.value for e in events.Scalars("reward/mean")}
     written = {r["step"]: r["reward/mean"] for r in read_jsonl(run_dir / "metrics.jsonl")[1:]}
     assert rewards == pytest.approx(written)
+
+
+def test_think_stats_count_the_think_blocks_tokens_and_the_answers_after_them(random_model_dir):
+    from rlvr.rollout.hf import load_tokenizer
+    from rlvr.train.loop import _think_stats
+
+    tok = load_tokenizer(str(random_model_dir))
+    texts = [
+        "<think>1+2=3</think><answer>3</answer>",  # think and an answer
+        "<think>7 + 8 is 15, so</think>",  # think, no answer after it
+        "no think block at all",
+    ]
+    thinks = ["1+2=3", "7 + 8 is 15, so"]
+    expected = sum(len(tok.encode(t, add_special_tokens=False)) for t in thinks) / 2
+    assert _think_stats(texts, tok) == (pytest.approx(expected), pytest.approx(1 / 3))
+    assert _think_stats(["plain"], tok) == (0.0, 0.0)
