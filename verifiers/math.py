@@ -386,9 +386,28 @@ def _has_math(readings: list) -> bool:
     return any(not isinstance(r, str) for r in readings)
 
 
+# Bare answers up to this long have their readings kept (per worker, least recently used
+# first out): an RL step's completions repeat a few answers ("148" in most of a group), and
+# math-verify's parse, ~0.7 ms each, is most of a verification.
+_KEPT_READING_CHARS = 256
+
+
 def _read_bare(span: str, extract: tuple[str, ...]) -> list:
     """Our reading of a bare answer (tag or box content, gold string): math-verify's parse
     output, ``[sympy object, text]``, ``[text]`` if only text was found, ``[]`` if nothing."""
+    if len(span) > _KEPT_READING_CHARS:
+        return _read_bare_now(span, extract)
+    return list(_read_bare_kept(span, extract))  # a new list: callers extend it
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_bare_kept(span: str, extract: tuple[str, ...]) -> tuple:
+    # (sympy objects are immutable, and verify only reads them: the gold's are shared the
+    # same way through _parsed_gold)
+    return tuple(_read_bare_now(span, extract))
+
+
+def _read_bare_now(span: str, extract: tuple[str, ...]) -> list:
     text = _normalize_answer(span)
     if not text:
         return []

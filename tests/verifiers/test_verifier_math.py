@@ -9,7 +9,14 @@ import time
 import pytest
 
 from verifiers import BadReferenceError, Verdict, get_verifier
-from verifiers.math import MathVerifier, _parsed_gold, extract_answer, last_boxed
+from verifiers.math import (
+    MathVerifier,
+    _parsed_gold,
+    _read_bare,
+    _read_bare_kept,
+    extract_answer,
+    last_boxed,
+)
 
 HUGE = "<think>x</think><answer>$9^{9^{9^{9}}}$</answer>"
 
@@ -98,6 +105,36 @@ def test_gold_answer_is_parsed_once_for_a_group_of_completions():
     assert [v.passed for v in verdicts] == [bool(i % 2) for i in range(8)]
     info = _parsed_gold.cache_info()
     assert (info.misses, info.hits) == (1, 7)
+
+
+def test_a_repeated_answer_is_read_once_and_scored_as_the_first_time():
+    # A group's completions repeat a few answers: each is parsed once per worker.
+    _read_bare_kept.cache_clear()
+    _parsed_gold.cache_clear()
+    verifier = MathVerifier()
+    completions = [
+        f"<think>{i}</think><answer>{'148' if i % 2 else '3/4'}</answer>" for i in range(8)
+    ]
+    first = [verifier._verify_here(c, "148") for c in completions]
+    again = [verifier._verify_here(c, "148") for c in completions]
+    assert again == first and [v.passed for v in first] == [bool(i % 2) for i in range(8)]
+    assert first[1].details["extracted"] == "148" and first[0].reason == "mismatch"
+    # "148" (the gold too), "3/4": three reads for 16 verifications
+    assert _read_bare_kept.cache_info().misses == 2
+
+
+def test_a_kept_reading_is_a_copy_its_caller_may_extend():
+    readings = _read_bare("3/4", ("latex", "expr"))
+    readings.append("something else")
+    assert _read_bare("3/4", ("latex", "expr")) == readings[:-1]
+
+
+def test_long_answers_are_not_kept():
+    _read_bare_kept.cache_clear()
+    _parsed_gold.cache_clear()
+    long_answer = "1 + " * 100 + "1"  # over the kept length: read every time
+    MathVerifier()._verify_here(f"<answer>{long_answer}</answer>", "101")
+    assert _read_bare_kept.cache_info().currsize == 1  # the gold only
 
 
 @pytest.mark.parametrize(
