@@ -518,7 +518,12 @@ class _Trainer:
                 self._sampling(s, 0),
             )
 
-    def step(self, step: int) -> tuple[dict[str, float], list[SampleRow]]:
+    def step(
+        self, step: int, start_next: bool = False
+    ) -> tuple[dict[str, float], list[SampleRow]]:
+        """Learn ``step``; its metrics and sample rows. ``start_next``: start the next
+        steps' rollouts (:meth:`start_rollouts`) right after the weight push, so that the
+        engines work while this step's metrics are computed and written."""
         a, r = self.spec.algorithm, self.spec.rollout
         t_step = time.perf_counter()
         n_prompts = len(self.train_set.records)
@@ -638,6 +643,8 @@ class _Trainer:
             )
             self.engine_version = self.policy_version
         sync_s = time.perf_counter() - t0
+        if start_next:
+            self.start_rollouts(step + 1)
         self.busy["engines"] += rollout_s
         self.busy["learner"] += learn_s
         wall = max(time.perf_counter() - self.busy["since"], 1e-9)
@@ -816,14 +823,19 @@ def train(
                 status = "cancelled"
                 step -= 1
                 break
-            metrics, rows = trainer.step(step)
+            last = step == max_steps
+            checkpoint_due = step % spec.checkpoint.every == 0 or last
+            eval_due = trainer.eval_set is not None and (step % spec.eval.every == 0 or last)
+            # engines that work beside the learner get the next rollouts as soon as the
+            # weights are pushed, before this step's metrics are written: not when an eval
+            # or a checkpoint comes first
+            early = trainer.plan.engines_work_beside_learner and not (eval_due or checkpoint_due)
+            metrics, rows = trainer.step(step, start_next=early)
             if held is not None:
                 write(held)
                 held = None
             summary.step = step
-            last = step == max_steps
-            checkpoint_due = step % spec.checkpoint.every == 0 or last
-            if trainer.eval_set is not None and (step % spec.eval.every == 0 or last):
+            if eval_due:
                 if trainer.evals_overlap and not checkpoint_due:
                     # the next step's rollout before the eval (already started where
                     # asynchronous), the later ones after it

@@ -342,3 +342,64 @@ def test_think_stats_count_the_think_blocks_tokens_and_the_answers_after_them(ra
     expected = sum(len(tok.encode(t, add_special_tokens=False)) for t in thinks) / 2
     assert _think_stats(texts, tok) == (pytest.approx(expected), pytest.approx(1 / 3))
     assert _think_stats(["plain"], tok) == (0.0, 0.0)
+
+
+def test_the_next_rollout_starts_before_a_steps_row_is_written_unless_an_eval_or_checkpoint_is_due(
+    ray_cluster, random_model_dir, tmp_path, monkeypatch
+):
+    from rlvr.train import pipeline
+
+    events: list[str] = []
+    start = pipeline.RolloutQueue.start
+
+    def spy(self, step, *args, **kwargs):
+        events.append(f"start {step}")
+        return start(self, step, *args, **kwargs)
+
+    class Sink(RecordingSink):
+        def metrics(self, step, values):
+            events.append(f"row {step}")
+
+    monkeypatch.setattr(pipeline.RolloutQueue, "start", spy)
+    spec = _spec(random_model_dir, max_steps=5)
+    spec.eval.every, spec.eval.at_start, spec.checkpoint.every = 2, False, 4
+    run(spec, tmp_path, sink=Sink(), actor_cpus=0)
+    assert events == [
+        "start 1",
+        "start 2",  # right after step 1's push
+        "row 1",
+        "start 3",  # step 2's eval: step 3's rollout ahead of it, step 2's row after it
+        "start 4",
+        "row 2",
+        "row 3",
+        "row 4",  # a checkpoint (and an eval) at step 4: step 5's rollout after them
+        "start 5",
+        "row 5",
+    ]
+
+
+def test_a_cancelled_run_keeps_the_rollout_it_started_and_resumes_exactly(
+    ray_cluster, random_model_dir, tmp_path
+):
+    """Step 2's rollout starts as soon as step 1's weights are pushed; cancelled then, the
+    checkpoint of step 1 stores it, and the resumed run learns from it what an uninterrupted
+    run learns."""
+    spec = _spec(random_model_dir, max_steps=3)
+    spec.checkpoint.every = 10
+    whole = run(spec, tmp_path / "whole", actor_cpus=0)
+    calls = []
+    cut = run(spec, tmp_path / "cut", should_stop=lambda: calls.append(1) or len(calls) > 1,
+              actor_cpus=0)  # fmt: skip
+    assert (whole.status, cut.status, cut.step) == ("succeeded", "cancelled", 1)
+    state = json.loads(
+        (tmp_path / "cut" / "checkpoints" / "step_1" / "trainer_state.json").read_text()
+    )
+    assert [p["step"] for p in state["pending_rollouts"]] == [2]
+    resumed = run(spec, tmp_path / "cut", resume=True, actor_cpus=0)
+    assert resumed.status == "succeeded" and resumed.step == 3
+    a = {r["step"]: r for r in read_jsonl(tmp_path / "whole" / "metrics.jsonl")}
+    b = {r["step"]: r for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")}
+    assert sorted(a) == sorted(b) == [0, 1, 2, 3]
+    for step in (2, 3):
+        for key in ("reward/mean", "response/length_mean", "loss", "grad_norm", "entropy"):
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-5, abs=1e-9), (step, key)
