@@ -518,9 +518,7 @@ class _Trainer:
                 self._sampling(s, 0),
             )
 
-    def step(
-        self, step: int, start_next: bool = False
-    ) -> tuple[dict[str, float], list[SampleRow]]:
+    def step(self, step: int, start_next: bool = False) -> tuple[dict[str, float], list[SampleRow]]:
         """Learn ``step``; its metrics and sample rows. ``start_next``: start the next
         steps' rollouts (:meth:`start_rollouts`) right after the weight push, so that the
         engines work while this step's metrics are computed and written."""
