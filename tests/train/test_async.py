@@ -154,8 +154,9 @@ def test_an_async_run_corrects_for_staleness_unless_the_spec_opts_out():
     assert AlgorithmSpec.model_validate(saved).tis_cap == 2.0
 
 
+@pytest.mark.parametrize("placement", ["auto", "split"])  # engine on a thread; engine actor
 def test_an_async_runs_eval_runs_beside_the_next_step_and_changes_no_number(
-    ray_cluster, random_model_dir, tmp_path, monkeypatch, rollouts_at_eval_start
+    ray_cluster, random_model_dir, tmp_path, monkeypatch, rollouts_at_eval_start, placement
 ):
     """The next step's rollout is already on the engines (started a step earlier), so an
     eval queues behind it and the learner learns that step meanwhile; the later rollouts
@@ -165,6 +166,7 @@ def test_an_async_runs_eval_runs_beside_the_next_step_and_changes_no_number(
 
     spec = _spec(random_model_dir, max_staleness=1, max_steps=4)
     spec.eval.every, spec.eval.at_start, spec.checkpoint.every = 1, True, 3
+    spec.placement.mode = placement
     queued = rollouts_at_eval_start
     run(spec, tmp_path / "beside", actor_cpus=0)
     beside, queued[:] = list(queued), []
