@@ -10,8 +10,9 @@ an answer tag. Each path scores the same items:
   thread with math-verify's own (signal) timeouts: what a trainer does without a service
   (the answer text: after ``</think>``, the answer tags blanked out, since math-verify's
   number regex does not match right after ``<answer>``);
-* ``rlvr in-process``: our verifier's work without the pool (extraction, readings, gold
-  cache), to separate it from the cost of the process boundary;
+* ``rlvr in-process``: our verifier's work without the pool (extraction, readings, the
+  caches of gold answers and of short answers' readings, cold at the start), to separate it
+  from the cost of the process boundary;
 * ``rlvr pool, 1 call/item``: one ``verify_many([item])`` at a time on a warm 1-worker pool:
   per-call latency with the IPC round trip;
 * ``rlvr pool, batched``: one ``verify_many(all items)`` on W workers: throughput.
@@ -148,11 +149,12 @@ def run_direct(items: list[dict]) -> tuple[dict, list[bool]]:
 
 
 def run_in_process(items: list[dict]) -> dict:
-    from verifiers.math import MathVerifier, _parsed_gold
+    from verifiers.math import MathVerifier, _parsed_gold, _read_bare_kept
 
     verifier = MathVerifier()
     verifier._verify_here("<answer>1</answer>", "1")
-    _parsed_gold.cache_clear()
+    _parsed_gold.cache_clear()  # cold caches: only the batch's own repeats hit them
+    _read_bare_kept.cache_clear()
     latencies = []
     t0, c0 = time.perf_counter(), time.process_time()
     for item in items:
