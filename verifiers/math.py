@@ -388,7 +388,7 @@ def _has_math(readings: list) -> bool:
 
 # Bare answers up to this long have their readings kept (per worker, least recently used
 # first out): an RL step's completions repeat a few answers ("148" in most of a group), and
-# math-verify's parse, ~0.7 ms each, is most of a verification.
+# math-verify's parse is most of a verification (docs/benchmarks.md, "Verifiers").
 _KEPT_READING_CHARS = 256
 
 

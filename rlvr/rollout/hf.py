@@ -424,9 +424,8 @@ class HFEngine:
         # a stop string is looked for in the text of a row's last few tokens (every token is
         # at least one character); _cut then finds it exactly
         window = max((len(s) for s in sampling.stop), default=0) + 2
-        done: set[int] = (
-            set()
-        )  # rows that ended but stay in the batch (a cache that cannot drop rows)
+        # rows that ended but stay in the batch (a cache that cannot drop rows)
+        done: set[int] = set()
         step_ids, step_pos = ids[:, -1:], pos[:, -1:]
         for step in range(sampling.max_new_tokens):
             out = self.model(

@@ -170,7 +170,7 @@ def _think_stats(texts: list[str], tokenizer: Any) -> tuple[float, float]:
             ok += bool(answer.strip())
     if not thinks:
         return 0.0, ok / max(len(texts), 1)
-    # one call for the batch: half the time of one call per text (the learner's thread)
+    # one tokenizer call for the batch, not one per text (this runs on the learner's thread)
     ids = tokenizer(thinks, add_special_tokens=False)["input_ids"]
     return float(np.mean([len(x) for x in ids])), ok / max(len(texts), 1)
 
