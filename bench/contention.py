@@ -10,7 +10,8 @@ process as the run has them:
 * rollout: 16 prompts x 8 completions of <= 64 tokens (temperature 0.7), as in the demo;
 * learn: one update on that rollout's batch (rewards from the demo's verifiers);
 * score: one reward call for that rollout (math + think_format: 256 items, 2 workers),
-  repeated every 0.25 s beside the others, as often as a step of the asynchronous demo.
+  repeated every 0.25 s beside the others, as often as a step of the asynchronous demo;
+  alone, also the CPU time of the calling thread (the scoring thread's share of the cores).
 
 Each configuration: medians over ``--repeats`` calls. Prints a table and writes JSON.
 
@@ -84,6 +85,13 @@ def main() -> int:
     def score() -> float:
         return timed(lambda: rewards.score(texts, owners))
 
+    def score_cpu() -> float:
+        """The CPU time the calling thread spends on one reward call (sending items to the
+        workers, reading their verdicts): taken from whatever runs beside it."""
+        t0 = time.thread_time()
+        rewards.score(texts, owners)
+        return time.thread_time() - t0
+
     for _ in range(2):  # warm: allocator, the verifiers' caches
         rollout(), learn(), score()
 
@@ -112,7 +120,8 @@ def main() -> int:
     rows = []
     alone = {"rollout": [rollout() for _ in range(args.repeats)],
              "learn": [learn() for _ in range(args.repeats)],
-             "score": [score() for _ in range(args.repeats)]}  # fmt: skip
+             "score": [score() for _ in range(args.repeats)],
+             "score_cpu": [score_cpu() for _ in range(args.repeats)]}  # fmt: skip
     rows.append({"setting": "alone", **{k: med(v) for k, v in alone.items()}})
     learns, seen = beside(learn, [("rollout", rollout, 0.0)])
     rows.append({"setting": "rollout and learn beside each other",
@@ -123,9 +132,12 @@ def main() -> int:
     rewards.close()
     learner.shutdown()
 
-    print(f"{'setting':40s} | rollout ms | learn ms | reward call ms")
+    print(f"{'setting':40s} | rollout ms | learn ms | reward call ms | caller CPU ms")
     for r in rows:
-        cells = [f"{r[k] * 1000:.0f}" if k in r else "" for k in ("rollout", "learn", "score")]
+        cells = [
+            f"{r[k] * 1000:.0f}" if k in r else ""
+            for k in ("rollout", "learn", "score", "score_cpu")
+        ]
         print(f"{r['setting']:40s} | " + " | ".join(cells))
     write_result(args.out, {**run_header("contention", root=ROOT), "repeats": args.repeats,
                             "rows": rows})  # fmt: skip

@@ -18,16 +18,19 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import mmap
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -40,6 +43,16 @@ _KILL_GRACE_S = 0.25
 _AFFINITY_SCAN = 256
 # Workers dying in a row before they are ready that make verify_many raise.
 _MAX_FAILED_STARTS = 3
+# The most items one message to a worker carries.
+_MAX_BATCH = 64
+# Weight of the newest batch in the pool's running measure of an item's verification time.
+_EWMA = 0.3
+
+# A worker's progress board: shared memory it rewrites as it begins each item of a batch
+# (or loads the verifier for it), so the caller can time every item from its own start
+# without a message per item: (req_id, position in the batch, phase, time.monotonic()).
+_BOARD = struct.Struct("<qqqd")
+_LOADING, _VERIFYING = 1, 2
 
 _in_worker = False  # set by verifiers._worker in worker processes
 
@@ -50,15 +63,19 @@ def in_worker() -> bool:
 
 
 class _Worker:
-    """One worker process and the parent's end of its socket."""
+    """One worker process, the parent's end of its socket, and its progress board."""
 
-    def __init__(self, proc: subprocess.Popen, conn: Connection, slot: int):
+    def __init__(self, proc: subprocess.Popen, conn: Connection, board: mmap.mmap, slot: int):
         self.proc = proc
         self.conn = conn
+        self.board = board  # what the worker is doing now (written by it; see _BOARD)
         self.slot = slot  # which share of the references it prefers (kept by a replacement)
         self.ready = False  # set when the worker has said it finished starting
         self.started_at = time.monotonic()
-        self.loaded: set[tuple[str, str]] = set()  # verifiers it has imported and set up
+
+    def read_board(self) -> tuple[int, int, int, float]:
+        """(req_id, position in that batch, phase, monotonic time the phase began)."""
+        return _BOARD.unpack_from(self.board)
 
     def kill(self) -> None:
         # The worker leads its own session: killing the group also ends whatever it
@@ -70,18 +87,38 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.conn.close()
+        self.board.close()
 
 
 @dataclass
-class _Job:
-    index: int  # position in the caller's items
+class _Batch:
+    """Items sent to one worker in one message; it runs them in order."""
+
+    indices: list[int]  # positions in the caller's items, in the order sent
     req_id: int  # guards against a late answer to an earlier request
-    key: tuple[str, str]  # (verifier name, options): what the worker must have loaded
     timeout_s: float
-    # The item's clock starts once the worker is ready and has loaded the verifier (a
-    # one-off per worker, bounded by setup_deadline): only verification time counts.
-    deadline: float | None = None
-    setup_deadline: float | None = None
+    sent_at: float
+    deadline: float  # when to look at the worker's board next
+    # The board as last read: a deadline expires only on a value read twice, so a board
+    # read halfway through the worker's write can never get a healthy worker killed.
+    seen: tuple | None = None
+
+
+@dataclass
+class _Call:
+    """One ``verify_many`` call's state."""
+
+    requests: list[tuple]
+    slots: list[int]  # the worker slot each item's reference prefers
+    timeout_s: float
+    results: list[Verdict | None]
+    pending: deque[int]
+    inflight: dict[_Worker, _Batch] = field(default_factory=dict)
+    reference_errors: list[str] = field(default_factory=list)
+    # Set when a worker died or stalled before beginning a batch: nothing says which item
+    # did it, so the rest of the call goes one item per message and the culprit gets the
+    # error alone.
+    one_at_a_time: bool = False
 
 
 class VerifierPool:
@@ -90,7 +127,7 @@ class VerifierPool:
     Args:
         workers: number of worker processes (each one core when busy).
         timeout_s: default per-item limit, counted from when a ready worker (with the
-            verifier loaded) gets the item.
+            verifier loaded) starts the item.
         memory_mb: address-space limit of each worker (``RLIMIT_AS``), so a runaway
             expression raises ``MemoryError`` instead of swapping the machine; ``None``
             for no limit.
@@ -100,6 +137,10 @@ class VerifierPool:
         retire_on_timeout: replace a worker whose item ran out of time even when it
             recovered by itself, so that nothing the item started (sandbox runs in other
             threads) outlives it; the API's pool sets it.
+        batch_s: how much verification time one message to a worker carries, by the
+            pool's running measure of its items (cheap items travel many to a message,
+            slow ones one by one; the first items of a pool go one by one); ``0`` sends
+            every item alone. Batching changes no verdict and no item's time limit.
 
     Thread-safe: concurrent ``verify_many`` calls each borrow idle workers.
     """
@@ -113,13 +154,17 @@ class VerifierPool:
         startup_timeout_s: float = 60.0,
         preload: Sequence[str] = ("verifiers.math",),
         retire_on_timeout: bool = False,
+        batch_s: float = 0.02,
     ):
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"VerifierPool(workers=...) must be an integer >= 1, got {workers!r}")
         _check_timeout(timeout_s, "timeout_s")
         _check_timeout(startup_timeout_s, "startup_timeout_s")
+        if isinstance(batch_s, bool) or not isinstance(batch_s, int | float) or batch_s < 0:
+            raise ValueError(f"batch_s must be a number of seconds >= 0, got {batch_s!r}")
         self.workers = workers
         self.timeout_s = float(timeout_s)
+        self.batch_s = float(batch_s)
         self._memory_mb = memory_mb
         self._startup_timeout_s = float(startup_timeout_s)
         self._preload = list(preload)
@@ -129,9 +174,11 @@ class VerifierPool:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._closed = False
-        self._req_ids = itertools.count()
+        self._req_ids = itertools.count(1)  # 0 is a fresh board's: "no batch begun"
         self._instances: dict[tuple[str, str], Verifier] = {}
+        self._item_s: float | None = None  # running measure of one item's verification time
         self.restarts = 0  # workers killed (timeout) or lost (crash) and replaced
+        self.messages = 0  # batches sent to workers (for monitoring and tests)
         self._failed_starts = 0  # workers in a row that died before they were ready
         for slot in range(workers):
             self._idle.append(self._spawn(slot))
@@ -149,31 +196,35 @@ class VerifierPool:
 
         Never raises for a hung or crashed item: a timeout gives
         ``Verdict(0.0, False, "timeout")``, a crash ``Verdict(0.0, False, "error",
-        {"error": ...})``, and the worker is killed and replaced. Raises for caller
-        errors: an unknown verifier name (``UnknownVerifierError``, before anything
-        runs), bad options (``TypeError``/``ValueError``), a malformed reference
-        (``BadReferenceError``; checked up front where the verifier can, else after the
-        batch has finished); and ``RuntimeError`` when workers cannot start at all
-        (several in a row die before they are ready), rather than scoring everything 0.
+        {"error": ...})``, and the worker is killed and replaced (the other items it held
+        run again elsewhere). Raises for caller errors: an unknown verifier name
+        (``UnknownVerifierError``, before anything runs), bad options
+        (``TypeError``/``ValueError``), a malformed reference (``BadReferenceError``;
+        checked up front where the verifier can, else after the batch has finished); and
+        ``RuntimeError`` when workers cannot start at all (several in a row die before
+        they are ready), rather than scoring everything 0.
         """
         timeout = self.timeout_s if timeout_s is None else _check_timeout(timeout_s, "timeout_s")
         requests = [self._prepare(i, item) for i, item in enumerate(items)]
-        results: list[Verdict | None] = [None] * len(requests)
-        reference_errors: list[str] = []
-        pending = deque(range(len(requests)))
-        inflight: dict[_Worker, _Job] = {}
+        call = _Call(
+            requests=requests,
+            slots=[_affinity(r[4]) % self.workers for r in requests],  # [4]: the reference
+            timeout_s=timeout,
+            results=[None] * len(requests),
+            pending=deque(range(len(requests))),
+        )
         try:
-            while pending or inflight:
-                self._dispatch(pending, inflight, requests, timeout)
-                self._collect(inflight, results, reference_errors)
+            while call.pending or call.inflight:
+                self._dispatch(call)
+                self._collect(call)
         finally:
             # Only reached with work in flight if the caller was interrupted: those
             # workers would answer a request nobody waits for, so replace them.
-            for worker in list(inflight):
+            for worker in list(call.inflight):
                 self._replace(worker)
-        if reference_errors:
-            raise BadReferenceError(reference_errors[0])
-        return results  # type: ignore[return-value]
+        if call.reference_errors:
+            raise BadReferenceError(call.reference_errors[0])
+        return call.results  # type: ignore[return-value]
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (for monitoring and tests)."""
@@ -195,6 +246,7 @@ class VerifierPool:
                 w.conn.send(("stop",))
                 w.proc.wait(timeout=2)
                 w.conn.close()
+                w.board.close()
             except (OSError, subprocess.TimeoutExpired):
                 w.kill()
 
@@ -224,42 +276,79 @@ class VerifierPool:
         # A class registered with @register_verifier exists in a worker only once its
         # module is imported there; built-ins and entry points resolve by themselves.
         module_hint = None if name in _BUILTINS else cls.__module__
-        return (name, module_hint, options, completion, reference, key)
+        return (name, module_hint, options, completion, reference)
 
-    def _dispatch(self, pending: deque, inflight: dict, requests: list, timeout: float) -> None:
-        while pending:
-            worker = self._checkout(block=not inflight)
+    def _batch_size(self, call: _Call) -> int:
+        """How many items the next message carries: ``batch_s`` of measured work, and no
+        more than a share of what is left, so that every worker gets some of it."""
+        if call.one_at_a_time or self.batch_s <= 0 or self._item_s is None:
+            return 1
+        by_time = int(self.batch_s / max(self._item_s, 1e-6))
+        share = -(-len(call.pending) // (2 * self.workers))
+        return max(1, min(_MAX_BATCH, by_time, share))
+
+    def _take(self, call: _Call, slot: int, size: int) -> list[int]:
+        """Up to ``size`` pending items for the worker in ``slot``: preferably those whose
+        reference belongs to that slot, so the G completions of a group meet their parsed
+        gold answer in one worker's cache instead of every worker parsing it."""
+        pending = call.pending
+        window = [pending.popleft() for _ in range(min(len(pending), _AFFINITY_SCAN))]
+        taken = [i for i in window if call.slots[i] == slot][:size]
+        chosen = set(taken)
+        rest = [i for i in window if i not in chosen]
+        if len(taken) < size:
+            fill = size - len(taken)
+            taken += rest[:fill]
+            rest = rest[fill:]
+        pending.extendleft(reversed(rest))
+        return taken
+
+    def _dispatch(self, call: _Call) -> None:
+        while call.pending:
+            worker = self._checkout(block=not call.inflight)
             if worker is None:
                 return
-            index = self._pick(pending, requests, worker.slot)
-            *request, key = requests[index]
-            job = _Job(index, next(self._req_ids), key, timeout)
+            indices = self._take(call, worker.slot, self._batch_size(call))
+            req_id = next(self._req_ids)
             try:
-                worker.conn.send(("verify", job.req_id, *request, timeout))
+                worker.conn.send(
+                    ("verify", req_id, call.timeout_s, [call.requests[i] for i in indices])
+                )
             except OSError:  # died while idle (e.g. killed from outside): retry elsewhere
-                pending.appendleft(index)
+                call.pending.extendleft(reversed(indices))
                 self._replace(worker)
                 continue
+            self.messages += 1
             now = time.monotonic()
-            if worker.ready and key in worker.loaded:
-                job.deadline = now + timeout + _KILL_GRACE_S
-            else:
-                job.setup_deadline = (
-                    now if worker.ready else worker.started_at
-                ) + self._startup_timeout_s
-            inflight[worker] = job
+            batch = _Batch(indices, req_id, call.timeout_s, now, deadline=0.0)
+            batch.deadline = self._deadline(worker, batch, None)
+            call.inflight[worker] = batch
 
-    def _collect(self, inflight: dict, results: list, reference_errors: list) -> None:
+    def _deadline(self, worker: _Worker, batch: _Batch, board: tuple | None) -> float:
+        """When the worker holding ``batch`` is overdue, judging by its ``board``. Every
+        item's clock starts when the worker begins it (read from the board), so an item
+        deep in a batch gets its full ``timeout_s``; loading a verifier gets the startup
+        allowance instead."""
+        if not worker.ready:
+            return worker.started_at + self._startup_timeout_s
+        grace = batch.timeout_s + _KILL_GRACE_S
+        if board is None:  # not read yet: no item of the batch can have begun sooner
+            return batch.sent_at + grace
+        req_id, _, phase, began = board
+        if req_id != batch.req_id:  # has not begun the batch yet
+            return batch.sent_at + self._startup_timeout_s
+        if phase == _LOADING:
+            return began + self._startup_timeout_s
+        return began + grace
+
+    def _collect(self, call: _Call) -> None:
         """Wait for the next answer or deadline; settle whatever is due."""
         now = time.monotonic()
-        due = [
-            job.deadline if job.deadline is not None else job.setup_deadline
-            for job in inflight.values()
-        ]
-        by_conn = {w.conn: w for w in inflight}
-        for conn in wait(list(by_conn), timeout=max(0.0, min(due) - now)):
+        soonest = min(batch.deadline for batch in call.inflight.values())
+        by_conn: dict[Any, _Worker] = {w.conn: w for w in call.inflight}
+        for conn in wait(list(by_conn), timeout=max(0.0, soonest - now)):
             worker = by_conn[conn]
-            job = inflight[worker]
+            batch = call.inflight[worker]
             try:
                 message = worker.conn.recv()
             except (EOFError, OSError):
@@ -267,58 +356,87 @@ class VerifierPool:
                     code = worker.proc.wait(timeout=1.0)
                 except subprocess.TimeoutExpired:
                     code = None
-                phase = "while verifying" if worker.ready else "while starting"
-                results[job.index] = Verdict(
-                    0.0,
-                    False,
-                    "error",
-                    {"error": f"verifier worker exited {phase} (exit code {code})"},
-                )
-                del inflight[worker]
-                self._replace(worker)
-                if not worker.ready:
+                if worker.ready:
+                    self._fail(call, worker, "exited", f"exit code {code}")
+                else:
+                    self._requeue(call, worker, batch.indices)
                     self._failed_start(f"exited with code {code}")
                 continue
             if message[0] == "ready":
                 worker.ready = True
                 self._failed_starts = 0
-                job.setup_deadline = time.monotonic() + self._startup_timeout_s  # now loading
-            elif message[0] == "started" and message[1] == job.req_id:
-                worker.loaded.add(job.key)
-                job.deadline = time.monotonic() + job.timeout_s + _KILL_GRACE_S
-            elif message[0] == "result" and message[1] == job.req_id:
-                _, _, kind, payload, retire = message
-                if kind == "reference_error":
-                    reference_errors.append(payload)
-                    payload = Verdict(0.0, False, "error", {"error": payload})
-                results[job.index] = payload
-                del inflight[worker]
-                soft_timeout = payload == Verdict(0.0, False, "timeout")  # the worker's own
-                if retire or (soft_timeout and self._retire_on_timeout):
+                batch.sent_at = time.monotonic()  # it begins the batch now
+                batch.seen = None
+                batch.deadline = self._deadline(worker, batch, None)
+            elif message[0] == "results" and message[1] == batch.req_id:
+                _, _, verdicts, retire, busy_s = message
+                for index, (kind, payload) in zip(batch.indices, verdicts, strict=False):
+                    if kind == "reference_error":
+                        call.reference_errors.append(payload)
+                        payload = Verdict(0.0, False, "error", {"error": payload})
+                    call.results[index] = payload
+                if verdicts:
+                    self._measure(busy_s / len(verdicts))
+                del call.inflight[worker]
+                # A worker that retired midway ran only part of the batch.
+                call.pending.extendleft(reversed(batch.indices[len(verdicts) :]))
+                if retire:
                     self._replace(worker)
                 else:
                     self._checkin(worker)
         now = time.monotonic()
-        for worker, job in list(inflight.items()):
-            if job.deadline is not None and now >= job.deadline:
-                results[job.index] = Verdict(0.0, False, "timeout")
-            elif job.deadline is None and now >= job.setup_deadline:
-                phase = "load the verifier" if worker.ready else "start"
-                results[job.index] = Verdict(
-                    0.0,
-                    False,
-                    "error",
-                    {"error": f"verifier worker did not {phase} within {self._startup_timeout_s}s"},
-                )
-                if not worker.ready:
-                    del inflight[worker]
-                    self._replace(worker)
-                    self._failed_start(f"did not start within {self._startup_timeout_s}s")
-                    continue
-            else:
+        for worker, batch in list(call.inflight.items()):
+            if now < batch.deadline:
                 continue
-            del inflight[worker]
-            self._replace(worker)
+            if not worker.ready:  # never started: none of the items was tried
+                self._requeue(call, worker, batch.indices)
+                self._failed_start(f"did not start within {self._startup_timeout_s}s")
+                continue
+            board = worker.read_board()
+            if board != batch.seen:  # moved on since the deadline was set: a new one
+                batch.seen = board
+                batch.deadline = self._deadline(worker, batch, board)
+                continue
+            self._fail(call, worker, "timed out", f"within {self._startup_timeout_s}s")
+
+    def _fail(self, call: _Call, worker: _Worker, what: str, detail: str) -> None:
+        """``worker`` died (``what`` = "exited") or is overdue ("timed out") with a batch:
+        the item it was on gets the verdict, the rest run again elsewhere."""
+        batch = call.inflight[worker]
+        req_id, position, phase, _ = worker.read_board()
+        if req_id == batch.req_id:
+            index = batch.indices[position]
+            if what == "timed out" and phase == _VERIFYING:
+                call.results[index] = Verdict(0.0, False, "timeout")
+            elif what == "timed out":
+                error = f"verifier worker did not load the verifier {detail}"
+                call.results[index] = Verdict(0.0, False, "error", {"error": error})
+            else:
+                doing = "while verifying" if phase == _VERIFYING else "while loading the verifier"
+                error = f"verifier worker exited {doing} ({detail})"
+                call.results[index] = Verdict(0.0, False, "error", {"error": error})
+            self._requeue(call, worker, [i for i in batch.indices if i != index])
+        elif len(batch.indices) == 1:  # it never began the one item it had: that item
+            error = (
+                f"verifier worker exited before verifying ({detail})"
+                if what == "exited"
+                else f"verifier worker did not begin verifying {detail}"
+            )
+            call.results[batch.indices[0]] = Verdict(0.0, False, "error", {"error": error})
+            self._requeue(call, worker, [])
+        else:  # never began a batch: which item did it is unknown, so one by one from now
+            call.one_at_a_time = True
+            self._requeue(call, worker, batch.indices)
+
+    def _requeue(self, call: _Call, worker: _Worker, indices: list[int]) -> None:
+        """Give ``indices`` back to the call and replace ``worker`` (its answers are lost)."""
+        del call.inflight[worker]
+        call.pending.extendleft(reversed(indices))
+        self._replace(worker)
+
+    def _measure(self, item_s: float) -> None:
+        previous = self._item_s
+        self._item_s = item_s if previous is None else previous + _EWMA * (item_s - previous)
 
     def _failed_start(self, what: str) -> None:
         # One worker dying at start is bad luck; several in a row is a broken environment
@@ -363,41 +481,53 @@ class VerifierPool:
             self.restarts += 1
         self._checkin(self._spawn(worker.slot))
 
-    def _pick(self, pending: deque, requests: list, slot: int) -> int:
-        """The next item for the worker in ``slot``: preferably one whose reference belongs
-        to that slot, so the G completions of a group meet their parsed gold answer in one
-        worker's cache instead of every worker parsing it."""
-        for position, index in enumerate(itertools.islice(pending, _AFFINITY_SCAN)):
-            if _affinity(requests[index][4]) % self.workers == slot:  # [4]: the reference
-                del pending[position]
-                return index
-        return pending.popleft()
-
     def _spawn(self, slot: int) -> _Worker:
         parent_sock, child_sock = socket.socketpair()
+        board_fd = _board_fd()
         env = worker_env()
         # The worker sees the caller's modules: plugins, the caller's own package.
         env["PYTHONPATH"] = os.pathsep.join(
             os.path.abspath(p) if p else os.getcwd() for p in sys.path
         )
-        proc = subprocess.Popen(
-            # -P: no cwd in front of sys.path; the worker's path is exactly the caller's.
-            [sys.executable, "-P", "-m", "verifiers._worker", str(child_sock.fileno())],
-            pass_fds=(child_sock.fileno(),),
-            stdin=subprocess.DEVNULL,
-            stdout=2,  # a verifier's print() must not corrupt the caller's stdout
-            start_new_session=True,
-            env=env,
-        )
-        child_sock.close()
+        try:
+            board = mmap.mmap(board_fd, _BOARD.size)
+            proc = subprocess.Popen(
+                # -P: no cwd in front of sys.path; the worker's path is exactly the caller's.
+                [sys.executable, "-P", "-m", "verifiers._worker", str(child_sock.fileno()),
+                 str(board_fd)],
+                pass_fds=(child_sock.fileno(), board_fd),
+                stdin=subprocess.DEVNULL,
+                stdout=2,  # a verifier's print() must not corrupt the caller's stdout
+                start_new_session=True,
+                env=env,
+            )  # fmt: skip
+        finally:
+            child_sock.close()
+            os.close(board_fd)
         conn = Connection(parent_sock.detach())
         conn.send(
-            {"memory_mb": self._memory_mb, "preload": self._preload, "parent_pid": os.getpid()}
+            {
+                "memory_mb": self._memory_mb,
+                "preload": self._preload,
+                "parent_pid": os.getpid(),
+                "retire_on_timeout": self._retire_on_timeout,
+            }
         )
-        worker = _Worker(proc, conn, slot)
+        worker = _Worker(proc, conn, board, slot)
         with self._cond:
             self._all.add(worker)
         return worker
+
+
+def _board_fd() -> int:
+    """A file descriptor of ``_BOARD.size`` zeroed bytes that parent and worker both map."""
+    if hasattr(os, "memfd_create"):  # Linux: no file anywhere
+        fd = os.memfd_create("rlvr-verifier-board")
+    else:
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
+    os.ftruncate(fd, _BOARD.size)
+    return fd
 
 
 # What a worker inherits of the caller's environment: enough to run Python, a sandbox and

@@ -28,10 +28,13 @@ class _Probe(Verifier):
     description = "test probe"
     reference_format = "anything"
 
-    def __init__(self, mode: str = "pid"):
+    def __init__(self, mode: str = "pid", seconds: float = 0.0):
         self.mode = mode
+        self.seconds = seconds
 
     def verify(self, completion, reference):
+        if self.mode == "nap":  # slow but well-behaved (a signal interrupts the sleep)
+            time.sleep(self.seconds)
         if self.mode == "busy":  # pure Python: the worker's SIGALRM interrupts it
             while True:
                 pass
@@ -48,6 +51,8 @@ class _Probe(Verifier):
             raise RuntimeError("boom")
         if self.mode == "print":
             print("probe says hi", flush=True)
+        if self.mode == "unsendable":  # a verdict whose details cannot be pickled back
+            return Verdict(1.0, True, "ok", {"callback": lambda: None})
         with open("/proc/self/cmdline", "rb") as f:
             cmdline = f.read().replace(b"\0", b" ").decode()
         return Verdict(
@@ -64,6 +69,18 @@ class _Probe(Verifier):
 
 
 PID = ("pool_probe", {"mode": "pid"}, "", None)
+
+
+def _dies_in_a_worker() -> None:
+    if in_worker():
+        os._exit(5)
+
+
+class _DiesOnArrival:
+    """A reference whose unpickling kills the worker: it dies before beginning its batch."""
+
+    def __reduce__(self):
+        return (_dies_in_a_worker, ())
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +255,121 @@ def test_a_closed_pool_refuses_work():
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+# ---------------------------------------------------------------- batches of items
+# A message to a worker carries as many items as ~batch_s of measured verification time
+# (tests below make that many); each item still gets its own clock, verdict and failure.
+
+
+def _measured(pool: VerifierPool, item=PID) -> VerifierPool:
+    """The pool after it has timed a few items (its first items go one per message)."""
+    pool.verify_many([item] * 8)
+    return pool
+
+
+def test_cheap_items_travel_many_to_a_message_and_come_back_in_order():
+    with VerifierPool(workers=2, timeout_s=5.0) as fresh:
+        items = [
+            ("math", {}, f"<answer>{i}</answer>", str(i if i % 3 else i + 1)) for i in range(200)
+        ]
+        _measured(fresh, items[0])
+        before = fresh.messages
+        verdicts = fresh.verify_many(items)
+        assert [v.passed for v in verdicts] == [i % 3 != 0 for i in range(200)]
+        assert fresh.messages - before < 200 / 4
+
+
+def test_batch_s_zero_sends_every_item_alone():
+    with VerifierPool(workers=2, timeout_s=5.0, preload=(), batch_s=0) as alone:
+        _measured(alone)
+        before = alone.messages
+        assert all(v.passed for v in alone.verify_many([PID] * 12))
+        assert alone.messages - before == 12
+    with pytest.raises(ValueError, match="batch_s"):
+        VerifierPool(batch_s=-1)
+
+
+def test_an_item_deep_in_a_batch_gets_its_own_full_time_limit():
+    # Three 0.4 s items in one message to one worker take 1.2 s, past the 1 s limit: each
+    # item is timed from its own start, so none of them times out.
+    nap = ("pool_probe", {"mode": "nap", "seconds": 0.4}, "", None)
+    with VerifierPool(workers=1, timeout_s=1.0, preload=(), batch_s=10.0) as slow:
+        _measured(slow, PID)
+        before = slow.messages
+        verdicts = slow.verify_many([nap] * 6)
+        assert [v.reason for v in verdicts] == ["ok"] * 6
+        assert slow.messages - before < 6 and slow.restarts == 0
+
+
+def test_an_uninterruptible_hang_inside_a_batch_is_killed_and_only_it_times_out():
+    blocked = ("pool_probe", {"mode": "blocked"}, "", None)
+    with VerifierPool(workers=1, timeout_s=1.0, preload=()) as one:
+        _measured(one)
+        first = set(one.worker_pids())
+        before = one.messages
+        t0 = time.monotonic()
+        verdicts = one.verify_many([PID] * 5 + [blocked] + [PID] * 5)
+        assert time.monotonic() - t0 < one.timeout_s + 2.0
+        assert verdicts[5] == Verdict(0.0, False, "timeout")
+        others = verdicts[:5] + verdicts[6:]
+        assert all(v.passed for v in others)
+        # the items done before the hang were lost with the killed worker and ran again
+        assert {v.details["pid"] for v in others} == set(one.worker_pids()) != first
+        assert one.restarts == 1 and one.messages - before < 11
+
+
+def test_a_crash_inside_a_batch_errors_only_that_item():
+    crash = ("pool_probe", {"mode": "exit"}, "", None)
+    with VerifierPool(workers=1, timeout_s=1.0, preload=()) as one:
+        _measured(one)
+        verdicts = one.verify_many([PID] * 5 + [crash] + [PID] * 5)
+        assert verdicts[5].reason == "error"
+        assert "while verifying (exit code 3)" in verdicts[5].details["error"]
+        assert all(v.passed for v in verdicts[:5] + verdicts[6:])
+        assert one.restarts == 1
+
+
+def test_a_soft_timeout_inside_a_batch_leaves_the_rest_of_it_to_the_same_worker():
+    busy = ("pool_probe", {"mode": "busy"}, "", None)
+    with VerifierPool(workers=1, timeout_s=0.5, preload=()) as one:
+        _measured(one)
+        pid = one.worker_pids()
+        verdicts = one.verify_many([PID] * 3 + [busy] + [PID] * 3)
+        assert verdicts[3] == Verdict(0.0, False, "timeout")
+        assert [v.details["pid"] for v in verdicts[:3] + verdicts[4:]] == pid * 6
+        assert one.restarts == 0
+
+
+def test_a_pool_that_retires_on_timeout_retires_midway_and_runs_the_rest_elsewhere():
+    busy = ("pool_probe", {"mode": "busy"}, "", None)
+    with VerifierPool(workers=1, timeout_s=0.5, preload=(), retire_on_timeout=True) as one:
+        _measured(one)
+        (first,) = one.worker_pids()
+        verdicts = one.verify_many([PID] * 3 + [busy] + [PID] * 3)
+        assert verdicts[3] == Verdict(0.0, False, "timeout")
+        assert [v.details["pid"] for v in verdicts[:3]] == [first] * 3
+        (second,) = one.worker_pids()
+        assert second != first
+        assert [v.details["pid"] for v in verdicts[4:]] == [second] * 3
+        assert one.restarts == 1
+
+
+def test_a_verdict_that_cannot_be_sent_back_errors_only_that_item(pool):
+    _measured(pool)
+    unsendable = ("pool_probe", {"mode": "unsendable"}, "", None)
+    verdicts = pool.verify_many([PID] * 3 + [unsendable] + [PID] * 3)
+    assert "could not be sent back" in verdicts[3].details["error"]
+    assert all(v.passed for v in verdicts[:3] + verdicts[4:])
+
+
+def test_an_item_that_kills_its_worker_before_it_begins_gets_the_error_alone():
+    # Nothing on the board says which item of the batch did it: the pool goes one item per
+    # message for the rest of the call, so only the culprit gets the error.
+    doomed = ("pool_probe", {}, "", _DiesOnArrival())
+    with VerifierPool(workers=1, timeout_s=1.0, preload=()) as one:
+        _measured(one)
+        verdicts = one.verify_many([PID] * 3 + [doomed] + [PID] * 3)
+        assert verdicts[3].reason == "error"
+        assert "exited before verifying" in verdicts[3].details["error"]
+        assert all(v.passed for v in verdicts[:3] + verdicts[4:])
