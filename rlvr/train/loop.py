@@ -158,25 +158,68 @@ def _sampling_seed(seed: int, step: int, rnd: int) -> int:
 
 
 # -- metrics -----------------------------------------------------------------------------------
-def _think_stats(texts: list[str], tokenizer: Any) -> tuple[float, float]:
-    """(mean think-block length in tokens, fraction with a think block and an answer after it)."""
+def _think_marker_ids(tokenizer: Any) -> tuple[int | None, int | None]:
+    """The ids of ``<think>`` and ``</think>`` where ``tokenizer`` has each as one token."""
+    ids = [tokenizer.encode(m, add_special_tokens=False) for m in ("<think>", "</think>")]
+    return tuple(x[0] if len(x) == 1 else None for x in ids)  # type: ignore[return-value]
+
+
+def _think_tokens(c: Completion, marks: tuple[int | None, int | None]) -> int | None:
+    """How many of ``c``'s sampled tokens its think block holds, read off its token ids: the
+    tokens after the first ``<think>`` (or from the start: a template's prefill opened it)
+    and before the last ``</think>``, as :func:`verifiers.split_think` cuts the text. None
+    where the ids cannot say: a marker that is no single token, one the model spelled in
+    pieces (the text and the ids then disagree on how many there are), or tool turns."""
+    open_id, close_id = marks
+    if open_id is None or close_id is None or c.model_mask is not None:
+        return None
+    ids = c.token_ids
+    closes = ids.count(close_id)
+    if closes == 0 or closes != c.text.count("</think>"):
+        return None
+    if ids.count(open_id) != c.text.count("<think>"):
+        return None
+    end = len(ids) - 1 - ids[::-1].index(close_id)
+    start = ids.index(open_id) + 1 if open_id in ids[:end] else 0
+    return end - start
+
+
+def _think_stats(
+    completions: list[Completion], tokenizer: Any, marks: tuple[int | None, int | None]
+) -> tuple[float, float]:
+    """(mean think-block length in tokens, fraction with a think block and an answer after
+    it). Lengths come from the sampled token ids (``marks``: :func:`_think_marker_ids`); a
+    completion whose ids cannot say has its think text tokenized instead: a tokenizer call
+    for every think block of every step is milliseconds on the learner's thread here, and
+    more with long reasoning."""
     from verifiers import split_think
 
-    thinks, ok = [], 0
-    for t in texts:
-        think, answer = split_think(t)
-        if think is not None:
-            thinks.append(think)
-            ok += bool(answer.strip())
-    if not thinks:
-        return 0.0, ok / max(len(texts), 1)
-    # one tokenizer call for the batch, not one per text (this runs on the learner's thread)
-    ids = tokenizer(thinks, add_special_tokens=False)["input_ids"]
-    return float(np.mean([len(x) for x in ids])), ok / max(len(texts), 1)
+    lengths: list[int] = []
+    unread: list[str] = []
+    ok = with_think = 0
+    for c in completions:
+        think, answer = split_think(c.text)
+        if think is None:
+            continue
+        with_think += 1
+        ok += bool(answer.strip())
+        n = _think_tokens(c, marks)
+        if n is None:
+            unread.append(think)
+        else:
+            lengths.append(n)
+    if unread:  # one tokenizer call for all of them
+        lengths += [len(x) for x in tokenizer(unread, add_special_tokens=False)["input_ids"]]
+    if not with_think:
+        return 0.0, 0.0
+    return float(np.mean(lengths)), ok / len(completions)
 
 
 def _rollout_metrics(
-    completions: list[Completion], rewards: list[Reward], tokenizer: Any
+    completions: list[Completion],
+    rewards: list[Reward],
+    tokenizer: Any,
+    marks: tuple[int | None, int | None],
 ) -> dict[str, float]:
     totals = np.array([r.total for r in rewards], dtype=np.float64)
     lengths = np.array([len(c.token_ids) for c in completions])
@@ -195,9 +238,7 @@ def _rollout_metrics(
         m[f"reward/{name}/mean"] = float(
             np.mean([r.scores[name] for r in rewards if name in r.scores])
         )
-    m["think/length_mean"], m["think/format_ok"] = _think_stats(
-        [c.text for c in completions], tokenizer
-    )
+    m["think/length_mean"], m["think/format_ok"] = _think_stats(completions, tokenizer, marks)
     return m
 
 
@@ -316,6 +357,7 @@ class _Trainer:
         if ckpt is not None:
             self.start_step, policy_path = ckpt
         self.tokenizer = load_tokenizer(policy_path)
+        self.think_marks = _think_marker_ids(self.tokenizer)
         d = spec.data
         self.train_set = _load_prompts(
             d.train, self.tokenizer, d.prompt_template, d.max_prompt_tokens, "data.train"
@@ -648,7 +690,7 @@ class _Trainer:
         wall = max(time.perf_counter() - self.busy["since"], 1e-9)
 
         # 6. metrics
-        metrics = _rollout_metrics(completions, rewards, self.tokenizer)
+        metrics = _rollout_metrics(completions, rewards, self.tokenizer, self.think_marks)
         if self.spec.tools.enabled:
             metrics.update(_tool_metrics(completions))
         # completions that took newer weights midway (0 unless rollout.mid_sequence_weight_updates)

@@ -328,20 +328,48 @@ def test_the_loop_reports_to_the_trackers_the_spec_turns_on(first_run):
     assert rewards == pytest.approx(written)
 
 
-def test_think_stats_count_the_think_blocks_tokens_and_the_answers_after_them(random_model_dir):
+def test_think_stats_count_the_think_blocks_sampled_tokens_and_the_answers_after_them(
+    random_model_dir,
+):
+    from rlvr.rollout.base import Completion
     from rlvr.rollout.hf import load_tokenizer
-    from rlvr.train.loop import _think_stats
+    from rlvr.train.loop import _think_marker_ids, _think_stats
 
     tok = load_tokenizer(str(random_model_dir))
+    marks = _think_marker_ids(tok)
+    open_id, close_id = marks
+    assert open_id is not None and close_id is not None  # one token each in this tokenizer
+
+    def encode(text: str) -> list[int]:
+        return tok.encode(text, add_special_tokens=False)
+
+    def sampled(text: str, ids: list[int] | None = None, **kw) -> Completion:
+        ids = encode(text) if ids is None else ids
+        return Completion(0, ids, text, [0.0] * len(ids), "stop", **kw)
+
     texts = [
         "<think>1+2=3</think><answer>3</answer>",  # think and an answer
         "<think>7 + 8 is 15, so</think>",  # think, no answer after it
         "no think block at all",
     ]
-    thinks = ["1+2=3", "7 + 8 is 15, so"]
-    expected = sum(len(tok.encode(t, add_special_tokens=False)) for t in thinks) / 2
-    assert _think_stats(texts, tok) == (pytest.approx(expected), pytest.approx(1 / 3))
-    assert _think_stats(["plain"], tok) == (0.0, 0.0)
+    expected = (len(encode("1+2=3")) + len(encode("7 + 8 is 15, so"))) / 2
+    stats = _think_stats([sampled(t) for t in texts], tok, marks)
+    assert stats == (pytest.approx(expected), pytest.approx(1 / 3))
+    assert _think_stats([sampled("plain")], tok, marks) == (0.0, 0.0)
+    # the sampled ids are counted, not a tokenization of the text: here the model took
+    # twice as many tokens as the tokenizer would for the same text
+    twice = [open_id, *encode("1+2=3"), *encode("1+2=3"), close_id]
+    text = "<think>1+2=3</think>"
+    assert _think_stats([sampled(text, twice)], tok, marks)[0] == 2 * len(encode("1+2=3"))
+    # a template's prefill opened the block: counted from the first token
+    prefilled = "1+2=3</think><answer>3</answer>"
+    assert _think_stats([sampled(prefilled)], tok, marks)[0] == len(encode("1+2=3"))
+    # where the ids cannot say (the model spelled </think> in pieces; tool turns), the
+    # think text is tokenized
+    pieces = [open_id, *encode("1+2=3"), *encode("</thi"), *encode("nk>")]
+    assert _think_stats([sampled(text, pieces)], tok, marks)[0] == len(encode("1+2=3"))
+    tools = sampled(text, twice, model_mask=[True] * len(twice))
+    assert _think_stats([tools], tok, marks)[0] == len(encode("1+2=3"))
 
 
 def test_the_next_rollout_starts_before_a_steps_row_is_written_unless_an_eval_or_checkpoint_is_due(
