@@ -160,8 +160,12 @@ def _sampling_seed(seed: int, step: int, rnd: int) -> int:
 # -- metrics -----------------------------------------------------------------------------------
 def _think_marker_ids(tokenizer: Any) -> tuple[int | None, int | None]:
     """The ids of ``<think>`` and ``</think>`` where ``tokenizer`` has each as one token."""
-    ids = [tokenizer.encode(m, add_special_tokens=False) for m in ("<think>", "</think>")]
-    return tuple(x[0] if len(x) == 1 else None for x in ids)  # type: ignore[return-value]
+
+    def one_token(mark: str) -> int | None:
+        ids = tokenizer.encode(mark, add_special_tokens=False)
+        return ids[0] if len(ids) == 1 else None
+
+    return one_token("<think>"), one_token("</think>")
 
 
 def _think_tokens(c: Completion, marks: tuple[int | None, int | None]) -> int | None:
@@ -484,7 +488,6 @@ class _Trainer:
         # on the engines ahead of the eval) while an eval runs (train(); docs/design.md,
         # "Evals beside the next step").
         self._evaluator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-eval")
-        self.evals_overlap = self.plan.engines_work_beside_learner
         self.eval_in_flight: PendingEval | None = None  # started, its metrics not yet read
         # The weights the engines and the learner hold (a step that learned nothing keeps them).
         self.policy_version = self.engine_version = self.start_step
@@ -736,8 +739,8 @@ class _Trainer:
         Its generations are submitted here, on this thread, so they reach the engines after
         everything submitted before and before the next weight push (an engine runs its calls
         in order); they are scored on the eval thread. Where the engines work beside the
-        learner (:attr:`evals_overlap`) the caller learns on meanwhile; otherwise the
-        generations ran during this call.
+        learner (``Plan.engines_work_beside_learner``) the caller learns on meanwhile;
+        otherwise the generations ran during this call.
         """
         assert self.eval_set is not None
         t0 = time.perf_counter()
@@ -849,9 +852,10 @@ def train(
         # written in step order. At checkpoint steps and the last step the eval is waited
         # for, so that a checkpoint never precedes its step's row.
         held: _Row | None = None
+        beside = trainer.plan.engines_work_beside_learner
         max_steps = spec.algorithm.max_steps
         if spec.eval.at_start and step == 0 and trainer.eval_set is not None:
-            if trainer.evals_overlap and max_steps > 0:
+            if beside and max_steps > 0:
                 trainer.start_rollouts(1, through=1)  # the first step's rollout, then the eval
                 held = _Row(0, {}, [], trainer.start_eval())
             else:
@@ -869,14 +873,14 @@ def train(
             # engines that work beside the learner get the next rollouts as soon as the
             # weights are pushed, before this step's metrics are written: not when an eval
             # or a checkpoint comes first
-            early = trainer.plan.engines_work_beside_learner and not (eval_due or checkpoint_due)
+            early = beside and not (eval_due or checkpoint_due)
             metrics, rows = trainer.step(step, start_next=early)
             if held is not None:
                 write(held)
                 held = None
             summary.step = step
             if eval_due:
-                if trainer.evals_overlap and not checkpoint_due:
+                if beside and not checkpoint_due:
                     # the next step's rollout before the eval (already started where
                     # asynchronous), the later ones after it
                     trainer.start_rollouts(step + 1, through=step + 1)

@@ -268,6 +268,13 @@ def _measured(pool: VerifierPool, item=PID) -> VerifierPool:
     return pool
 
 
+def _between_pids(pool: VerifierPool, item, n: int) -> tuple[Verdict, list[Verdict]]:
+    """``item`` verified between ``n`` cheap items on each side (one batch on a measured
+    pool): its verdict, and the others' in order."""
+    verdicts = pool.verify_many([PID] * n + [item] + [PID] * n)
+    return verdicts[n], verdicts[:n] + verdicts[n + 1 :]
+
+
 def test_cheap_items_travel_many_to_a_message_and_come_back_in_order():
     with VerifierPool(workers=2, timeout_s=5.0) as fresh:
         items = [
@@ -309,9 +316,8 @@ def test_an_uninterruptible_hang_inside_a_batch_is_killed_and_only_it_times_out(
         first = set(one.worker_pids())
         before = one.messages
         # (the blocked item sleeps 120 s: only the kill gives it the timeout verdict)
-        verdicts = one.verify_many([PID] * 5 + [blocked] + [PID] * 5)
-        assert verdicts[5] == Verdict(0.0, False, "timeout")
-        others = verdicts[:5] + verdicts[6:]
+        hung, others = _between_pids(one, blocked, 5)
+        assert hung == Verdict(0.0, False, "timeout")
         assert all(v.passed for v in others)
         # the items done before the hang were lost with the killed worker and ran again
         assert {v.details["pid"] for v in others} == set(one.worker_pids()) != first
@@ -322,10 +328,10 @@ def test_a_crash_inside_a_batch_errors_only_that_item():
     crash = ("pool_probe", {"mode": "exit"}, "", None)
     with VerifierPool(workers=1, timeout_s=1.0, preload=()) as one:
         _measured(one)
-        verdicts = one.verify_many([PID] * 5 + [crash] + [PID] * 5)
-        assert verdicts[5].reason == "error"
-        assert "while verifying (exit code 3)" in verdicts[5].details["error"]
-        assert all(v.passed for v in verdicts[:5] + verdicts[6:])
+        crashed, others = _between_pids(one, crash, 5)
+        assert crashed.reason == "error"
+        assert "while verifying (exit code 3)" in crashed.details["error"]
+        assert all(v.passed for v in others)
         assert one.restarts == 1
 
 
@@ -334,9 +340,9 @@ def test_a_soft_timeout_inside_a_batch_leaves_the_rest_of_it_to_the_same_worker(
     with VerifierPool(workers=1, timeout_s=0.5, preload=()) as one:
         _measured(one)
         pid = one.worker_pids()
-        verdicts = one.verify_many([PID] * 3 + [busy] + [PID] * 3)
-        assert verdicts[3] == Verdict(0.0, False, "timeout")
-        assert [v.details["pid"] for v in verdicts[:3] + verdicts[4:]] == pid * 6
+        timed_out, others = _between_pids(one, busy, 3)
+        assert timed_out == Verdict(0.0, False, "timeout")
+        assert [v.details["pid"] for v in others] == pid * 6
         assert one.restarts == 0
 
 
@@ -345,21 +351,21 @@ def test_a_pool_that_retires_on_timeout_retires_midway_and_runs_the_rest_elsewhe
     with VerifierPool(workers=1, timeout_s=0.5, preload=(), retire_on_timeout=True) as one:
         _measured(one)
         (first,) = one.worker_pids()
-        verdicts = one.verify_many([PID] * 3 + [busy] + [PID] * 3)
-        assert verdicts[3] == Verdict(0.0, False, "timeout")
-        assert [v.details["pid"] for v in verdicts[:3]] == [first] * 3
+        timed_out, others = _between_pids(one, busy, 3)
+        assert timed_out == Verdict(0.0, False, "timeout")
+        assert [v.details["pid"] for v in others[:3]] == [first] * 3
         (second,) = one.worker_pids()
         assert second != first
-        assert [v.details["pid"] for v in verdicts[4:]] == [second] * 3
+        assert [v.details["pid"] for v in others[3:]] == [second] * 3
         assert one.restarts == 1
 
 
 def test_a_verdict_that_cannot_be_sent_back_errors_only_that_item(pool):
     _measured(pool)
     unsendable = ("pool_probe", {"mode": "unsendable"}, "", None)
-    verdicts = pool.verify_many([PID] * 3 + [unsendable] + [PID] * 3)
-    assert "could not be sent back" in verdicts[3].details["error"]
-    assert all(v.passed for v in verdicts[:3] + verdicts[4:])
+    unsent, others = _between_pids(pool, unsendable, 3)
+    assert "could not be sent back" in unsent.details["error"]
+    assert all(v.passed for v in others)
 
 
 def test_an_item_that_kills_its_worker_before_it_begins_gets_the_error_alone():
@@ -368,7 +374,7 @@ def test_an_item_that_kills_its_worker_before_it_begins_gets_the_error_alone():
     doomed = ("pool_probe", {}, "", _DiesOnArrival())
     with VerifierPool(workers=1, timeout_s=1.0, preload=()) as one:
         _measured(one)
-        verdicts = one.verify_many([PID] * 3 + [doomed] + [PID] * 3)
-        assert verdicts[3].reason == "error"
-        assert "exited before verifying" in verdicts[3].details["error"]
-        assert all(v.passed for v in verdicts[:3] + verdicts[4:])
+        culprit, others = _between_pids(one, doomed, 3)
+        assert culprit.reason == "error"
+        assert "exited before verifying" in culprit.details["error"]
+        assert all(v.passed for v in others)
