@@ -111,6 +111,9 @@ class HFEngineConfig:
         tools: the job's tool use (docs/tools.md); None or nothing enabled: one turn.
         share_prefill: with ``n > 1`` samples per prompt, each prompt is prefilled once and
             its KV cache repeated for its ``n`` rows (generate would prefill every row).
+        share_prefix: the tokens every prompt of a chunk starts with (a system prompt, a
+            template's preamble) are prefilled once and their KV cache repeated for every
+            prompt; the rest of each prompt is prefilled after them.
         mid_sequence_loads: a weight load that arrives during a call lands at its next
             decoding step (``rollout.mid_sequence_weight_updates``; :class:`LoadOrder`); the
             tokens before it keep the KV cache and logprobs of the weights that sampled them.
@@ -123,6 +126,7 @@ class HFEngineConfig:
     max_batch_rows: int = 256
     tools: ToolsConfig | None = None
     share_prefill: bool = True
+    share_prefix: bool = True
     mid_sequence_loads: bool = False
 
     def __post_init__(self) -> None:
@@ -146,6 +150,23 @@ def _warp(scores: torch.Tensor, temperature: float, top_p: float) -> torch.Tenso
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         scores = scores.masked_fill(drop, -float("inf"))
     return scores
+
+
+# A shared prefix is prefilled once where it spares at least this many prompt tokens: below,
+# the extra forward costs more than it saves.
+_MIN_SHARED_PREFIX_TOKENS = 32
+
+
+def _shared_prefix(prompts: list[list[int]]) -> int:
+    """How many leading tokens every prompt has in common, short of each one's last token
+    (decoding starts by feeding it); 0 where sharing them would not pay."""
+    if len(prompts) < 2:
+        return 0
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n if n * (len(prompts) - 1) >= _MIN_SHARED_PREFIX_TOKENS else 0
 
 
 def _cache_can(cache: Any, method: str) -> bool:
@@ -360,17 +381,23 @@ class HFEngine:
         self, prompts: list[list[int]], sampling: SamplingConfig, offset: int
     ) -> list[Completion]:
         width = max(len(p) for p in prompts)
+        prefix = _shared_prefix(prompts) if self.config.share_prefix else 0
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding: generation continues at the right edge
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p) :] = 1
+        for i, p in enumerate(prompts):
+            # the shared prefix first, then padding, then the rest: generation continues at
+            # the right edge, and every row's prefix sits in the same columns (without a
+            # shared prefix this is left padding)
+            row = torch.tensor(p, dtype=torch.long)
+            ids[i, :prefix], mask[i, :prefix] = row[:prefix], 1
+            ids[i, width - len(p) + prefix :] = row[prefix:]
+            mask[i, width - len(p) + prefix :] = 1
         greedy = sampling.temperature == 0
         first_version = self._version  # (loads land only between steps while a call runs)
         landed: list[tuple[int, int]] = []  # (first token sampled after a load, its version)
         rows = 1 if greedy else sampling.n  # sequences per prompt
         tokens, logprobs = self._sample(
-            ids.to(self.device), mask.to(self.device), rows, sampling, landed
+            ids.to(self.device), mask.to(self.device), rows, sampling, landed, prefix
         )
         if greedy and sampling.n > 1:  # greedy samples are identical: decode once, repeat
             tokens = [t for t in tokens for _ in range(sampling.n)]
@@ -399,9 +426,11 @@ class HFEngine:
         rows: int,
         sampling: SamplingConfig,
         landed: list[tuple[int, int]],
+        prefix: int = 0,
     ) -> tuple[list[list[int]], list[list[float]]]:
-        """``rows`` continuations of each left-padded prompt, decoded token by token with the
-        KV cache; their tokens and each token's logprob under the distribution it was drawn
+        """``rows`` continuations of each padded prompt (its first ``prefix`` tokens common
+        to every prompt, then padding, then the rest), decoded token by token with the KV
+        cache; their tokens and each token's logprob under the distribution it was drawn
         from (after temperature and top-p). Rows are prompt-major.
 
         A row leaves the batch, and its KV cache, as soon as it has sampled EOS or its text
@@ -413,7 +442,7 @@ class HFEngine:
         """
         key = cache_kwarg(self.model)
         pos = left_padded_positions(mask)
-        cache = self._prefill(ids, mask, pos, rows)
+        cache = self._prefill(ids, mask, pos, rows, prefix)
         if rows > 1:
             ids, mask, pos = (t.repeat_interleave(rows, 0) for t in (ids, mask, pos))
         total = ids.shape[0]
@@ -479,24 +508,33 @@ class HFEngine:
         if self._order.mid_sequence and self._order.at_step():
             landed.append((next_token, self._version))
 
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, rows: int) -> Any:
+    def _prefill(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, rows: int, prefix: int = 0
+    ) -> Any:
         """The KV cache of every prompt but its last token, repeated for its ``rows`` samples
         (decoding starts by feeding the last prompt token). Each prompt is computed once
-        where the cache can be repeated (``share_prefill``); else once per row. None for
-        one-token prompts."""
+        where the cache can be repeated (``share_prefill``); else once per row. The first
+        ``prefix`` columns, the same in every prompt, are computed once for all of them
+        where the cache can be repeated (``share_prefix``). None for one-token prompts."""
         if ids.shape[1] < 2:
             return None
         shared = self.config.share_prefill or rows == 1
         if not shared:
             ids, mask, pos = (t.repeat_interleave(rows, 0) for t in (ids, mask, pos))
-        out = self.model(
-            input_ids=ids[:, :-1],
-            attention_mask=mask[:, :-1],
-            position_ids=pos[:, :-1],
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = getattr(out, cache_kwarg(self.model))
+        key = cache_kwarg(self.model)
+        cache: Any = self._prefix_cache(ids, mask, pos, prefix) if prefix else None
+        if cache is None:
+            prefix = 0
+        if prefix < ids.shape[1] - 1:  # the rest of the prompts, after the shared prefix
+            out = self.model(
+                input_ids=ids[:, prefix:-1],
+                attention_mask=mask[:, :-1],
+                position_ids=pos[:, prefix:-1],
+                use_cache=True,
+                logits_to_keep=1,
+                **({} if cache is None else {key: cache}),
+            )
+            cache = getattr(out, key)
         if shared and rows > 1:
             if not _cache_can(cache, "batch_repeat_interleave") or (
                 cache.get_seq_length() != ids.shape[1] - 1  # e.g. a sliding window's
@@ -509,6 +547,25 @@ class HFEngine:
                     1,
                 )
             cache.batch_repeat_interleave(rows)
+        return cache
+
+    def _prefix_cache(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, prefix: int
+    ) -> Any:
+        """The KV cache of the first ``prefix`` columns (the same in every row), computed for
+        one row and repeated for all; None where the cache cannot be repeated or does not
+        hold every prefix token (a sliding window)."""
+        out = self.model(
+            input_ids=ids[:1, :prefix],
+            attention_mask=mask[:1, :prefix],
+            position_ids=pos[:1, :prefix],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = getattr(out, cache_kwarg(self.model))
+        if not _cache_can(cache, "batch_repeat_interleave") or cache.get_seq_length() != prefix:
+            return None
+        cache.batch_repeat_interleave(ids.shape[0])
         return cache
 
     def _decode(self, tokens: list[int]) -> str:

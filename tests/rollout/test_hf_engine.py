@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlvr.rollout.base import SamplingConfig
-from rlvr.rollout.hf import HFEngine, HFEngineConfig, HFRollout
+from rlvr.rollout.hf import HFEngine, HFEngineConfig, HFRollout, _shared_prefix
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +317,7 @@ def test_a_cache_that_cannot_repeat_or_drop_rows_samples_the_same(random_model_d
 
 
 def test_each_prompt_is_prefilled_once_for_its_n_samples(random_model_dir, forward_shapes):
-    engine = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    engine = HFEngine(HFEngineConfig(model=str(random_model_dir), share_prefix=False))
     prompts = _prompts(engine, 3)
     rows = forward_shapes(engine.model)
     engine.generate(prompts, SamplingConfig(n=4, max_new_tokens=5, temperature=1.0, seed=0))
@@ -326,3 +326,51 @@ def test_each_prompt_is_prefilled_once_for_its_n_samples(random_model_dir, forwa
     assert rows[0] == (3, width - 1)
     assert rows[1] == (12, 1)
     assert all(r[0] == 12 for r in rows[1:])
+
+
+def _preamble_prompts(engine, n):
+    """Prompts that start with the same system preamble and differ in length after it."""
+    tok = engine.tokenizer
+    system = "<|im_start|>system\nThink step by step, then answer inside tags.<|im_end|>\n"
+    texts = [
+        f"{system}<|im_start|>user\nWhat is {i * 13} + {i}?<|im_end|>\n<|im_start|>assistant\n"
+        for i in range(n)
+    ]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_a_prefix_every_prompt_shares_is_prefilled_once(random_model_dir, forward_shapes):
+    engine = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    prompts = _preamble_prompts(engine, 6)
+    prefix = _shared_prefix(prompts)
+    assert prefix >= 10 and len({len(p) for p in prompts}) > 1
+    assert all(p[:prefix] == prompts[0][:prefix] for p in prompts)
+    rows = forward_shapes(engine.model)
+    engine.generate(prompts, SamplingConfig(n=2, max_new_tokens=4, temperature=1.0, seed=0))
+    width = max(len(p) for p in prompts)
+    # the prefix once, then every prompt's rest once, then 12 rows a token a step
+    assert rows[:3] == [(1, prefix), (6, width - 1 - prefix), (12, 1)]
+
+
+def test_a_shared_prefix_samples_what_a_prefill_per_prompt_samples(random_model_dir):
+    shared = HFEngine(HFEngineConfig(model=str(random_model_dir)))
+    plain = HFEngine(HFEngineConfig(model=str(random_model_dir), share_prefix=False))
+    prompts = _preamble_prompts(shared, 5)
+    for sampling in (
+        SamplingConfig(n=1, max_new_tokens=16, temperature=0.0),
+        SamplingConfig(n=4, max_new_tokens=16, temperature=1.0, seed=7),
+    ):
+        a, b = shared.generate(prompts, sampling), plain.generate(prompts, sampling)
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        for x, y in zip(a, b, strict=True):
+            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+            assert x.text == y.text
+
+
+def test_a_prefix_is_shared_only_where_it_spares_enough_tokens():
+    preamble = list(range(100, 120))  # 20 tokens
+    assert _shared_prefix([preamble + [1, 2], preamble + [3]]) == 0  # 20 tokens spared: < 32
+    assert _shared_prefix([preamble + [1, 2], preamble + [3], preamble + [4, 5, 6]]) == 20
+    # never a prompt's last token (decoding starts by feeding it)
+    assert _shared_prefix([preamble + [1]] * 3) == 20
+    assert _shared_prefix([preamble]) == 0  # one prompt: nothing to share
