@@ -55,6 +55,11 @@ class Verifier(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     reference_format: ClassVar[str] = ""
+    # The same (completion, reference) always gets the same verdict: a pool verifies
+    # identical items of one call once (a GRPO group often samples one completion several
+    # times). A verifier whose verdict may differ between two runs (one that samples a
+    # judge, say) sets False, and every item is verified on its own.
+    deterministic: ClassVar[bool] = True
 
     @abstractmethod
     def verify(self, completion: str, reference: Any) -> Verdict:

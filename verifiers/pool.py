@@ -179,6 +179,7 @@ class VerifierPool:
         self._item_s: float | None = None  # running measure of one item's verification time
         self.restarts = 0  # workers killed (timeout) or lost (crash) and replaced
         self.messages = 0  # batches sent to workers (for monitoring and tests)
+        self.duplicates = 0  # items answered by an identical item's verdict
         self._failed_starts = 0  # workers in a row that died before they were ready
         for slot in range(workers):
             self._idle.append(self._spawn(slot))
@@ -205,7 +206,21 @@ class VerifierPool:
         they are ready), rather than scoring everything 0.
         """
         timeout = self.timeout_s if timeout_s is None else _check_timeout(timeout_s, "timeout_s")
-        requests = [self._prepare(i, item) for i, item in enumerate(items)]
+        # identical items of a deterministic verifier are verified once (``where``: the
+        # request that answers each item)
+        requests: list[tuple] = []
+        where: list[int] = []
+        first: dict[tuple, int] = {}
+        for i, item in enumerate(items):
+            request, key = self._prepare(i, item)
+            j = first.get(key) if key is not None else None
+            if j is None:
+                j = len(requests)
+                requests.append(request)
+                if key is not None:
+                    first[key] = j
+            where.append(j)
+        self.duplicates += len(items) - len(requests)
         call = _Call(
             requests=requests,
             slots=[_affinity(r[4]) % self.workers for r in requests],  # [4]: the reference
@@ -224,7 +239,7 @@ class VerifierPool:
                 self._replace(worker)
         if call.reference_errors:
             raise BadReferenceError(call.reference_errors[0])
-        return call.results  # type: ignore[return-value]
+        return [call.results[j] for j in where]  # type: ignore[misc]
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (for monitoring and tests)."""
@@ -258,8 +273,10 @@ class VerifierPool:
 
     # ---------------------------------------------------------------- internals
 
-    def _prepare(self, index: int, item: Any) -> tuple:
-        """Validate one item in the caller (cheap checks only) and build its request."""
+    def _prepare(self, index: int, item: Any) -> tuple[tuple, tuple | None]:
+        """Validate one item in the caller (cheap checks only); its request, and the key
+        under which identical items share a verdict (None: a verifier that is not
+        ``deterministic``, every item verified)."""
         if not (isinstance(item, tuple | list) and len(item) == 4):
             raise TypeError(
                 f"items[{index}] must be a (verifier_name, verifier_options, completion, "
@@ -276,7 +293,10 @@ class VerifierPool:
         # A class registered with @register_verifier exists in a worker only once its
         # module is imported there; built-ins and entry points resolve by themselves.
         module_hint = None if name in _BUILTINS else cls.__module__
-        return (name, module_hint, options, completion, reference)
+        request = (name, module_hint, options, completion, reference)
+        if not cls.deterministic:
+            return request, None
+        return request, (*key, completion, _reference_key(reference))
 
     def _batch_size(self, call: _Call) -> int:
         """How many items the next message carries: ``batch_s`` of measured work, and no
@@ -542,6 +562,16 @@ _ENV_PREFIXES = ("LC_", "PYTHON", "RLVR_VERIFIER", "RLVR_SANDBOX")
 def worker_env() -> dict[str, str]:
     """The environment a worker starts with: an allowlist of the caller's variables."""
     return {k: v for k, v in os.environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
+
+
+def _reference_key(reference: Any) -> tuple[str, Any]:
+    """A reference as a dict key: its type too (1, 1.0 and True are equal keys but not the
+    same reference), and its repr where it is a dict or list."""
+    try:
+        hash(reference)
+    except TypeError:
+        return type(reference).__name__, repr(reference)
+    return type(reference).__name__, reference
 
 
 def _affinity(reference: Any) -> int:

@@ -13,6 +13,7 @@ from verifiers import Verdict, Verifier, register_verifier
 class EnvProbeVerifier(Verifier):
     description = "test only: lists the environment variable names of the verifying process"
     reference_format = "anything"
+    deterministic = False  # its verdict says which process ran it
 
     def verify(self, completion: str, reference: Any) -> Verdict:
         return Verdict(1.0, True, "ok", {"env": sorted(os.environ), "pid": os.getpid()})

@@ -27,6 +27,7 @@ class _Probe(Verifier):
 
     description = "test probe"
     reference_format = "anything"
+    deterministic = False  # its verdict says which worker ran it: every item runs
 
     def __init__(self, mode: str = "pid", seconds: float = 0.0):
         self.mode = mode
@@ -69,6 +70,27 @@ class _Probe(Verifier):
 
 
 PID = ("pool_probe", {"mode": "pid"}, "", None)
+
+
+@register_verifier("pool_tally")
+class _Tally(Verifier):
+    """Passes; appends ``completion|reference`` to the file ``log`` every time it runs."""
+
+    description = "test tally"
+    reference_format = "anything"
+
+    def __init__(self, log: str):
+        self.log = log
+
+    def verify(self, completion, reference):
+        with open(self.log, "a") as f:
+            f.write(f"{completion}|{reference!r}\n")
+        return Verdict(1.0, True, "ok", {"completion": completion, "reference": reference})
+
+
+@register_verifier("pool_tally_each")
+class _TallyEach(_Tally):
+    deterministic = False
 
 
 def _dies_in_a_worker() -> None:
@@ -378,3 +400,31 @@ def test_an_item_that_kills_its_worker_before_it_begins_gets_the_error_alone():
         assert culprit.reason == "error"
         assert "exited before verifying" in culprit.details["error"]
         assert all(v.passed for v in others)
+
+
+def test_identical_items_are_verified_once_and_each_gets_the_verdict(pool, tmp_path):
+    log = tmp_path / "runs"
+    opts = {"log": str(log)}
+    items = [("pool_tally", opts, c, r) for c, r in
+             [("a", "x"), ("a", "x"), ("b", "x"), ("a", "x"), ("a", "y"), ("b", "x"),
+              ("a", 1), ("a", 1.0), ("a", "1"), ("a", [1]), ("a", [1])]]  # fmt: skip
+    before = pool.duplicates
+    verdicts = pool.verify_many(items)
+    # every item's own verdict, in order
+    assert [(v.details["completion"], v.details["reference"]) for v in verdicts] == [
+        (c, r) for _, _, c, r in items
+    ]
+    runs = log.read_text().splitlines()
+    # a|x and b|x once each; 1, 1.0 and "1" are three references; [1] twice is one
+    assert sorted(runs) == sorted(["a|'x'", "b|'x'", "a|'y'", "a|1", "a|1.0", "a|'1'", "a|[1]"])
+    assert pool.duplicates - before == 4
+    # another option value is another verifier: verified again
+    again = pool.verify_many([("pool_tally", {"log": str(tmp_path / "other")}, "a", "x")])
+    assert again[0].passed and (tmp_path / "other").read_text() == "a|'x'\n"
+
+
+def test_a_verifier_that_is_not_deterministic_verifies_every_item(pool, tmp_path):
+    log = tmp_path / "runs"
+    verdicts = pool.verify_many([("pool_tally_each", {"log": str(log)}, "a", "x")] * 5)
+    assert all(v.passed for v in verdicts)
+    assert log.read_text().splitlines() == ["a|'x'"] * 5
