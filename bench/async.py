@@ -220,7 +220,21 @@ def rlvr_run(
                 ("mid_sequence_frac", "async/mid_sequence_frac"),
             ]
         },  # fmt: skip
+        # what the run learned, step by step: to tell a collapse's cause afterwards (the
+        # ratio, the engine/learner mismatch, the gradient) without running it again
+        "curve": [
+            {"step": r["step"], **{k: round(float(r[k]), 5) for k in CURVE_METRICS if k in r}}
+            for r in records
+        ],
     }
+
+
+# The per-step metrics a row's "curve" keeps.
+CURVE_METRICS = (
+    "reward/mean", "eval/accuracy", "response/length_mean", "entropy", "clip_frac",
+    "ratio_mean", "tis_weight_mean", "mismatch/kl", "grad_norm", "learner/skipped_rows",
+    "async/staleness_mean",
+)  # fmt: skip
 
 
 @dataclass
@@ -393,6 +407,11 @@ def _gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA"
 
 
+def _show(row: dict) -> None:
+    """One finished arm as a line of JSON (its curve is in the results file only)."""
+    print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+
+
 def _table(rows: list[dict]) -> str:
     arms: dict[str, list[dict]] = {}
     for r in rows:
@@ -482,25 +501,25 @@ def main() -> None:
             except RuntimeError as e:  # one failed arm must not lose the others' numbers
                 print(f"rlvr k={k} seed={seed} failed: {e}", flush=True)
                 continue
-            print(json.dumps(rows[-1]), flush=True)
+            _show(rows[-1])
             if baseline is not None:
                 rows.append(rlvr_run(args.steps, seed, k, code=baseline))
-                print(json.dumps(rows[-1]), flush=True)
+                _show(rows[-1])
             if args.uncorrected and k > 0:
                 rows.append(rlvr_run(args.steps, seed, k, tis_cap=None))
-                print(json.dumps(rows[-1]), flush=True)
+                _show(rows[-1])
             if args.mid_sequence and k > 0:
                 rows.append(rlvr_run(args.steps, seed, k, mid_sequence=True))
-                print(json.dumps(rows[-1]), flush=True)
+                _show(rows[-1])
             if args.every_row:
                 rows.append(rlvr_run(args.steps, seed, k, every_row=True))
-                print(json.dumps(rows[-1]), flush=True)
+                _show(rows[-1])
         if args.engine_actor:
             rows.append(rlvr_run(args.steps, seed, 0, placement="split"))
-            print(json.dumps(rows[-1]), flush=True)
+            _show(rows[-1])
         for threads in args.trl_threads:
             rows.append(trl_run(args.steps, seed, threads))
-            print(json.dumps(rows[-1]), flush=True)
+            _show(rows[-1])
     if baseline is not None:
         baseline.remove()
     table = _table(rows)

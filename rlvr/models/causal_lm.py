@@ -250,12 +250,36 @@ def _shared_prompt_logits(
     first = torch.empty(len(prompts), dtype=torch.long, device=ids.device)
     first.scatter_(0, row_prompt, torch.arange(len(ids), device=ids.device))
     cache_kw = cache_kwarg(lm)
+    p_ids, p_attn, p_pos = ids[first, :p], attn[first, :p], pos[first, :p]
+    # A preamble every distinct prompt starts with (a template's system prompt) is forwarded
+    # once too: each prompt's columns are reordered to [preamble, padding, rest], which
+    # changes no logit (a key is found by its mask and carries its own position).
+    preamble, order = _common_preamble(p_ids, p_attn)
+    cache = None
+    if preamble:
+        p_ids, p_attn, p_pos = (t.gather(1, order) for t in (p_ids, p_attn, p_pos))
+        once = lm(
+            input_ids=p_ids[:1, :preamble],
+            attention_mask=p_attn[:1, :preamble],
+            position_ids=p_pos[:1, :preamble],
+            logits_to_keep=1,
+            use_cache=True,
+        )
+        cache = getattr(once, cache_kw, None)
+        if (
+            cache is None
+            or not hasattr(cache, "batch_repeat_interleave")
+            or cache.get_seq_length() != preamble
+        ):
+            return None
+        cache.batch_repeat_interleave(len(prompts))  # (with grad: it sums back into one row)
     head = lm(
-        input_ids=ids[first, :p],
-        attention_mask=attn[first, :p],
-        position_ids=pos[first, :p],
+        input_ids=p_ids[:, preamble:],
+        attention_mask=p_attn,
+        position_ids=p_pos[:, preamble:],
         logits_to_keep=1,  # the last prompt position predicts the first response token
         use_cache=True,
+        **({} if cache is None else {cache_kw: cache}),
     )
     cache = getattr(head, cache_kw, None)
     if cache is None or not hasattr(cache, "batch_select_indices") or cache.get_seq_length() != p:
@@ -264,12 +288,39 @@ def _shared_prompt_logits(
     # The last response token predicts nothing that is trained on: it is not fed.
     rest = lm(
         input_ids=ids[:, p:-1],
-        attention_mask=attn[:, :-1],
+        attention_mask=torch.cat([p_attn[row_prompt], attn[:, p:-1]], dim=1),
         position_ids=pos[:, p:-1],
         use_cache=True,
         **{cache_kw: cache},
     ).logits
     return torch.cat([head.logits[row_prompt], rest], dim=1)
+
+
+# A preamble is forwarded once where that spares at least this many prompt positions.
+_MIN_PREAMBLE_POSITIONS = 32
+
+
+def _common_preamble(ids: torch.Tensor, attn: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """The length of the token run every left-padded prompt starts with (short of each
+    prompt's last token, whose logits are needed), and each row's column order that puts
+    it first: ``[preamble, padding, rest]``. ``(0, ...)`` where it would not pay."""
+    n, p = ids.shape
+    lengths = attn.sum(1)
+    shortest = int(lengths.min())
+    starts = p - lengths  # where each prompt's tokens begin (left padding)
+    span = torch.arange(max(shortest - 1, 0), device=ids.device)
+    # row j's first tokens, side by side; the preamble runs while every row has row 0's
+    heads = ids.gather(1, (starts[:, None] + span[None, :]).clamp(max=p - 1))
+    same = (heads == heads[:1]).all(0)
+    k = int(same.long().cumprod(0).sum()) if len(span) else 0
+    if n < 2 or k * (n - 1) < _MIN_PREAMBLE_POSITIONS:
+        return 0, torch.empty(0, dtype=torch.long)
+    cols = torch.arange(p, device=ids.device)[None, :].expand(n, p)
+    pads = starts[:, None]
+    # new column c holds: c < k -> the preamble (pads + c); c < k + pads -> padding (c - k);
+    # else the rest (c, unmoved)
+    order = torch.where(cols < k, pads + cols, torch.where(cols < k + pads, cols - k, cols))
+    return k, order
 
 
 def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,12 @@ from rlvr.rollout.base import Completion
 from rlvr.train.batch import make_train_batch
 
 
-def _grouped_batch(groups: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
-    """``len(groups)`` prompts of different lengths, ``groups[i]`` completions of prompt i."""
+def _grouped_batch(groups: list[int], seed: int = 0, preamble: int = 0) -> dict[str, torch.Tensor]:
+    """``len(groups)`` prompts of different lengths, ``groups[i]`` completions of prompt i;
+    every prompt starts with the same ``preamble`` tokens (a template's system prompt)."""
     rng = np.random.default_rng(seed)
-    prompts = [rng.integers(7, 60, 3 + 2 * i).tolist() for i in range(len(groups))]
+    start = rng.integers(7, 60, preamble).tolist()
+    prompts = [start + rng.integers(7, 60, 3 + 2 * i).tolist() for i in range(len(groups))]
     comps = []
     for i, size in enumerate(groups):
         for _ in range(size):
@@ -103,6 +105,34 @@ def test_each_distinct_prompt_is_forwarded_once(random_model_dir, forward_shapes
     r = batch["response_mask"].shape[1]
     # the 4 prompts once, then every row's response (all but its last token)
     assert shapes == [(4, width - r), (rows, r - 1)]
+
+
+def test_a_preamble_every_prompt_starts_with_is_forwarded_once(model_dir, forward_shapes):
+    batch = _grouped_batch([3, 1, 4, 2, 3], seed=5, preamble=12)  # prompts of 5 lengths
+    full = PolicyModel(str(model_dir), share_prompt_forward=False)
+    shared = PolicyModel(str(model_dir), share_prompt_forward=True)
+    a, ga = _forward_and_grads(full, batch)
+    shapes = forward_shapes(shared.lm)
+    b, gb = _forward_and_grads(shared, batch)
+    _same(a, b, batch["response_mask"])
+    _same_grads(ga, gb)
+    rows, width = batch["input_ids"].shape
+    r = batch["response_mask"].shape[1]
+    # (5 prompts sharing 12 tokens: 48 positions spared) the preamble once, each prompt's
+    # rest once, then every row's response
+    assert shapes == [(1, 12), (5, width - r - 12), (rows, r - 1)]
+
+
+def test_a_short_preamble_is_not_forwarded_apart(random_model_dir, forward_shapes):
+    batch = _grouped_batch([3, 1, 4, 2], preamble=4)  # 12 positions spared: not worth a forward
+    model = PolicyModel(str(random_model_dir))
+    shapes = forward_shapes(model.lm)
+    model.forward_train(batch)
+    rows, width = batch["input_ids"].shape
+    assert shapes == [
+        (4, width - batch["response_mask"].shape[1]),
+        (rows, batch["response_mask"].shape[1] - 1),
+    ]
 
 
 def test_a_batch_without_repeated_prompts_takes_the_full_forward(random_model_dir, forward_shapes):
