@@ -382,6 +382,14 @@ class PolicyModel(torch.nn.Module):
         # checkpointing turns the KV cache off
         self.share_prompts = share_prompt_forward and not gradient_checkpointing
 
+    def train(self, mode: bool = True) -> PolicyModel:
+        """As ``nn.Module.train``, but the KL reference stays in eval mode (no dropout in
+        the reference logprobs, whatever mode the learner sets on the whole module)."""
+        super().train(mode)
+        if self.ref_lm is not None:
+            self.ref_lm.eval()
+        return self
+
     def forward_train(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``logprobs`` (with grad) and ``entropy`` of the response tokens; with a KL
         reference also its ``ref_logprobs``."""

@@ -76,3 +76,12 @@ def test_the_rllib_learner_reports_what_gradient_step_computes(random_model_dir,
     assert tuple(through_rllib) == LEARNER_METRICS
     for k in LEARNER_METRICS:
         assert through_rllib[k] == pytest.approx(direct[k], rel=1e-5, abs=1e-9), k
+
+
+def test_the_kl_reference_stays_in_eval_mode_when_the_learner_sets_train_mode(random_model_dir):
+    model = PolicyModel(str(random_model_dir), ref_path=str(random_model_dir))
+    model.train()  # what Learner.update does before a step
+    assert model.lm.training
+    assert not any(m.training for m in model.ref_lm.modules())  # no dropout in the reference
+    model.eval()
+    assert not model.lm.training and not model.ref_lm.training
