@@ -24,11 +24,13 @@ its torch threads set per ``--trl-threads`` (the best is the one compared).
 
     .venv/bin/python bench/async.py [--seeds 0 1 2] [--staleness 0 1 2] [--trl-threads 1 2]
                                     [--steps 40] [--engine-actor] [--baseline REV] [--gpu]
-                                    [--uncorrected] [--mid-sequence] [--every-row]
-                                    [--out bench/results/async.json]
+                                    [--gpu-task-on-cpu] [--uncorrected] [--mid-sequence]
+                                    [--every-row] [--out bench/results/async.json]
 
 ``--gpu`` runs the task sized for one GPU instead (``GPU_SPEC``: the 25M tiny model, 32
 prompts x 8, rollouts from a vLLM engine sharing the GPU with the learner actor; no TRL arm).
+``--gpu-task-on-cpu`` runs ``GPU_SPEC``'s algorithm and data with the CPU model, HF engine
+and two reward workers: its learning without the GPU parts (vLLM, bf16, CUDA IPC).
 ``--engine-actor`` adds k=0 with its engine in a Ray actor (``placement.mode: split``), the
 layout every CPU run had before a synchronous one put its engine in the driver.
 ``--uncorrected`` adds every ``k > 0`` arm once more with ``tis_cap: null`` (an async run
@@ -95,6 +97,7 @@ GPU_SPEC = {
     "eval": {"every": 10},
 }
 GPU = False  # set by --gpu
+GPU_TASK_ON_CPU = False  # set by --gpu-task-on-cpu
 
 
 def _spec_dict(
@@ -104,7 +107,11 @@ def _spec_dict(
 
     import yaml
 
-    spec = copy.deepcopy(GPU_SPEC) if GPU else yaml.safe_load(SPEC.read_text())
+    spec = copy.deepcopy(GPU_SPEC) if GPU or GPU_TASK_ON_CPU else yaml.safe_load(SPEC.read_text())
+    if GPU_TASK_ON_CPU:  # its algorithm and data; the CPU model, engine and reward workers
+        spec["model"]["path"] = "tiny:arithmetic"
+        spec["rollout"] = {"engine": "auto", "max_new_tokens": 64, "temperature": 0.7}
+        spec["reward"]["workers"] = 2
     a = spec["algorithm"]
     a.update(max_steps=steps, seed=seed, max_staleness=staleness, tis_cap=tis_cap)
     spec["checkpoint"] = {"every": steps}
@@ -481,11 +488,18 @@ def main() -> None:
         action="store_true",
         help="the task sized for one GPU with a vLLM engine (GPU_SPEC; no TRL arm)",
     )
+    ap.add_argument(
+        "--gpu-task-on-cpu",
+        action="store_true",
+        help="GPU_SPEC's algorithm and data (32 prompts a step, micro_batch_tokens, lr 1e-4) "
+        "with the CPU model and HF engine: tells the GPU task's learning from its GPU parts",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "async.json"))
     args = ap.parse_args()
-    global GPU
+    global GPU, GPU_TASK_ON_CPU
     GPU = args.gpu
-    if GPU:
+    GPU_TASK_ON_CPU = args.gpu_task_on_cpu and not GPU
+    if GPU or GPU_TASK_ON_CPU:
         args.trl_threads = []
     baseline = Baseline.check_out(args.baseline) if args.baseline else None
     try:
