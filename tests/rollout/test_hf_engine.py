@@ -273,7 +273,7 @@ def test_an_engine_on_its_own_thread_runs_beside_the_caller_in_call_order(random
 def test_engine_on_cuda_in_bf16_records_the_sampled_tokens_logprobs(random_model_dir):
     eng = HFEngine(HFEngineConfig(model=str(random_model_dir), device="cuda", dtype="auto"))
     assert eng.model.dtype == torch.bfloat16
-    prompts = _prompts(eng, 4)
+    prompts = _preamble_prompts(eng, 4)  # a shared prefix, prefilled once
     out = eng.generate(prompts, SamplingConfig(n=4, max_new_tokens=24, temperature=0.8, seed=0))
     assert len(out) == 16
     for c in out:

@@ -178,7 +178,8 @@ def test_activation_checkpointing_turns_sharing_off(random_model_dir, forward_sh
 def test_shared_prompt_forward_on_a_gpu_under_the_learners_autocast(random_model_dir, attn):
     from rlvr.models.causal_lm import precision
 
-    batch = {k: v.cuda() for k, v in _grouped_batch([4, 2, 3], seed=7).items()}
+    # (a 20-token preamble: forwarded once, 40 positions spared)
+    batch = {k: v.cuda() for k, v in _grouped_batch([4, 2, 3], seed=7, preamble=20).items()}
     autocast = precision("auto", "cuda", trained=True).autocast
     outs = []
     for share in (False, True):
