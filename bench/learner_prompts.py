@@ -54,7 +54,7 @@ def main() -> int:
     model = str(resolve_model(spec.model.path))
     engine = HFEngine(HFEngineConfig(model=model))
     tok = engine.tokenizer
-    preamble_min = causal_lm._MIN_PREAMBLE_POSITIONS
+    preamble_min = causal_lm.MIN_SHARED_PREFIX
     ways = {  # name: (share_prompt_forward, the preamble threshold)
         "preamble once": (True, preamble_min),
         "each prompt once": (True, 10**9),
@@ -87,12 +87,12 @@ def main() -> int:
             times: dict[str, list[float]] = {name: [] for name in ways}
             for rep in range(args.reps + 2):
                 for name, (_, threshold) in ways.items():
-                    causal_lm._MIN_PREAMBLE_POSITIONS = threshold
+                    causal_lm.MIN_SHARED_PREFIX = threshold
                     t0 = time.perf_counter()
                     learners[name].update(batch, 1)
                     if rep >= 2:  # two warm-up updates
                         times[name].append(time.perf_counter() - t0)
-            causal_lm._MIN_PREAMBLE_POSITIONS = preamble_min
+            causal_lm.MIN_SHARED_PREFIX = preamble_min
             for learner in learners.values():
                 learner.shutdown()
             rows.append(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,31 +297,40 @@ def _shared_prompt_logits(
     return torch.cat([head.logits[row_prompt], rest], dim=1)
 
 
-# A preamble is forwarded once where that spares at least this many prompt positions.
-_MIN_PREAMBLE_POSITIONS = 32
-
-
 def _common_preamble(ids: torch.Tensor, attn: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """The length of the token run every left-padded prompt starts with (short of each
-    prompt's last token, whose logits are needed), and each row's column order that puts
-    it first: ``[preamble, padding, rest]``. ``(0, ...)`` where it would not pay."""
+    """The length of the token run every left-padded prompt starts with, where forwarding it
+    once pays (:func:`shared_prefix_length`), and each row's column order that puts it
+    first: ``[preamble, padding, rest]``. ``(0, ...)`` where it would not pay."""
     n, p = ids.shape
     lengths = attn.sum(1)
-    shortest = int(lengths.min())
-    starts = p - lengths  # where each prompt's tokens begin (left padding)
-    span = torch.arange(max(shortest - 1, 0), device=ids.device)
-    # row j's first tokens, side by side; the preamble runs while every row has row 0's
-    heads = ids.gather(1, (starts[:, None] + span[None, :]).clamp(max=p - 1))
-    same = (heads == heads[:1]).all(0)
-    k = int(same.long().cumprod(0).sum()) if len(span) else 0
-    if n < 2 or k * (n - 1) < _MIN_PREAMBLE_POSITIONS:
+    prompts = [row[p - m :].tolist() for row, m in zip(ids, lengths.tolist(), strict=True)]
+    k = shared_prefix_length(prompts)
+    if not k:
         return 0, torch.empty(0, dtype=torch.long)
     cols = torch.arange(p, device=ids.device)[None, :].expand(n, p)
-    pads = starts[:, None]
+    pads = (p - lengths)[:, None]
     # new column c holds: c < k -> the preamble (pads + c); c < k + pads -> padding (c - k);
     # else the rest (c, unmoved)
     order = torch.where(cols < k, pads + cols, torch.where(cols < k + pads, cols - k, cols))
     return k, order
+
+
+# A prefix every prompt shares is computed once (engine prefill, learner forward) where that
+# spares at least this many prompt positions: below, the extra forward costs more than it saves.
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt has in common, short of each one's last token
+    (its logits are needed: the engine feeds it to start decoding, the learner's first
+    response token is predicted from it); 0 where computing them once would not pay."""
+    if len(prompts) < 2:
+        return 0
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n if n * (len(prompts) - 1) >= MIN_SHARED_PREFIX else 0
 
 
 def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:

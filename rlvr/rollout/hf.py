@@ -39,7 +39,12 @@ from typing import Any
 
 import torch
 
-from rlvr.models.causal_lm import cache_kwarg, left_padded_positions, precision
+from rlvr.models.causal_lm import (
+    cache_kwarg,
+    left_padded_positions,
+    precision,
+    shared_prefix_length,
+)
 from rlvr.rollout._common import (
     MARKUP_TOKENS,
     WEIGHT_LOAD_METHODS,
@@ -150,23 +155,6 @@ def _warp(scores: torch.Tensor, temperature: float, top_p: float) -> torch.Tenso
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         scores = scores.masked_fill(drop, -float("inf"))
     return scores
-
-
-# A shared prefix is prefilled once where it spares at least this many prompt tokens: below,
-# the extra forward costs more than it saves.
-_MIN_SHARED_PREFIX_TOKENS = 32
-
-
-def _shared_prefix(prompts: list[list[int]]) -> int:
-    """How many leading tokens every prompt has in common, short of each one's last token
-    (decoding starts by feeding it); 0 where sharing them would not pay."""
-    if len(prompts) < 2:
-        return 0
-    first, limit = prompts[0], min(len(p) for p in prompts) - 1
-    n = 0
-    while n < limit and all(p[n] == first[n] for p in prompts):
-        n += 1
-    return n if n * (len(prompts) - 1) >= _MIN_SHARED_PREFIX_TOKENS else 0
 
 
 def _cache_can(cache: Any, method: str) -> bool:
@@ -381,7 +369,7 @@ class HFEngine:
         self, prompts: list[list[int]], sampling: SamplingConfig, offset: int
     ) -> list[Completion]:
         width = max(len(p) for p in prompts)
-        prefix = _shared_prefix(prompts) if self.config.share_prefix else 0
+        prefix = shared_prefix_length(prompts) if self.config.share_prefix else 0
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlvr.models.causal_lm import shared_prefix_length
 from rlvr.rollout.base import SamplingConfig
-from rlvr.rollout.hf import HFEngine, HFEngineConfig, HFRollout, _shared_prefix
+from rlvr.rollout.hf import HFEngine, HFEngineConfig, HFRollout
 
 
 @pytest.fixture(scope="module")
@@ -342,7 +343,7 @@ def _preamble_prompts(engine, n):
 def test_a_prefix_every_prompt_shares_is_prefilled_once(random_model_dir, forward_shapes):
     engine = HFEngine(HFEngineConfig(model=str(random_model_dir)))
     prompts = _preamble_prompts(engine, 6)
-    prefix = _shared_prefix(prompts)
+    prefix = shared_prefix_length(prompts)
     assert prefix >= 10 and len({len(p) for p in prompts}) > 1
     assert all(p[:prefix] == prompts[0][:prefix] for p in prompts)
     rows = forward_shapes(engine.model)
@@ -369,8 +370,8 @@ def test_a_shared_prefix_samples_what_a_prefill_per_prompt_samples(random_model_
 
 def test_a_prefix_is_shared_only_where_it_spares_enough_tokens():
     preamble = list(range(100, 120))  # 20 tokens
-    assert _shared_prefix([preamble + [1, 2], preamble + [3]]) == 0  # 20 tokens spared: < 32
-    assert _shared_prefix([preamble + [1, 2], preamble + [3], preamble + [4, 5, 6]]) == 20
+    assert shared_prefix_length([preamble + [1, 2], preamble + [3]]) == 0  # 20 tokens spared: < 32
+    assert shared_prefix_length([preamble + [1, 2], preamble + [3], preamble + [4, 5, 6]]) == 20
     # never a prompt's last token (decoding starts by feeding it)
-    assert _shared_prefix([preamble + [1]] * 3) == 20
-    assert _shared_prefix([preamble]) == 0  # one prompt: nothing to share
+    assert shared_prefix_length([preamble + [1]] * 3) == 20
+    assert shared_prefix_length([preamble]) == 0  # one prompt: nothing to share
