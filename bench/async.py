@@ -31,8 +31,9 @@ its torch threads set per ``--trl-threads`` (the best is the one compared).
 prompts x 8, rollouts from a vLLM engine sharing the GPU with the learner actor; no TRL arm).
 ``--gpu-task-on-cpu`` runs ``GPU_SPEC``'s algorithm and data with the CPU model, HF engine
 and two reward workers: its learning without the GPU parts (vLLM, bf16, CUDA IPC).
-``--engine-actor`` adds k=0 with its engine in a Ray actor (``placement.mode: split``), the
-layout every CPU run had before a synchronous one put its engine in the driver.
+``--engine-actor`` adds every arm once more with its engine in a Ray actor (``placement.mode:
+split``): a process of its own, the layout every CPU run had before the engine moved into the
+driver (its thread shares the driver's GIL with the learner; an actor shares none).
 ``--uncorrected`` adds every ``k > 0`` arm once more with ``tis_cap: null`` (an async run
 that does not set it gets 2.0): what the correction is worth. ``--mid-sequence`` adds them
 with ``rollout.mid_sequence_weight_updates`` (pushes land at the engine's next step).
@@ -459,8 +460,8 @@ def main() -> None:
     ap.add_argument(
         "--engine-actor",
         action="store_true",
-        help="also k=0 with its engine in an actor (placement.mode: split), as before the "
-        "synchronous CPU run put its engine in the driver",
+        help="also every arm with its engine in an actor (placement.mode: split): its own "
+        "process, as every CPU run had before the engine moved into the driver",
     )
     ap.add_argument(
         "--baseline",
@@ -528,9 +529,9 @@ def main() -> None:
             if args.every_row:
                 rows.append(rlvr_run(args.steps, seed, k, every_row=True))
                 _show(rows[-1])
-        if args.engine_actor:
-            rows.append(rlvr_run(args.steps, seed, 0, placement="split"))
-            _show(rows[-1])
+            if args.engine_actor:
+                rows.append(rlvr_run(args.steps, seed, k, placement="split"))
+                _show(rows[-1])
         for threads in args.trl_threads:
             rows.append(trl_run(args.steps, seed, threads))
             _show(rows[-1])

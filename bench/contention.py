@@ -15,21 +15,48 @@ process as the run has them:
 
 Each configuration: medians over ``--repeats`` calls. Prints a table and writes JSON.
 
+One more setting takes the threads' share of the contention apart from the cores': the
+rollout beside the same update looping in another process (spawned, its own interpreter, the
+same batch), which shares the cores and the memory with the rollout but not the GIL. What
+the rollout loses beside the learner's thread and not beside its process is the GIL's share.
+Last, both alone again: a machine whose speed drifted during the run shows there.
+
     .venv/bin/python bench/contention.py [--repeats 15] [--out bench/results/contention.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench._results import run_header, write_result  # noqa: E402
+
+
+def learn_elsewhere(model: str, batch: Any, ready: Any, stop: Any, times: Any) -> None:
+    """The update of ``batch`` in a loop, in a process of its own (the bench's other process),
+    until ``stop``; each update's seconds into ``times``."""
+    import yaml
+
+    from rlvr.config import JobSpec
+    from rlvr.train.learner import Learner, LearnerConfig  # (it sets torch's threads)
+
+    spec = JobSpec.model_validate(yaml.safe_load((ROOT / "examples/arithmetic.yaml").read_text()))
+    learner = Learner(LearnerConfig.from_spec(spec, model))
+    learner.update(batch, 1)  # warm
+    ready.set()
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        learner.update(batch, 1)
+        times.put(time.perf_counter() - t0)
+    learner.shutdown()
 
 
 def main() -> int:
@@ -129,6 +156,29 @@ def main() -> int:
     learns, seen = beside(learn, [("rollout", rollout, 0.0), ("score", score, 0.25)])
     rows.append({"setting": "... and a reward call every 0.25 s", "rollout": med(seen["rollout"]),
                  "learn": med(learns), "score": med(seen["score"])})  # fmt: skip
+    # the same update looping in another process: the cores and memory shared, not the GIL
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop, times = ctx.Event(), ctx.Event(), ctx.Queue()
+    other = ctx.Process(target=learn_elsewhere, args=(model, batch, ready, stop, times))
+    other.start()
+    try:
+        if not ready.wait(timeout=300):
+            raise SystemExit("the learner process did not start within 300 s")
+        time.sleep(0.3)
+        rollouts = [rollout() for _ in range(args.repeats)]
+    finally:
+        stop.set()
+        other.join(timeout=60)
+        if other.is_alive():
+            other.kill()
+    learns = []
+    while not times.empty():
+        learns.append(times.get())
+    rows.append({"setting": "rollout beside learn in another process",
+                 "rollout": med(rollouts), "learn": med(learns)})  # fmt: skip
+    # alone once more: a machine whose speed drifted during the run shows here
+    rows.append({"setting": "alone, again", "rollout": med([rollout() for _ in range(args.repeats)]),
+                 "learn": med([learn() for _ in range(args.repeats)])})  # fmt: skip
     rewards.close()
     learner.shutdown()
 
