@@ -25,7 +25,7 @@ its torch threads set per ``--trl-threads`` (the best is the one compared).
     .venv/bin/python bench/async.py [--seeds 0 1 2] [--staleness 0 1 2] [--trl-threads 1 2]
                                     [--steps 40] [--engine-actor] [--baseline REV] [--gpu]
                                     [--gpu-task-on-cpu] [--uncorrected] [--mid-sequence]
-                                    [--every-row] [--out bench/results/async.json]
+                                    [--every-row] [--lr LR] [--out bench/results/async.json]
 
 ``--gpu`` runs the task sized for one GPU instead (``GPU_SPEC``: the 25M tiny model, 32
 prompts x 8, rollouts from a vLLM engine sharing the GPU with the learner actor; no TRL arm).
@@ -40,7 +40,8 @@ with ``rollout.mid_sequence_weight_updates`` (pushes land at the engine's next s
 ``--every-row`` adds every arm once more with ``algorithm.skip_zero_advantage_rows: false``
 (the learner computes the rows whose gradient is 0 too: the same gradient, slower).
 ``--baseline REV`` adds every rlvr arm once more from a git worktree of revision ``REV``
-(before/after of a change, in one session, seed by seed).
+(before/after of a change, in one session, seed by seed). ``--lr`` sets every arm's
+learning rate (TRL's too) instead of the spec's.
 
 Needs ``trl`` for the TRL arm (``pip install -e '.[bench]'``); without it the arm is skipped.
 Other processes on the machine make every number pessimistic: run it on a quiet machine.
@@ -99,6 +100,7 @@ GPU_SPEC = {
 }
 GPU = False  # set by --gpu
 GPU_TASK_ON_CPU = False  # set by --gpu-task-on-cpu
+LR: float | None = None  # set by --lr (every arm, TRL's too)
 
 
 def _spec_dict(
@@ -115,6 +117,8 @@ def _spec_dict(
         spec["reward"]["workers"] = 2
     a = spec["algorithm"]
     a.update(max_steps=steps, seed=seed, max_staleness=staleness, tis_cap=tis_cap)
+    if LR is not None:
+        a["lr"] = LR
     spec["checkpoint"] = {"every": steps}
     if not GPU:  # CPU: split = engine actor, auto/colocate = driver
         spec["placement"] = {"mode": placement}
@@ -365,7 +369,8 @@ def trl_run(steps: int, seed: int, threads: int) -> dict:
         t0 = time.time()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--trl-child", str(steps), str(seed), str(threads), tmp],
+            [sys.executable, __file__, "--trl-child", str(steps), str(seed), str(threads), tmp,
+             str(LR or "")],
             stdout=subprocess.DEVNULL, stderr=log, text=True, env=env,
         )  # fmt: skip
         peak, pss = _watch(proc)
@@ -448,8 +453,10 @@ def _table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    global GPU, GPU_TASK_ON_CPU, LR
     if len(sys.argv) > 1 and sys.argv[1] == "--trl-child":
-        steps, seed, threads, out_dir = sys.argv[2:6]
+        steps, seed, threads, out_dir, lr = sys.argv[2:7]
+        LR = float(lr) if lr else None
         trl_child(int(steps), int(seed), int(threads), out_dir)
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -495,10 +502,16 @@ def main() -> None:
         help="GPU_SPEC's algorithm and data (32 prompts a step, micro_batch_tokens, lr 1e-4) "
         "with the CPU model and HF engine: tells the GPU task's learning from its GPU parts",
     )
+    ap.add_argument(
+        "--lr",
+        type=float,
+        help="every arm's algorithm.lr instead of the spec's (TRL's too): max_staleness 2 "
+        "needs a lower one than the demo's 3e-4",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "async.json"))
     args = ap.parse_args()
-    global GPU, GPU_TASK_ON_CPU
     GPU = args.gpu
+    LR = args.lr
     GPU_TASK_ON_CPU = args.gpu_task_on_cpu and not GPU
     if GPU or GPU_TASK_ON_CPU:
         args.trl_threads = []
