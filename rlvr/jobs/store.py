@@ -579,7 +579,7 @@ class JobStore:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         with self._session.begin() as s:
-            row = s.get(_Job, job_id, with_for_update=True)
+            row = self._locked_job(s, job_id)
             if row is None or row.status in TERMINAL:
                 return False
             if attempt is not None and attempt != row.attempt:
@@ -623,7 +623,7 @@ class JobStore:
         Raises ``ValueError`` when the job is not in a resumable state.
         """
         with self._session.begin() as s:
-            row = s.get(_Job, job_id, with_for_update=True)
+            row = self._locked_job(s, job_id)
             if row is None:
                 raise KeyError(job_id)
             if row.status not in ("failed", "cancelled"):
@@ -646,7 +646,7 @@ class JobStore:
         it. Status writes of the interrupted attempt are ignored from now on. Returns
         whether the job was requeued (a terminal job is left alone)."""
         with self._session.begin() as s:
-            row = s.get(_Job, job_id, with_for_update=True)
+            row = self._locked_job(s, job_id)
             if row is None or row.status in TERMINAL:
                 return False
             if row.status == "queued" and row.submission_id is None:
@@ -816,9 +816,29 @@ class JobStore:
     # -- internals ---------------------------------------------------------------------
     @staticmethod
     def _lock_job(s: Session, job_id: str) -> None:
-        """Take the job's row lock (PostgreSQL; SQLite has one writer anyway) before anything
-        that appends an event, so a job's events commit in the order of their ids."""
-        s.execute(select(_Job.id).where(_Job.id == job_id).with_for_update())
+        """Take the job's lock before anything that reads the job to decide a write, or
+        appends an event (so a job's events commit in the order of their ids): its row lock
+        on PostgreSQL; on SQLite the database's write lock, by a write that changes nothing.
+        SQLite has one writer at a time, but Python's sqlite3 begins a transaction only at
+        its first write: a status read before that is not locked, and two processes (the
+        service's runner and the job's driver) would both read ``queued`` and both write
+        ``running``, each with its event. After this write the transaction holds the lock,
+        and what it reads next is the latest commit."""
+        if s.get_bind().dialect.name == "sqlite":
+            s.execute(
+                update(_Job)
+                .where(_Job.id == job_id)
+                .values(id=_Job.id)
+                .execution_options(synchronize_session=False)  # (no read before it)
+            )
+        else:
+            s.execute(select(_Job.id).where(_Job.id == job_id).with_for_update())
+
+    @classmethod
+    def _locked_job(cls, s: Session, job_id: str) -> _Job | None:
+        """The job's row, read under :meth:`_lock_job`."""
+        cls._lock_job(s, job_id)
+        return s.get(_Job, job_id, with_for_update=True)
 
     @staticmethod
     def _add_event(s: Session, job_id: str, kind: str, payload: dict[str, Any]) -> None:

@@ -371,3 +371,35 @@ def test_another_process_writes_while_this_one_reads(store, db_url):
     assert store.get_job(job).step == 200
     steps = [e.payload["step"] for e in store.events_after(job, limit=1000) if e.kind == "metrics"]
     assert steps == list(range(1, 201))
+
+
+def _race_statuses(url: str, job_ids: list[str], status: str, barrier) -> None:
+    store = JobStore(url)
+    for job_id in job_ids:
+        barrier.wait(timeout=60)  # every process writes the same job at the same moment
+        store.set_status(job_id, status)
+    store.close()
+
+
+def test_processes_moving_a_job_at_once_make_one_transition_and_one_event(store, db_url):
+    # The service's runner and the job's driver both write `running` when a job starts, and a
+    # runner may find a job failed while its driver writes `succeeded`: one of them wins, and
+    # the job's event stream shows that one only (on SQLite a status read before the
+    # transaction's first write was not locked: both wrote, each with its event).
+    jobs = [new_job(store, f"race{i}") for i in range(12)]
+    ctx = mp.get_context("spawn")
+    for statuses in (["running"] * 4, ["succeeded", "failed", "succeeded", "failed"]):
+        barrier = ctx.Barrier(len(statuses))
+        procs = [
+            ctx.Process(target=_race_statuses, args=(db_url, jobs, status, barrier))
+            for status in statuses
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+            assert p.exitcode == 0
+    for job_id in jobs:
+        moves = [e.payload["status"] for e in store.events_after(job_id) if e.kind == "status"]
+        assert moves[:2] == ["queued", "running"] and len(moves) == 3, moves
+        assert moves[2] in ("succeeded", "failed") and store.get_job(job_id).status == moves[2]
