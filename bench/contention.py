@@ -27,7 +27,9 @@ Last, both alone again: a machine whose speed drifted during the run shows there
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
+import queue
 import statistics
 import sys
 import threading
@@ -172,8 +174,9 @@ def main() -> int:
         if other.is_alive():
             other.kill()
     learns = []
-    while not times.empty():
-        learns.append(times.get())
+    with contextlib.suppress(queue.Empty):  # (a Queue's empty() is not reliable)
+        while True:
+            learns.append(times.get(timeout=1.0))
     rows.append({"setting": "rollout beside learn in another process",
                  "rollout": med(rollouts), "learn": med(learns)})  # fmt: skip
     # alone once more: a machine whose speed drifted during the run shows here
