@@ -836,9 +836,9 @@ class JobStore:
 
     @classmethod
     def _locked_job(cls, s: Session, job_id: str) -> _Job | None:
-        """The job's row, read under :meth:`_lock_job`."""
+        """The job's row, read under :meth:`_lock_job` (which already holds the lock)."""
         cls._lock_job(s, job_id)
-        return s.get(_Job, job_id, with_for_update=True)
+        return s.get(_Job, job_id)
 
     @staticmethod
     def _add_event(s: Session, job_id: str, kind: str, payload: dict[str, Any]) -> None:
